@@ -1,0 +1,78 @@
+using System.Numerics.Tensors;
+
+namespace Peft.Core.Cpu;
+
+/// <summary>Element-type conversion between contiguous buffers. Float→bf16/f16 rounds to nearest even.</summary>
+internal static unsafe class Cast
+{
+    public static void Convert(byte* src, DType from, byte* dst, DType to, long n)
+    {
+        if (from == to) { Buffer.MemoryCopy(src, dst, n * from.SizeOf(), n * from.SizeOf()); return; }
+        int count = checked((int)n);
+        switch (from, to)
+        {
+            case (DType.F32, DType.F64):
+                TensorPrimitives.ConvertChecked<float, double>(new ReadOnlySpan<float>(src, count), new Span<double>(dst, count)); return;
+            case (DType.F64, DType.F32):
+                TensorPrimitives.ConvertTruncating<double, float>(new ReadOnlySpan<double>(src, count), new Span<float>(dst, count)); return;
+            case (DType.F32, DType.BF16):
+                FloatToBf16((float*)src, (ushort*)dst, n); return;
+            case (DType.BF16, DType.F32):
+                Bf16ToFloat((ushort*)src, (float*)dst, n); return;
+            case (DType.F32, DType.F16):
+                TensorPrimitives.ConvertToHalf(new ReadOnlySpan<float>(src, count), new Span<Half>(dst, count)); return;
+            case (DType.F16, DType.F32):
+                TensorPrimitives.ConvertToSingle(new ReadOnlySpan<Half>(src, count), new Span<float>(dst, count)); return;
+        }
+        // Rare pairs go through double, which holds every value of every supported type exactly except large I64.
+        int se = from.SizeOf(), de = to.SizeOf();
+        for (long i = 0; i < n; i++) ElementIO.Write(dst + i * de, to, ElementIO.Read(src + i * se, from));
+    }
+
+    public static void FloatToBf16(float* src, ushort* dst, long n)
+    {
+        Parallel.For(0, (n + 65535) / 65536, b =>
+        {
+            long end = Math.Min(n, (b + 1) * 65536);
+            for (long i = b * 65536; i < end; i++) dst[i] = BFloat16.RoundBits(*(uint*)(src + i));
+        });
+    }
+
+    public static void Bf16ToFloat(ushort* src, float* dst, long n)
+    {
+        for (long i = 0; i < n; i++) ((uint*)dst)[i] = (uint)src[i] << 16;
+    }
+}
+
+/// <summary>Reads and writes one element of any dtype as a double (printing, generic casts, tests).</summary>
+internal static unsafe class ElementIO
+{
+    public static double Read(byte* p, DType t) => t switch
+    {
+        DType.F64 => *(double*)p,
+        DType.F32 => *(float*)p,
+        DType.BF16 => new BFloat16(*(ushort*)p).ToSingle(),
+        DType.F16 => (double)*(Half*)p,
+        DType.I64 => *(long*)p,
+        DType.I32 => *(int*)p,
+        DType.I8 => *(sbyte*)p,
+        DType.U8 => *p,
+        _ => throw new ArgumentOutOfRangeException(nameof(t)),
+    };
+
+    public static void Write(byte* p, DType t, double v)
+    {
+        switch (t)
+        {
+            case DType.F64: *(double*)p = v; break;
+            case DType.F32: *(float*)p = (float)v; break;
+            case DType.BF16: *(ushort*)p = BFloat16.FromSingle((float)v).Bits; break;
+            case DType.F16: *(Half*)p = (Half)v; break;
+            case DType.I64: *(long*)p = (long)v; break;
+            case DType.I32: *(int*)p = (int)v; break;
+            case DType.I8: *(sbyte*)p = (sbyte)v; break;
+            case DType.U8: *p = (byte)v; break;
+            default: throw new ArgumentOutOfRangeException(nameof(t));
+        }
+    }
+}

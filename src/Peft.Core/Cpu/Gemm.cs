@@ -1,0 +1,180 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+
+namespace Peft.Core.Cpu;
+
+/// <summary>
+/// Row-major GEMM: C = α·op(A)·op(B) + β·C, op = optional transpose. F32 uses the BLIS/GotoBLAS scheme:
+/// B is packed into KC×NR micro-panels (L1-resident while a micro-kernel runs), A into MC×KC blocks of MR-row
+/// micro-panels (L2-resident), and an MR×NR register-tiled FMA micro-kernel does all the arithmetic. Packing also
+/// applies α and converts BF16 inputs to F32, so the micro-kernel only ever sees aligned F32 panels.
+/// Threads split the rows of C (each packs its own A blocks, all share the packed B panel).
+/// </summary>
+internal static unsafe partial class Gemm
+{
+    private static readonly bool Wide = Avx512F.IsSupported;
+    internal static readonly int MR = 6;
+    internal static readonly int NR = Wide ? 32 : 16;
+    private const int KC = 256, MC = 120, NC = 3072;
+
+    /// <summary>Describes one operand: base pointer, leading dimension, transpose flag and element type.</summary>
+    internal readonly struct Operand(void* ptr, long ld, bool trans, bool bf16)
+    {
+        public readonly void* Ptr = ptr;
+        public readonly long Ld = ld;
+        public readonly bool Trans = trans;
+        public readonly bool Bf16 = bf16;
+    }
+
+    public static void Sgemm(int m, int n, int k, float alpha, Operand a, Operand b, float beta, float* c, long ldc, int threads = 0)
+    {
+        ScaleC(m, n, beta, c, ldc);
+        if (m == 0 || n == 0 || k == 0 || alpha == 0) return;
+        if (threads <= 0) threads = Environment.ProcessorCount;
+        // Fewer threads for small problems: a thread needs a few MFLOP to pay for its start.
+        threads = (int)Math.Clamp((long)m * n * k / 2_000_000, 1, threads);
+        threads = Math.Min(threads, (m + MR - 1) / MR);
+
+        int nr = NR;
+        float* bPack = (float*)NativeMemory.AlignedAlloc((nuint)(KC * (NC + nr) * sizeof(float)), 64);
+        var aPacks = new nint[threads];
+        for (int t = 0; t < threads; t++) aPacks[t] = (nint)NativeMemory.AlignedAlloc((nuint)((MC + MR) * KC * sizeof(float)), 64);
+        try
+        {
+            for (int jc = 0; jc < n; jc += NC)
+            {
+                int nc = Math.Min(NC, n - jc);
+                for (int pc = 0; pc < k; pc += KC)
+                {
+                    int kc = Math.Min(KC, k - pc);
+                    PackB(b, pc, kc, jc, nc, bPack);
+                    if (threads == 1) RowBlocks(0, m, a, alpha, pc, kc, jc, nc, bPack, (float*)aPacks[0], c, ldc);
+                    else
+                    {
+                        // Split rows in MR multiples so every thread gets whole micro-panels.
+                        int per = ((m + threads - 1) / threads + MR - 1) / MR * MR;
+                        Parallel.For(0, threads, new ParallelOptions { MaxDegreeOfParallelism = threads }, t =>
+                        {
+                            int r0 = t * per, r1 = Math.Min(m, r0 + per);
+                            if (r0 < r1) RowBlocks(r0, r1, a, alpha, pc, kc, jc, nc, bPack, (float*)aPacks[t], c, ldc);
+                        });
+                    }
+                }
+            }
+        }
+        finally
+        {
+            NativeMemory.AlignedFree(bPack);
+            foreach (var p in aPacks) NativeMemory.AlignedFree((void*)p);
+        }
+    }
+
+    private static void RowBlocks(int r0, int r1, Operand a, float alpha, int pc, int kc, int jc, int nc, float* bPack, float* aPack, float* c, long ldc)
+    {
+        int nr = NR;
+        float* tile = stackalloc float[MR * 32];
+        for (int ic = r0; ic < r1; ic += MC)
+        {
+            int mc = Math.Min(MC, r1 - ic);
+            PackA(a, alpha, ic, mc, pc, kc, aPack);
+            for (int jr = 0; jr < nc; jr += nr)
+            {
+                int nrEff = Math.Min(nr, nc - jr);
+                float* bp = bPack + (long)jr * kc;
+                for (int ir = 0; ir < mc; ir += MR)
+                {
+                    int mrEff = Math.Min(MR, mc - ir);
+                    float* ap = aPack + (long)ir * kc;
+                    float* cp = c + (long)(ic + ir) * ldc + jc + jr;
+                    if (mrEff == MR && nrEff == nr) MicroKernel(kc, ap, bp, cp, ldc);
+                    else
+                    {
+                        // Edge tile: compute a full tile into scratch, add only the valid part.
+                        new Span<float>(tile, MR * nr).Clear();
+                        MicroKernel(kc, ap, bp, tile, nr);
+                        for (int i = 0; i < mrEff; i++)
+                            for (int j = 0; j < nrEff; j++) cp[i * ldc + j] += tile[i * nr + j];
+                    }
+                }
+            }
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static float Load(Operand o, long index) =>
+        o.Bf16 ? BitConverter.UInt32BitsToSingle((uint)((ushort*)o.Ptr)[index] << 16) : ((float*)o.Ptr)[index];
+
+    /// <summary>Packs op(A)[ic..ic+mc, pc..pc+kc]·α as MR-row panels: panel p holds, for each k, MR consecutive rows.</summary>
+    private static void PackA(Operand a, float alpha, int ic, int mc, int pc, int kc, float* dst)
+    {
+        for (int ir = 0; ir < mc; ir += MR)
+        {
+            int rows = Math.Min(MR, mc - ir);
+            float* panel = dst + (long)ir * kc;
+            for (int i = 0; i < MR; i++)
+            {
+                if (i >= rows) { for (int p = 0; p < kc; p++) panel[p * MR + i] = 0; continue; }
+                long row = ic + ir + i;
+                if (!a.Trans)
+                {
+                    long baseIdx = row * a.Ld + pc;
+                    if (!a.Bf16) { float* src = (float*)a.Ptr + baseIdx; for (int p = 0; p < kc; p++) panel[p * MR + i] = alpha * src[p]; }
+                    else for (int p = 0; p < kc; p++) panel[p * MR + i] = alpha * Load(a, baseIdx + p);
+                }
+                else for (int p = 0; p < kc; p++) panel[p * MR + i] = alpha * Load(a, (pc + p) * a.Ld + row);
+            }
+        }
+    }
+
+    /// <summary>Packs op(B)[pc..pc+kc, jc..jc+nc] as NR-column panels: for each k, NR consecutive columns (zero-padded).</summary>
+    private static void PackB(Operand b, int pc, int kc, int jc, int nc, float* dst)
+    {
+        int nr = NR;
+        for (int jr = 0; jr < nc; jr += nr)
+        {
+            int cols = Math.Min(nr, nc - jr);
+            float* panel = dst + (long)jr * kc;
+            if (!b.Trans)
+            {
+                for (int p = 0; p < kc; p++)
+                {
+                    long rowBase = (pc + p) * b.Ld + jc + jr;
+                    float* d = panel + p * nr;
+                    if (!b.Bf16) Buffer.MemoryCopy((float*)b.Ptr + rowBase, d, nr * 4, cols * 4);
+                    else for (int j = 0; j < cols; j++) d[j] = Load(b, rowBase + j);
+                    for (int j = cols; j < nr; j++) d[j] = 0;
+                }
+            }
+            else
+            {
+                for (int j = 0; j < nr; j++)
+                {
+                    if (j >= cols) { for (int p = 0; p < kc; p++) panel[p * nr + j] = 0; continue; }
+                    long colBase = (long)(jc + jr + j) * b.Ld + pc;
+                    if (!b.Bf16) { float* src = (float*)b.Ptr + colBase; for (int p = 0; p < kc; p++) panel[p * nr + j] = src[p]; }
+                    else for (int p = 0; p < kc; p++) panel[p * nr + j] = Load(b, colBase + p);
+                }
+            }
+        }
+    }
+
+    private static void ScaleC(int m, int n, float beta, float* c, long ldc)
+    {
+        if (beta == 1) return;
+        for (int i = 0; i < m; i++)
+        {
+            var row = new Span<float>(c + i * ldc, n);
+            if (beta == 0) row.Clear();
+            else System.Numerics.Tensors.TensorPrimitives.Multiply(row, beta, row);
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void MicroKernel(int kc, float* a, float* b, float* c, long ldc)
+    {
+        if (Wide) Kernel6x32(kc, a, b, c, ldc);
+        else Kernel6x16(kc, a, b, c, ldc);
+    }
+}

@@ -1,0 +1,250 @@
+using Peft.Core.Cpu;
+using Peft.Core.Random;
+
+namespace Peft.Core;
+
+/// <summary>How a per-element loss is combined.</summary>
+public enum Reduction
+{
+    /// <summary>Average over the counted elements (for cross-entropy: the non-ignored targets).</summary>
+    Mean,
+    /// <summary>Sum.</summary>
+    Sum,
+    /// <summary>One value per element.</summary>
+    None,
+}
+
+// Neural-network ops. Softmax, norms and cross-entropy are fused kernels with explicit backward; their composite
+// versions (in the tests) are the oracles.
+public sealed partial class Tensor
+{
+    /// <summary>Softmax along <paramref name="dim"/>.</summary>
+    public Tensor Softmax(int dim = -1) => SoftmaxImpl(dim, log: false);
+
+    /// <summary>log(softmax(x)) along <paramref name="dim"/>, computed stably.</summary>
+    public Tensor LogSoftmax(int dim = -1) => SoftmaxImpl(dim, log: true);
+
+    private unsafe Tensor SoftmaxImpl(int dim, bool log)
+    {
+        CheckFloatOperands(log ? "LogSoftmax" : "Softmax", this);
+        int d = Shapes.NormalizeDim(dim, Rank);
+        if (Rank == 0) throw new ShapeMismatchException("Softmax of a scalar");
+        if (d != Rank - 1)
+        {
+            using var moved = Transpose(d, -1);
+            using var s = moved.SoftmaxImpl(-1, log);
+            return s.Transpose(d, -1);
+        }
+        using var x = ContiguousData();
+        var y = Allocate(_shape, DType, zero: false);
+        int n = _shape[^1];
+        long rows = NumEl / Math.Max(n, 1);
+        if (DType == DType.F64) RowSoftmax<double>.Forward(x.Ptr<double>(), y.Ptr<double>(), rows, n, log);
+        else RowSoftmax<float>.Forward(x.Ptr<float>(), y.Ptr<float>(), rows, n, log);
+        return Autograd.Record(y, log ? "LogSoftmax" : "Softmax", [this], saved =>
+        {
+        var ys = saved.Save(y);
+        return (g, _) =>
+        {
+            using var gc = g.ContiguousData();
+            var dx = Allocate(y._shape, y.DType, zero: false);
+            if (y.DType == DType.F64) RowSoftmax<double>.Backward(ys.Ptr<double>(), gc.Ptr<double>(), dx.Ptr<double>(), rows, n, log);
+            else RowSoftmax<float>.Backward(ys.Ptr<float>(), gc.Ptr<float>(), dx.Ptr<float>(), rows, n, log);
+            return [dx];
+        };
+        });
+    }
+
+    /// <summary>LayerNorm over the last dim with optional affine weight and bias (torch.nn.functional.layer_norm).</summary>
+    public Tensor LayerNorm(Tensor? weight, Tensor? bias, double eps = 1e-5) => NormImpl(weight, bias, eps, rms: false);
+
+    /// <summary>RMSNorm over the last dim: x / √(mean(x²) + ε) · weight (LLaMA, T5).</summary>
+    public Tensor RmsNorm(Tensor? weight, double eps = 1e-6) => NormImpl(weight, null, eps, rms: true);
+
+    private unsafe Tensor NormImpl(Tensor? weight, Tensor? bias, double eps, bool rms)
+    {
+        string name = rms ? "RmsNorm" : "LayerNorm";
+        CheckFloatOperands(name, [this, .. new[] { weight, bias }.OfType<Tensor>()]);
+        int d = Size(-1);
+        foreach (var p in new[] { weight, bias })
+            if (p != null && (p.Rank != 1 || p._shape[0] != d))
+                throw new ShapeMismatchException($"{name}: parameter of shape {Shapes.Format(p._shape)} does not match the normalized size {d}");
+        long rows = NumEl / Math.Max(d, 1);
+        using var x = ContiguousData();
+        using var w = weight?.ContiguousData();
+        using var b = bias?.ContiguousData();
+        var y = Allocate(_shape, DType, zero: false);
+        var mean = Allocate([(int)rows], DType, zero: false);
+        var rstd = Allocate([(int)rows], DType, zero: false);
+        if (DType == DType.F64)
+            Norms<double>.Forward(x.Ptr<double>(), y.Ptr<double>(), mean.Ptr<double>(), rstd.Ptr<double>(), w == null ? null : w.Ptr<double>(), b == null ? null : b.Ptr<double>(), rows, d, eps, rms);
+        else
+            Norms<float>.Forward(x.Ptr<float>(), y.Ptr<float>(), mean.Ptr<float>(), rstd.Ptr<float>(), w == null ? null : w.Ptr<float>(), b == null ? null : b.Ptr<float>(), rows, d, eps, rms);
+        var inputs = new List<Tensor> { this };
+        if (weight != null) inputs.Add(weight);
+        if (bias != null) inputs.Add(bias);
+        bool kept = false;
+        var recorded = Autograd.Record(y, name, inputs.ToArray(), saved =>
+        {
+        kept = true;
+        var self = saved.Save(this);
+        var wSaved = weight == null ? null : saved.Save(weight);
+        saved.Own(mean.KeepAlive());
+        saved.Own(rstd.KeepAlive());
+        return (g, need) =>
+        {
+            using var gc = g.ContiguousData();
+            using var xs = self.ContiguousData();
+            using var ws = wSaved?.ContiguousData();
+            var dx = Allocate(self._shape, self.DType, zero: false);
+            using var xhat = Allocate(self._shape, self.DType, zero: false);
+            if (self.DType == DType.F64)
+                Norms<double>.Backward(xs.Ptr<double>(), gc.Ptr<double>(), mean.Ptr<double>(), rstd.Ptr<double>(), ws == null ? null : ws.Ptr<double>(), dx.Ptr<double>(), xhat.Ptr<double>(), rows, d, rms);
+            else
+                Norms<float>.Backward(xs.Ptr<float>(), gc.Ptr<float>(), mean.Ptr<float>(), rstd.Ptr<float>(), ws == null ? null : ws.Ptr<float>(), dx.Ptr<float>(), xhat.Ptr<float>(), rows, d, rms);
+            var grads = new Tensor?[inputs.Count];
+            grads[0] = need[0] ? dx : null;
+            if (!need[0]) dx.Dispose();
+            int k = 1;
+            if (weight != null) { if (need[k]) { using var gx = g.Mul(xhat); grads[k] = Owned(gx.SumToShape(weight._shape), gx); } k++; }
+            if (bias != null && need[k]) grads[k] = g.SumToShape(bias._shape);
+            return grads;
+        };
+        });
+        if (!kept) { mean.Dispose(); rstd.Dispose(); } // inference: statistics are not needed
+        return recorded;
+    }
+
+    /// <summary>
+    /// Cross-entropy between logits [..., C] and integer targets [...]: targets equal to <paramref name="ignoreIndex"/>
+    /// contribute nothing (and are not counted by the mean); <paramref name="labelSmoothing"/> mixes the one-hot
+    /// target with the uniform distribution as torch does.
+    /// </summary>
+    public unsafe Tensor CrossEntropy(Tensor targets, long ignoreIndex = -100, double labelSmoothing = 0, Reduction reduction = Reduction.Mean)
+    {
+        CheckFloatOperands("CrossEntropy", this);
+        if (labelSmoothing is < 0 or > 1) throw new ArgumentOutOfRangeException(nameof(labelSmoothing), "label smoothing must be in [0, 1]");
+        int c = Size(-1);
+        long n = NumEl / Math.Max(c, 1);
+        if (targets.NumEl != n || targets.Rank != Rank - 1)
+            throw new ShapeMismatchException($"CrossEntropy: targets of shape {Shapes.Format(targets._shape)} do not match logits {Shapes.Format(_shape)} (expected the logits' shape without the class dim)");
+        var t = ReadTargets(targets, c, ignoreIndex);
+        long counted = t.Count(v => v != ignoreIndex);
+        using var x = ContiguousData();
+        using var loss = Allocate([(int)n], DType, zero: false);
+        var lse = Allocate([(int)n], DType, zero: false);
+        if (DType == DType.F64) CrossEntropyKernel<double>.Forward(x.Ptr<double>(), t, loss.Ptr<double>(), lse.Ptr<double>(), n, c, ignoreIndex, labelSmoothing);
+        else CrossEntropyKernel<float>.Forward(x.Ptr<float>(), t, loss.Ptr<float>(), lse.Ptr<float>(), n, c, ignoreIndex, labelSmoothing);
+        Tensor result = reduction switch
+        {
+            Reduction.None => loss.Reshape(targets._shape),
+            Reduction.Sum => loss.Sum(),
+            _ => MeanOver(loss, counted),
+        };
+        bool kept = false;
+        var recordedLoss = Autograd.Record(result, "CrossEntropy", [this], saved =>
+        {
+        kept = true;
+        var self = saved.Save(this);
+        saved.Own(lse.KeepAlive());
+        return (g, _) =>
+        {
+            // Per-row scale of the softmax-minus-target gradient.
+            using var scale = reduction == Reduction.None ? g.Reshape(-1).ContiguousData() : g.Mul(reduction == Reduction.Mean ? 1.0 / counted : 1.0).Expand((int)n).ContiguousCopy();
+            using var xs = self.ContiguousData();
+            var dx = Allocate(self._shape, self.DType, zero: false);
+            if (self.DType == DType.F64) CrossEntropyKernel<double>.Backward(xs.Ptr<double>(), t, lse.Ptr<double>(), scale.Ptr<double>(), dx.Ptr<double>(), n, c, ignoreIndex, labelSmoothing);
+            else CrossEntropyKernel<float>.Backward(xs.Ptr<float>(), t, lse.Ptr<float>(), scale.Ptr<float>(), dx.Ptr<float>(), n, c, ignoreIndex, labelSmoothing);
+            return [dx];
+        };
+        });
+        if (!kept) lse.Dispose();
+        return recordedLoss;
+
+        static Tensor MeanOver(Tensor loss, long count)
+        {
+            using var sum = loss.Sum();
+            return sum.Mul(count == 0 ? double.NaN : 1.0 / count); // torch: NaN when every target is ignored
+        }
+    }
+
+    private static long[] ReadTargets(Tensor targets, int classes, long ignoreIndex)
+    {
+        if (targets.DType is not (DType.I64 or DType.I32)) throw new DTypeMismatchException($"CrossEntropy: targets must be I64 or I32 class indices, got {targets.DType}");
+        var values = targets.DType == DType.I64 ? targets.ToArray<long>() : targets.ToArray<int>().Select(v => (long)v).ToArray();
+        foreach (var v in values)
+            if (v != ignoreIndex && (v < 0 || v >= classes))
+                throw new IndexOutOfRangeException($"CrossEntropy: target {v} is outside [0, {classes}) and is not the ignore index {ignoreIndex}");
+        return values;
+    }
+
+    /// <summary>Inverted dropout: zeroes elements with probability <paramref name="p"/> and scales the rest by 1/(1−p).
+    /// The mask comes from <paramref name="generator"/> (Philox), so a seed reproduces it exactly.</summary>
+    public Tensor Dropout(double p, bool training = true, Generator? generator = null)
+    {
+        if (p is < 0 or > 1) throw new ArgumentOutOfRangeException(nameof(p), $"dropout probability must be in [0, 1], got {p}");
+        if (!training || p == 0) return Contiguous();
+        if (p == 1) { using var z = ZerosLike(this); return Mul(z); }
+        using var u = Rand(_shape, generator, DType);
+        using var threshold = ScalarLike(p);
+        using var keep = u.Gt(threshold);
+        using var keepF = keep.ToDTypeNoGrad(DType);
+        using var mask = keepF.Mul(1.0 / (1.0 - p));
+        return Mul(mask);
+    }
+
+    /// <summary>
+    /// softmax(Q·Kᵀ·scale + mask)·V over q [..., Tq, D], k [..., Tk, D], v [..., Tk, Dv].
+    /// <paramref name="attentionMask"/>: U8 (1 = attend, 0 = masked, as torch's boolean masks) or an additive float
+    /// mask, broadcast to [..., Tq, Tk]. <paramref name="isCausal"/> lets query i see keys j ≤ i + (Tk − Tq), which is
+    /// right both for full sequences and for decoding with a KV cache.
+    /// </summary>
+    public static Tensor ScaledDotProductAttention(Tensor q, Tensor k, Tensor v, Tensor? attentionMask = null, bool isCausal = false, double? scale = null, double dropoutP = 0, Generator? generator = null)
+    {
+        int tq = q.Size(-2), tk = k.Size(-2);
+        double s = scale ?? 1.0 / Math.Sqrt(q.Size(-1));
+        using var kt = k.Transpose(-2, -1);
+        using var raw = q.MatMul(kt);
+        Tensor scores = raw.Mul(s);
+        if (isCausal)
+        {
+            using var future = TriangleMask(tq, tk, tk - tq, lower: true);
+            using var old = scores;
+            scores = old.MaskedFill(future, double.NegativeInfinity);
+        }
+        if (attentionMask != null)
+        {
+            using var old = scores;
+            if (attentionMask.DType == DType.U8)
+            {
+                using var blocked = attentionMask.Eq0();
+                scores = old.MaskedFill(blocked, double.NegativeInfinity);
+            }
+            else scores = old.Add(attentionMask);
+        }
+        using (scores)
+        using (var probs = scores.Softmax(-1))
+        using (var dropped = dropoutP > 0 ? probs.Dropout(dropoutP, true, generator) : null)
+            return (dropped ?? probs).MatMul(v);
+    }
+
+    private unsafe Tensor Eq0()
+    {
+        using var c = ContiguousData();
+        var r = Allocate(_shape, DType.U8, zero: false);
+        byte* src = c.Ptr<byte>(), dst = r.Ptr<byte>();
+        for (long i = 0; i < NumEl; i++) dst[i] = (byte)(src[i] == 0 ? 1 : 0);
+        return r;
+    }
+
+    /// <summary>Kronecker product of two matrices: [m·p, n·q] blocks a[i,j]·b (LoKr's ΔW).</summary>
+    public static Tensor Kron(Tensor a, Tensor b)
+    {
+        if (a.Rank != 2 || b.Rank != 2) throw new ShapeMismatchException($"Kron needs 2-D operands, got {Shapes.Format(a._shape)} and {Shapes.Format(b._shape)}");
+        int m = a._shape[0], n = a._shape[1], p = b._shape[0], q = b._shape[1];
+        using var a4 = a.Reshape(m, 1, n, 1);
+        using var b4 = b.Reshape(1, p, 1, q);
+        using var prod = a4.Mul(b4);
+        return prod.Reshape(m * p, n * q);
+    }
+}

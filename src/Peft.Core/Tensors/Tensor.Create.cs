@@ -1,0 +1,133 @@
+using System.Runtime.InteropServices;
+using Peft.Core.Random;
+
+namespace Peft.Core;
+
+// Factories. Shapes are int[] so collection expressions read naturally: Tensor.Zeros([2, 3]).
+public sealed partial class Tensor
+{
+    /// <summary>A tensor of zeros.</summary>
+    public static Tensor Zeros(int[] shape, DType dtype = DType.F32) => Allocate(shape, dtype);
+
+    /// <summary>A tensor of ones.</summary>
+    public static Tensor Ones(int[] shape, DType dtype = DType.F32) => Full(shape, 1.0, dtype);
+
+    /// <summary>A tensor filled with <paramref name="value"/>.</summary>
+    public static Tensor Full(int[] shape, double value, DType dtype = DType.F32)
+    {
+        var t = Allocate(shape, dtype, zero: value == 0);
+        if (value != 0) t.FillInPlace(value);
+        return t;
+    }
+
+    /// <summary>Zeros with the shape and dtype of <paramref name="like"/>.</summary>
+    public static Tensor ZerosLike(Tensor like) => Zeros(like._shape, like.DType);
+
+    /// <summary>Ones with the shape and dtype of <paramref name="like"/>.</summary>
+    public static Tensor OnesLike(Tensor like) => Ones(like._shape, like.DType);
+
+    /// <summary>A 0-dimensional tensor holding <paramref name="value"/>.</summary>
+    public static Tensor Scalar(double value, DType dtype = DType.F32) => Full([], value, dtype);
+
+    /// <summary>[start, start+step, ...) up to but excluding <paramref name="end"/>.</summary>
+    public static unsafe Tensor Arange(double start, double end, double step = 1, DType dtype = DType.I64)
+    {
+        if (step == 0) throw new ArgumentException("Arange step must not be 0", nameof(step));
+        int n = Math.Max(0, (int)Math.Ceiling((end - start) / step));
+        var t = Allocate([n], dtype, zero: false);
+        byte* p = t.Ptr<byte>();
+        int e = dtype.SizeOf();
+        for (int i = 0; i < n; i++) Cpu.ElementIO.Write(p + (long)i * e, dtype, start + i * step);
+        return t;
+    }
+
+    /// <summary>[0, 1, ..., end-1] as I64.</summary>
+    public static Tensor Arange(int end) => Arange(0, end);
+
+    /// <summary>A tensor that copies <paramref name="data"/> (row-major) into the given shape.</summary>
+    public static unsafe Tensor FromArray<T>(T[] data, int[]? shape = null) where T : unmanaged
+    {
+        var dtype = DTypeOf<T>();
+        shape ??= [data.Length];
+        if (Shapes.NumEl(shape) != data.Length)
+            throw new ShapeMismatchException($"{data.Length} values do not fill shape {Shapes.Format(shape)}");
+        var t = Allocate(shape, dtype, zero: false);
+        MemoryMarshal.AsBytes(data.AsSpan()).CopyTo(new Span<byte>(t.Ptr<byte>(), data.Length * sizeof(T)));
+        return t;
+    }
+
+    /// <summary>The dtype that holds elements of type <typeparamref name="T"/>.</summary>
+    public static DType DTypeOf<T>() where T : unmanaged =>
+        typeof(T) == typeof(float) ? DType.F32 :
+        typeof(T) == typeof(double) ? DType.F64 :
+        typeof(T) == typeof(BFloat16) ? DType.BF16 :
+        typeof(T) == typeof(Half) ? DType.F16 :
+        typeof(T) == typeof(long) ? DType.I64 :
+        typeof(T) == typeof(int) ? DType.I32 :
+        typeof(T) == typeof(sbyte) ? DType.I8 :
+        typeof(T) == typeof(byte) || typeof(T) == typeof(bool) ? DType.U8 :
+        throw new DTypeMismatchException($"no tensor dtype holds {typeof(T).Name}");
+
+    /// <summary>Uniform samples in [<paramref name="low"/>, <paramref name="high"/>).</summary>
+    public static unsafe Tensor Rand(int[] shape, Generator? generator = null, DType dtype = DType.F32, double low = 0, double high = 1)
+    {
+        var gen = generator ?? Generator.Default;
+        var t = Allocate(shape, DType.F64, zero: false);
+        long n = t.NumEl;
+        long first = gen.Reserve((n + 3) / 4);
+        double* p = t.Ptr<double>();
+        double span = high - low;
+        Parallel.For(0, (n + 4095) / 4096, chunk =>
+        {
+            long end = Math.Min(n, (chunk + 1) * 4096);
+            for (long i = chunk * 4096; i < end; i += 4)
+            {
+                var (a, b, c, d) = gen.Block(first + i / 4);
+                p[i] = low + span * Philox.ToUnitDouble(a, b);
+                if (i + 1 < end) p[i + 1] = low + span * Philox.ToUnitDouble(b, c);
+                if (i + 2 < end) p[i + 2] = low + span * Philox.ToUnitDouble(c, d);
+                if (i + 3 < end) p[i + 3] = low + span * Philox.ToUnitDouble(d, a);
+            }
+        });
+        return ConvertOwned(t, dtype);
+    }
+
+    /// <summary>Standard normal samples (Box–Muller on Philox uniforms), scaled by <paramref name="std"/> around <paramref name="mean"/>.</summary>
+    public static unsafe Tensor Randn(int[] shape, Generator? generator = null, DType dtype = DType.F32, double mean = 0, double std = 1)
+    {
+        var gen = generator ?? Generator.Default;
+        var t = Allocate(shape, DType.F64, zero: false);
+        long n = t.NumEl;
+        long first = gen.Reserve((n + 1) / 2);
+        double* p = t.Ptr<double>();
+        Parallel.For(0, (n + 4095) / 4096, chunk =>
+        {
+            long end = Math.Min(n, (chunk + 1) * 4096);
+            for (long i = chunk * 4096; i < end; i += 2)
+            {
+                // One counter per pair: its four words give two 53-bit uniforms.
+                var (a, b, c, d) = gen.Block(first + i / 2);
+                double u1 = 1.0 - Philox.ToUnitDouble(a, b); // (0, 1]: log is finite
+                double u2 = Philox.ToUnitDouble(c, d);
+                double r = Math.Sqrt(-2.0 * Math.Log(u1));
+                p[i] = mean + std * r * Math.Cos(2 * Math.PI * u2);
+                if (i + 1 < end) p[i + 1] = mean + std * r * Math.Sin(2 * Math.PI * u2);
+            }
+        });
+        return ConvertOwned(t, dtype);
+    }
+
+    /// <summary>Seeded convenience overload of <see cref="Rand(int[], Generator?, DType, double, double)"/>.</summary>
+    public static Tensor Rand(int[] shape, ulong seed, DType dtype = DType.F32) => Rand(shape, new Generator(seed), dtype);
+
+    /// <summary>Seeded convenience overload of <see cref="Randn(int[], Generator?, DType, double, double)"/>.</summary>
+    public static Tensor Randn(int[] shape, ulong seed, DType dtype = DType.F32) => Randn(shape, new Generator(seed), dtype);
+
+    private static Tensor ConvertOwned(Tensor t, DType dtype)
+    {
+        if (dtype == t.DType) return t;
+        var r = t.ToDTypeNoGrad(dtype);
+        t.Dispose();
+        return r;
+    }
+}
