@@ -1,0 +1,99 @@
+using Peft.Core.Random;
+
+namespace Peft.Core.Tests;
+
+/// <summary>The packed SGEMM against a naive double-precision product on fresh random inputs.</summary>
+[TestFixture]
+public class GemmTests
+{
+    // Sizes that exercise edge tiles (not multiples of MR=6 / NR=32), several KC blocks (k > 256) and tiny cases.
+    [TestCase(1, 1, 1)]
+    [TestCase(7, 33, 5)]
+    [TestCase(37, 53, 29)]
+    [TestCase(64, 64, 300)]
+    [TestCase(130, 70, 513)]
+    [TestCase(6, 3100, 9)]
+    public void F32MatchesNaiveReferenceForAllTransposes(int m, int n, int k)
+    {
+        foreach (bool ta in new[] { false, true })
+            foreach (bool tb in new[] { false, true })
+            {
+                using var scope = Tensor.NewScope();
+                var a = Tensor.Randn(ta ? [k, m] : [m, k], new Generator((ulong)(m * 31 + k)));
+                var b = Tensor.Randn(tb ? [n, k] : [k, n], new Generator((ulong)(n * 17 + k)));
+                var c = (ta ? a.Transpose(0, 1) : a).MatMul(tb ? b.Transpose(0, 1) : b);
+                var expected = TestUtil.NaiveMatMul(a.ToDoubleArray(), b.ToDoubleArray(), m, n, k, ta, tb);
+                Assert.That(c.Shape, Is.EqualTo(new[] { m, n }));
+                Assert.That(TestUtil.RelErr(c.ToDoubleArray(), expected), Is.LessThan(1e-5), $"ta={ta} tb={tb}");
+            }
+    }
+
+    [Test]
+    public void Bf16OperandsAreConvertedWhilePacking()
+    {
+        using var scope = Tensor.NewScope();
+        var a = Tensor.Randn([19, 40], 3).To(DType.BF16);
+        var b = Tensor.Randn([40, 45], 4).To(DType.BF16);
+        var c = a.MatMul(b);
+        Assert.That(c.DType, Is.EqualTo(DType.F32));
+        // The reference uses the same bf16-rounded values, so only summation order differs.
+        var expected = TestUtil.NaiveMatMul(a.ToDoubleArray(), b.ToDoubleArray(), 19, 45, 40, false, false);
+        Assert.That(TestUtil.RelErr(c.ToDoubleArray(), expected), Is.LessThan(1e-5));
+        var mixed = a.MatMul(b.To(DType.F32));
+        Assert.That(TestUtil.RelErr(mixed.ToDoubleArray(), expected), Is.LessThan(1e-5));
+    }
+
+    [Test]
+    public void BatchedMatMulBroadcastsBatchDims()
+    {
+        using var scope = Tensor.NewScope();
+        var a = Tensor.Randn([3, 1, 5, 7], 5);
+        var b = Tensor.Randn([4, 7, 2], 6);
+        var c = a.MatMul(b);
+        Assert.That(c.Shape, Is.EqualTo(new[] { 3, 4, 5, 2 }));
+        for (int i = 0; i < 3; i++)
+            for (int j = 0; j < 4; j++)
+            {
+                var expected = TestUtil.NaiveMatMul(a.Select(0, i).Select(0, 0).ToDoubleArray(), b.Select(0, j).ToDoubleArray(), 5, 2, 7, false, false);
+                Assert.That(TestUtil.RelErr(c.Select(0, i).Select(0, j).ToDoubleArray(), expected), Is.LessThan(1e-5));
+            }
+    }
+
+    [Test]
+    public void ThreadCountDoesNotChangeTheResult()
+    {
+        // Threads split rows of C, so each element is summed in the same order whatever the thread count.
+        using var scope = Tensor.NewScope();
+        var a = Tensor.Randn([300, 200], 8);
+        var b = Tensor.Randn([200, 150], 9);
+        var one = Run(1);
+        var many = Run(4);
+        Assert.That(many, Is.EqualTo(one));
+
+        unsafe float[] Run(int threads)
+        {
+            var c = new float[300 * 150];
+            fixed (float* pc = c)
+                Cpu.Gemm.Sgemm(300, 150, 200, 1, new Cpu.Gemm.Operand(a.Ptr<float>(), 200, false, false), new Cpu.Gemm.Operand(b.Ptr<float>(), 150, false, false), 0, pc, 150, threads);
+            return c;
+        }
+    }
+
+    [Test]
+    public void F64MatMulIsExactEnoughForGradientChecks()
+    {
+        using var scope = Tensor.NewScope();
+        var a = Tensor.Randn([9, 11], 1, DType.F64);
+        var b = Tensor.Randn([11, 4], 2, DType.F64);
+        var expected = TestUtil.NaiveMatMul(a.ToDoubleArray(), b.ToDoubleArray(), 9, 4, 11, false, false);
+        Assert.That(TestUtil.RelErr(a.MatMul(b).ToDoubleArray(), expected), Is.LessThan(1e-14));
+    }
+
+    [Test]
+    public void MismatchedInnerDimensionsNameBothShapes()
+    {
+        using var scope = Tensor.NewScope();
+        var ex = Assert.Throws<ShapeMismatchException>(() => Tensor.Zeros([2, 3]).MatMul(Tensor.Zeros([4, 5])));
+        Assert.That(ex!.Message, Does.Contain("[2, 3]").And.Contain("[4, 5]"));
+    }
+}

@@ -1,0 +1,129 @@
+using Peft.Core.Random;
+
+namespace Peft.Core.Tests;
+
+[TestFixture]
+public class TensorTests
+{
+    [Test]
+    public void ViewsShareStorageAndContiguousCopies()
+    {
+        using var s = Tensor.NewScope();
+        var x = Tensor.Arange(0, 12, 1, DType.F32).Reshape(3, 4);
+        var t = x.Transpose(0, 1);
+        Assert.That(t.IsContiguous, Is.False);
+        Assert.That(t.Storage, Is.SameAs(x.Storage));
+        Assert.That(t.ToArray<float>(), Is.EqualTo(new float[] { 0, 4, 8, 1, 5, 9, 2, 6, 10, 3, 7, 11 }));
+        var c = t.Contiguous();
+        Assert.That(c.IsContiguous);
+        Assert.That(c.Storage, Is.Not.SameAs(x.Storage));
+        Assert.That(x.Narrow(1, 1, 2).ToArray<float>(), Is.EqualTo(new float[] { 1, 2, 5, 6, 9, 10 }));
+        Assert.That(x.Unsqueeze(1).Shape, Is.EqualTo(new[] { 3, 1, 4 }));
+        Assert.That(x.Reshape(-1, 6).Shape, Is.EqualTo(new[] { 2, 6 }));
+        Assert.That(x.Permute(1, 0).Shape, Is.EqualTo(new[] { 4, 3 }));
+        Assert.That(Tensor.FromArray(new float[] { 1, 2 }, [2, 1]).Expand(2, 3).ToArray<float>(), Is.EqualTo(new float[] { 1, 1, 1, 2, 2, 2 }));
+        Assert.Throws<InvalidOperationException>(() => t.View(12));
+        Assert.Throws<ShapeMismatchException>(() => x.Reshape(5, -1));
+    }
+
+    [Test]
+    public void WritesThroughAViewReachTheBase()
+    {
+        using var s = Tensor.NewScope();
+        var x = Tensor.Zeros([2, 3]);
+        x.Narrow(1, 1, 2).FillInPlace(7);
+        Assert.That(x.ToArray<float>(), Is.EqualTo(new float[] { 0, 7, 7, 0, 7, 7 }));
+    }
+
+    [TestCase(1.0f, (ushort)0x3F80)]
+    [TestCase(-2.5f, (ushort)0xC020)]
+    [TestCase(1.00390625f, (ushort)0x3F80)]   // exactly halfway to 0x3F81: ties to even (down)
+    [TestCase(1.01171875f, (ushort)0x3F82)]   // halfway between 0x3F81 and 0x3F82: ties to even (up)
+    [TestCase(3.4028235e38f, (ushort)0x7F80)] // max float rounds to +inf, as torch does
+    public void BFloat16RoundsToNearestEven(float value, ushort bits)
+    {
+        Assert.That(BFloat16.FromSingle(value).Bits, Is.EqualTo(bits));
+    }
+
+    [Test]
+    public void BFloat16KeepsNaNAndConvertsTensors()
+    {
+        Assert.That(float.IsNaN(BFloat16.FromSingle(float.NaN).ToSingle()));
+        using var s = Tensor.NewScope();
+        var x = Tensor.FromArray(new float[] { 1.00390625f, -0.1f, 65504f });
+        Assert.That(x.To(DType.BF16).To(DType.F32).ToArray<float>(), Is.EqualTo(new float[] { 1f, -0.10009765625f, 65536f }));
+        Assert.That(x.To(DType.F16).To(DType.F32).ToArray<float>()[2], Is.EqualTo(65504f));
+    }
+
+    [Test]
+    public void PhiloxMatchesThePublishedKnownAnswers()
+    {
+        // Random123 kat_vectors: philox4x32_10 with counter 0 / key 0 and counter all-ones / key all-ones.
+        Assert.That(Philox.Block(0, 0, 0, 0, 0, 0), Is.EqualTo((0x6627e8d5u, 0xe169c58du, 0xbc57ac4cu, 0x9b00dbd8u)));
+        Assert.That(Philox.Block(~0u, ~0u, ~0u, ~0u, ~0u, ~0u), Is.EqualTo((0x408f276du, 0x41c83b0eu, 0xa20bc7c6u, 0x6d5451fdu)));
+    }
+
+    [Test]
+    public void RandomTensorsAreReproducibleAndWellDistributed()
+    {
+        using var s = Tensor.NewScope();
+        var a = Tensor.Randn([100_000], 42).ToArray<float>();
+        Assert.That(Tensor.Randn([100_000], 42).ToArray<float>(), Is.EqualTo(a));
+        Assert.That(a.Average(), Is.EqualTo(0).Within(0.02));
+        Assert.That(a.Select(v => v * v).Average(), Is.EqualTo(1).Within(0.02));
+        var u = Tensor.Rand([100_000], 7).ToArray<float>();
+        Assert.That(u.Min(), Is.GreaterThanOrEqualTo(0));
+        Assert.That(u.Max(), Is.LessThan(1));
+        Assert.That(u.Average(), Is.EqualTo(0.5).Within(0.01));
+        var gen = new Generator(3);
+        var first = Tensor.Randn([5], gen).ToArray<float>();
+        Assert.That(Tensor.Randn([5], gen).ToArray<float>(), Is.Not.EqualTo(first), "a generator advances");
+    }
+
+    [Test]
+    public void ScopesFreeEverythingTheyCreated()
+    {
+        long before = MemoryStats.LiveBytes;
+        Tensor kept;
+        using (Tensor.NewScope())
+        {
+            var w = Tensor.Randn([64, 64], 1).RequiresGradient();
+            var loss = Tensor.Randn([8, 64], 2).MatMul(w).Relu().Sum();
+            loss.Backward();
+            kept = w.Grad!; // owned by w, which the scope disposes
+            Assert.That(MemoryStats.LiveBytes, Is.GreaterThan(before));
+        }
+        Assert.That(MemoryStats.LiveBytes, Is.EqualTo(before));
+        Assert.That(kept.IsDisposed);
+    }
+
+    [Test]
+    public void KeepAliveMovesATensorOutOfItsScope()
+    {
+        Tensor t;
+        using (Tensor.NewScope()) t = Tensor.Ones([3]).KeepAlive();
+        Assert.That(t.ToArray<float>(), Is.EqualTo(new float[] { 1, 1, 1 }));
+        t.Dispose();
+        Assert.Throws<ObjectDisposedException>(() => t.ToArray<float>());
+    }
+
+    [Test]
+    public void ToStringShowsValuesShapeAndDType()
+    {
+        using var s = Tensor.NewScope();
+        var text = Tensor.Arange(0, 6, 1, DType.F32).Reshape(2, 3).ToString();
+        Assert.That(text, Does.Contain("[[0.0000, 1.0000, 2.0000]").And.Contain("shape=[2, 3]").And.Contain("dtype=F32"));
+        Assert.That(Tensor.Arange(100).ToString(), Does.Contain("..."));
+    }
+
+    [Test]
+    public void MismatchesGiveTypedExceptionsNamingTheShapes()
+    {
+        using var s = Tensor.NewScope();
+        var ex = Assert.Throws<ShapeMismatchException>(() => Tensor.Zeros([2, 3]).Add(Tensor.Zeros([4])));
+        Assert.That(ex!.Message, Does.Contain("[2, 3]").And.Contain("[4]"));
+        Assert.Throws<DTypeMismatchException>(() => Tensor.Zeros([2]).Add(Tensor.Zeros([2], DType.F64)));
+        Assert.Throws<IndexOutOfRangeException>(() => Tensor.Zeros([5, 2]).Embedding(Tensor.FromArray(new long[] { 5 })));
+        Assert.Throws<ArgumentOutOfRangeException>(() => Tensor.Zeros([2]).Transpose(0, 2));
+    }
+}
