@@ -4,8 +4,8 @@ using System.Text.Json;
 namespace Peft.Core.SafeTensors;
 
 /// <summary>
-/// Writes safetensors files the way the reference implementation lays them out (tensors ordered by dtype alignment,
-/// then name; compact JSON header padded with spaces to 8 bytes so every tensor is aligned), atomically: data goes
+/// Writes safetensors files the way the reference implementation lays them out (tensors ordered by the reference's dtype
+/// enum, descending, then name; compact JSON header padded with spaces to 8 bytes so every tensor is aligned), atomically: data goes
 /// to a temporary file in the same folder, is flushed to disk, then renamed over the target. A crash leaves either
 /// the old file or the new one, never a torn one.
 /// </summary>
@@ -15,7 +15,7 @@ public static class SafeTensorsWriter
     /// <example><code>SafeTensorsWriter.Save("adapter_model.safetensors", state, new Dictionary&lt;string, string&gt; { ["format"] = "pt" });</code></example>
     public static void Save(string path, IReadOnlyDictionary<string, Tensor> tensors, IReadOnlyDictionary<string, string>? metadata = null)
     {
-        var ordered = tensors.OrderByDescending(kv => kv.Value.DType.SizeOf()).ThenBy(kv => kv.Key, StringComparer.Ordinal).ToList();
+        var ordered = tensors.OrderByDescending(kv => ReferenceRank(kv.Value.DType)).ThenBy(kv => kv.Key, StringComparer.Ordinal).ToList();
         var header = BuildHeader(ordered, metadata);
         AtomicFile.Write(path, stream =>
         {
@@ -26,6 +26,14 @@ public static class SafeTensorsWriter
             foreach (var (_, t) in ordered) WriteData(stream, t);
         });
     }
+
+    /// <summary>Position in the reference implementation's Dtype enum (BOOL, U8, I8, ..., F16, BF16, I32, U32, F32,
+    /// F64, I64, U64), whose descending order lays out the file: matching it makes re-saved files byte-identical.</summary>
+    private static int ReferenceRank(DType d) => d switch
+    {
+        DType.U8 => 0, DType.I8 => 1, DType.F16 => 2, DType.BF16 => 3, DType.I32 => 4,
+        DType.F32 => 5, DType.F64 => 6, DType.I64 => 7, _ => throw new ArgumentOutOfRangeException(nameof(d)),
+    };
 
     private static byte[] BuildHeader(List<KeyValuePair<string, Tensor>> ordered, IReadOnlyDictionary<string, string>? metadata)
     {
