@@ -1,1 +1,13 @@
-﻿Console.WriteLine("Hello, World!");
+using Peft.Bench;
+
+// Peft.Bench: benchmark suites. Usage: dotnet run -c Release --project bench/Peft.Bench -- gemm
+var suite = args.Length > 0 ? args[0] : "gemm";
+switch (suite)
+{
+    case "gemm":
+        GemmBench.Run(Console.Out);
+        return 0;
+    default:
+        Console.Error.WriteLine($"unknown suite '{suite}'. Suites: gemm");
+        return 2;
+}

@@ -127,3 +127,33 @@ public class TensorTests
         Assert.Throws<ArgumentOutOfRangeException>(() => Tensor.Zeros([2]).Transpose(0, 2));
     }
 }
+
+[TestFixture]
+public class CpuAllocatorTests
+{
+    [TestCase(1L, 1L)]
+    [TestCase(1000L, 1000L)]
+    [TestCase(1L << 20, 1L << 20)]
+    [TestCase((1L << 20) + 1, (1L << 20) + (1L << 17))]
+    [TestCase(50_331_648L, 50_331_648L)]      // 48 MiB is a class boundary
+    [TestCase(50_331_649L, 54_525_952L)]      // next class: 52 MiB
+    public void SizeClassesWasteAtMostAnEighth(long request, long expected)
+    {
+        Assert.That(CpuAllocator.SizeClass(request), Is.EqualTo(expected));
+        Assert.That(CpuAllocator.SizeClass(request), Is.LessThanOrEqualTo(request * 1.125 + 1));
+    }
+
+    [Test]
+    public void LargeBlocksAreReusedAndTheCacheCanBeEmptied()
+    {
+        CpuAllocator.EmptyCache();
+        var t = Tensor.Ones([1 << 20]); // 4 MiB
+        var storage = t.Storage;
+        t.Dispose();
+        Assert.That(CpuAllocator.CachedBytes, Is.GreaterThanOrEqualTo(4L << 20));
+        using (var again = Tensor.Zeros([1 << 20]))
+            Assert.That(again.ToArray<float>().All(v => v == 0), "a reused block is zeroed when zeros are asked for");
+        CpuAllocator.EmptyCache();
+        Assert.That(CpuAllocator.CachedBytes, Is.EqualTo(0));
+    }
+}

@@ -1,5 +1,4 @@
 using System.Runtime.CompilerServices;
-using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
 
@@ -38,9 +37,14 @@ internal static unsafe partial class Gemm
         threads = Math.Min(threads, (m + MR - 1) / MR);
 
         int nr = NR;
-        float* bPack = (float*)NativeMemory.AlignedAlloc((nuint)(KC * (NC + nr) * sizeof(float)), 64);
+        // Packing buffers come from the caching allocator: straight from malloc, the multi-MB B panel would be
+        // mapped and page-faulted afresh on every call.
+        long bBytes = (long)Math.Min(KC, k) * (Math.Min(NC, n) + nr) * sizeof(float);
+        long aBytes = (long)(Math.Min(MC, m) + MR) * Math.Min(KC, k) * sizeof(float);
+        float* bPack = (float*)CpuAllocator.Allocate(bBytes, out long bReserved);
         var aPacks = new nint[threads];
-        for (int t = 0; t < threads; t++) aPacks[t] = (nint)NativeMemory.AlignedAlloc((nuint)((MC + MR) * KC * sizeof(float)), 64);
+        var aReserved = new long[threads];
+        for (int t = 0; t < threads; t++) aPacks[t] = (nint)CpuAllocator.Allocate(aBytes, out aReserved[t]);
         try
         {
             for (int jc = 0; jc < n; jc += NC)
@@ -66,8 +70,8 @@ internal static unsafe partial class Gemm
         }
         finally
         {
-            NativeMemory.AlignedFree(bPack);
-            foreach (var p in aPacks) NativeMemory.AlignedFree((void*)p);
+            CpuAllocator.Release((byte*)bPack, bReserved);
+            for (int t = 0; t < threads; t++) CpuAllocator.Release((byte*)aPacks[t], aReserved[t]);
         }
     }
 

@@ -53,12 +53,13 @@ public sealed unsafe class CpuStorage : Storage
     /// <summary>Alignment in bytes of every CPU allocation.</summary>
     public const int Alignment = 64;
     private byte* _ptr;
+    private readonly long _reserved;
 
-    /// <summary>Allocates <paramref name="byteLength"/> bytes; zero-filled when <paramref name="zero"/>.</summary>
+    /// <summary>Allocates <paramref name="byteLength"/> bytes through <see cref="CpuAllocator"/>; zero-filled when <paramref name="zero"/>.</summary>
     public CpuStorage(long byteLength, bool zero = true) : base(byteLength)
     {
         if (byteLength < 0) throw new ArgumentOutOfRangeException(nameof(byteLength));
-        _ptr = (byte*)NativeMemory.AlignedAlloc((nuint)Math.Max(byteLength, 1), Alignment);
+        _ptr = CpuAllocator.Allocate(byteLength, out _reserved);
         if (zero) NativeMemory.Clear(_ptr, (nuint)byteLength);
         MemoryStats.OnAlloc(byteLength);
     }
@@ -72,7 +73,7 @@ public sealed unsafe class CpuStorage : Storage
     /// <inheritdoc/>
     protected override void Free()
     {
-        NativeMemory.AlignedFree(_ptr);
+        CpuAllocator.Release(_ptr, _reserved);
         _ptr = null;
         MemoryStats.OnFree(ByteLength);
     }
@@ -80,7 +81,7 @@ public sealed unsafe class CpuStorage : Storage
     /// <summary>Safety net only: a tensor that was never disposed still gives its memory back eventually.</summary>
     ~CpuStorage()
     {
-        if (_ptr != null) { NativeMemory.AlignedFree(_ptr); MemoryStats.OnFree(ByteLength); }
+        if (_ptr != null) { CpuAllocator.Release(_ptr, _reserved); MemoryStats.OnFree(ByteLength); }
     }
 }
 

@@ -1,0 +1,14 @@
+// Every CUDA kernel of Peft.Native, declared once. Kernels are extern "C" so their PTX entry names equal the names
+// the C# launchers use (no C++ mangling across the boundary); each name carries its dtype (cast_f32_to_bf16).
+// kernels/*.cu include this header, so a definition that drifts from its declaration fails to compile.
+#pragma once
+#include <cuda_bf16.h>
+#include <cstdint>
+
+extern "C" {
+
+// kernels/cast.cu — dtype conversion. f32 → bf16 rounds to nearest even (NaN stays NaN); bf16 → f32 is exact.
+__global__ void cast_f32_to_bf16(const float* __restrict__ in, __nv_bfloat16* __restrict__ out, int64_t n);
+__global__ void cast_bf16_to_f32(const __nv_bfloat16* __restrict__ in, float* __restrict__ out, int64_t n);
+
+}
