@@ -11,10 +11,10 @@ internal static class GemmBench
     public static void Run(TextWriter o)
     {
         int threads = Environment.ProcessorCount;
-        double peak1 = FmaPeak.GflopsPerThread(1);
-        double peakAll = FmaPeak.GflopsPerThread(threads);
+        double peak1 = FmaPeak.Gflops(1);
+        double peakAll = FmaPeak.Gflops(threads);
         o.WriteLine($"machine: {Environment.ProcessorCount} logical cores, {(FmaPeak.Wide ? "AVX-512" : "AVX2")} micro-kernel, .NET {Environment.Version}");
-        o.WriteLine($"measured FMA peak: {peak1:F1} GFLOP/s on 1 thread, {peakAll:F1} GFLOP/s on {threads} threads");
+        o.WriteLine($"measured FMA peak: {peak1:F1} GFLOP/s on 1 thread, {peakAll:F1} GFLOP/s on {threads} threads (% of peak below is against the {threads}-thread figure)");
         o.WriteLine();
         o.WriteLine("| shape (M×N×K) | what | ms | GFLOP/s | % of peak |");
         o.WriteLine("| --- | --- | ---: | ---: | ---: |");

@@ -4,10 +4,13 @@ using Peft.Bench;
 var suite = args.Length > 0 ? args[0] : "gemm";
 switch (suite)
 {
+    case "gemm-threads":
+        GemmThreads.Run(Console.Out);
+        return 0;
     case "gemm":
         GemmBench.Run(Console.Out);
         return 0;
     default:
-        Console.Error.WriteLine($"unknown suite '{suite}'. Suites: gemm");
+        Console.Error.WriteLine($"unknown suite '{suite}'. Suites: gemm, gemm-threads");
         return 2;
 }

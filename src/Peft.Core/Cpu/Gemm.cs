@@ -29,8 +29,11 @@ internal static unsafe partial class Gemm
 
     public static void Sgemm(int m, int n, int k, float alpha, Operand a, Operand b, float beta, float* c, long ldc, int threads = 0)
     {
-        ScaleC(m, n, beta, c, ldc);
-        if (m == 0 || n == 0 || k == 0 || alpha == 0) return;
+        if (m == 0 || n == 0) return;
+        if (k == 0 || alpha == 0) { ScaleC(m, n, beta, c, ldc); return; }
+        // β = 0: the first K-block stores into C instead of accumulating, so C is never cleared separately.
+        bool storeFirst = beta == 0;
+        if (!storeFirst) ScaleC(m, n, beta, c, ldc);
         if (threads <= 0) threads = Environment.ProcessorCount;
         // Fewer threads for small problems: a thread needs a few MFLOP to pay for its start.
         threads = (int)Math.Clamp((long)m * n * k / 2_000_000, 1, threads);
@@ -53,18 +56,29 @@ internal static unsafe partial class Gemm
                 for (int pc = 0; pc < k; pc += KC)
                 {
                     int kc = Math.Min(KC, k - pc);
-                    PackB(b, pc, kc, jc, nc, bPack);
-                    if (threads == 1) RowBlocks(0, m, a, alpha, pc, kc, jc, nc, bPack, (float*)aPacks[0], c, ldc);
-                    else
+                    bool store = storeFirst && pc == 0;
+                    if (threads == 1)
                     {
-                        // Split rows in MR multiples so every thread gets whole micro-panels.
-                        int per = ((m + threads - 1) / threads + MR - 1) / MR * MR;
-                        Parallel.For(0, threads, new ParallelOptions { MaxDegreeOfParallelism = threads }, t =>
-                        {
-                            int r0 = t * per, r1 = Math.Min(m, r0 + per);
-                            if (r0 < r1) RowBlocks(r0, r1, a, alpha, pc, kc, jc, nc, bPack, (float*)aPacks[t], c, ldc);
-                        });
+                        PackB(b, pc, kc, jc, 0, nc, bPack);
+                        RowBlocks(0, m, a, alpha, pc, kc, jc, nc, bPack, (float*)aPacks[0], c, ldc, store);
+                        continue;
                     }
+                    var options = new ParallelOptions { MaxDegreeOfParallelism = threads };
+                    // Pack B in parallel too: done by one thread it was the serial fraction that kept two threads
+                    // at 1.3× one. Each thread packs a contiguous run of NR-wide panels.
+                    int panels = (nc + nr - 1) / nr, perPack = (panels + threads - 1) / threads;
+                    Parallel.For(0, threads, options, t =>
+                    {
+                        int p0 = t * perPack * nr, p1 = Math.Min(nc, (t + 1) * perPack * nr);
+                        if (p0 < p1) PackB(b, pc, kc, jc, p0, p1, bPack);
+                    });
+                    // Split rows in MR multiples so every thread gets whole micro-panels.
+                    int per = ((m + threads - 1) / threads + MR - 1) / MR * MR;
+                    Parallel.For(0, threads, options, t =>
+                    {
+                        int r0 = t * per, r1 = Math.Min(m, r0 + per);
+                        if (r0 < r1) RowBlocks(r0, r1, a, alpha, pc, kc, jc, nc, bPack, (float*)aPacks[t], c, ldc, store);
+                    });
                 }
             }
         }
@@ -75,7 +89,7 @@ internal static unsafe partial class Gemm
         }
     }
 
-    private static void RowBlocks(int r0, int r1, Operand a, float alpha, int pc, int kc, int jc, int nc, float* bPack, float* aPack, float* c, long ldc)
+    private static void RowBlocks(int r0, int r1, Operand a, float alpha, int pc, int kc, int jc, int nc, float* bPack, float* aPack, float* c, long ldc, bool store)
     {
         int nr = NR;
         float* tile = stackalloc float[MR * 32];
@@ -92,14 +106,14 @@ internal static unsafe partial class Gemm
                     int mrEff = Math.Min(MR, mc - ir);
                     float* ap = aPack + (long)ir * kc;
                     float* cp = c + (long)(ic + ir) * ldc + jc + jr;
-                    if (mrEff == MR && nrEff == nr) MicroKernel(kc, ap, bp, cp, ldc);
+                    if (mrEff == MR && nrEff == nr) MicroKernel(kc, ap, bp, cp, ldc, store);
                     else
                     {
-                        // Edge tile: compute a full tile into scratch, add only the valid part.
-                        new Span<float>(tile, MR * nr).Clear();
-                        MicroKernel(kc, ap, bp, tile, nr);
+                        // Edge tile: compute a full tile into scratch, write only the valid part.
+                        MicroKernel(kc, ap, bp, tile, nr, store: true);
                         for (int i = 0; i < mrEff; i++)
-                            for (int j = 0; j < nrEff; j++) cp[i * ldc + j] += tile[i * nr + j];
+                            for (int j = 0; j < nrEff; j++)
+                                cp[i * ldc + j] = store ? tile[i * nr + j] : cp[i * ldc + j] + tile[i * nr + j];
                     }
                 }
             }
@@ -132,11 +146,12 @@ internal static unsafe partial class Gemm
         }
     }
 
-    /// <summary>Packs op(B)[pc..pc+kc, jc..jc+nc] as NR-column panels: for each k, NR consecutive columns (zero-padded).</summary>
-    private static void PackB(Operand b, int pc, int kc, int jc, int nc, float* dst)
+    /// <summary>Packs columns [c0, c1) of op(B)[pc..pc+kc, jc..jc+nc] as NR-column panels: for each k, NR consecutive
+    /// columns (zero-padded past nc). c0 is a multiple of NR.</summary>
+    private static void PackB(Operand b, int pc, int kc, int jc, int c0, int nc, float* dst)
     {
         int nr = NR;
-        for (int jr = 0; jr < nc; jr += nr)
+        for (int jr = c0; jr < nc; jr += nr)
         {
             int cols = Math.Min(nr, nc - jr);
             float* panel = dst + (long)jr * kc;
@@ -176,9 +191,9 @@ internal static unsafe partial class Gemm
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void MicroKernel(int kc, float* a, float* b, float* c, long ldc)
+    private static void MicroKernel(int kc, float* a, float* b, float* c, long ldc, bool store)
     {
-        if (Wide) Kernel6x32(kc, a, b, c, ldc);
-        else Kernel6x16(kc, a, b, c, ldc);
+        if (Wide) Kernel6x32(kc, a, b, c, ldc, store);
+        else Kernel6x16(kc, a, b, c, ldc, store);
     }
 }

@@ -9,7 +9,7 @@ namespace Peft.Core.Cpu;
 internal static unsafe partial class Gemm
 {
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Kernel6x32(int kc, float* a, float* b, float* c, long ldc)
+    private static void Kernel6x32(int kc, float* a, float* b, float* c, long ldc, bool store)
     {
         Vector512<float> c00 = default, c01 = default, c10 = default, c11 = default, c20 = default, c21 = default;
         Vector512<float> c30 = default, c31 = default, c40 = default, c41 = default, c50 = default, c51 = default;
@@ -32,19 +32,20 @@ internal static unsafe partial class Gemm
             a += 6;
             b += 32;
         }
-        Acc512(c, c00, c01); Acc512(c + ldc, c10, c11); Acc512(c + 2 * ldc, c20, c21);
-        Acc512(c + 3 * ldc, c30, c31); Acc512(c + 4 * ldc, c40, c41); Acc512(c + 5 * ldc, c50, c51);
+        Acc512(c, c00, c01, store); Acc512(c + ldc, c10, c11, store); Acc512(c + 2 * ldc, c20, c21, store);
+        Acc512(c + 3 * ldc, c30, c31, store); Acc512(c + 4 * ldc, c40, c41, store); Acc512(c + 5 * ldc, c50, c51, store);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Acc512(float* row, Vector512<float> lo, Vector512<float> hi)
+    private static void Acc512(float* row, Vector512<float> lo, Vector512<float> hi, bool store)
     {
-        Vector512.Store(Vector512.Load(row) + lo, row);
-        Vector512.Store(Vector512.Load(row + 16) + hi, row + 16);
+        if (!store) { lo += Vector512.Load(row); hi += Vector512.Load(row + 16); }
+        Vector512.Store(lo, row);
+        Vector512.Store(hi, row + 16);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Kernel6x16(int kc, float* a, float* b, float* c, long ldc)
+    private static void Kernel6x16(int kc, float* a, float* b, float* c, long ldc, bool store)
     {
         Vector256<float> c00 = default, c01 = default, c10 = default, c11 = default, c20 = default, c21 = default;
         Vector256<float> c30 = default, c31 = default, c40 = default, c41 = default, c50 = default, c51 = default;
@@ -61,8 +62,8 @@ internal static unsafe partial class Gemm
             a += 6;
             b += 16;
         }
-        Acc256(c, c00, c01); Acc256(c + ldc, c10, c11); Acc256(c + 2 * ldc, c20, c21);
-        Acc256(c + 3 * ldc, c30, c31); Acc256(c + 4 * ldc, c40, c41); Acc256(c + 5 * ldc, c50, c51);
+        Acc256(c, c00, c01, store); Acc256(c + ldc, c10, c11, store); Acc256(c + 2 * ldc, c20, c21, store);
+        Acc256(c + 3 * ldc, c30, c31, store); Acc256(c + 4 * ldc, c40, c41, store); Acc256(c + 5 * ldc, c50, c51, store);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -70,10 +71,11 @@ internal static unsafe partial class Gemm
         Fma.IsSupported ? Fma.MultiplyAdd(a, b, c) : a * b + c;
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Acc256(float* row, Vector256<float> lo, Vector256<float> hi)
+    private static void Acc256(float* row, Vector256<float> lo, Vector256<float> hi, bool store)
     {
-        Vector256.Store(Vector256.Load(row) + lo, row);
-        Vector256.Store(Vector256.Load(row + 8) + hi, row + 8);
+        if (!store) { lo += Vector256.Load(row); hi += Vector256.Load(row + 8); }
+        Vector256.Store(lo, row);
+        Vector256.Store(hi, row + 8);
     }
 
     /// <summary>F64 GEMM for gradient checks and small problems: C[i,:] += α·A[i,k]·B[k,:] rows, vectorised by
