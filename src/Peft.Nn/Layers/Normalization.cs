@@ -1,0 +1,81 @@
+using Peft.Core;
+
+namespace Peft.Nn;
+
+/// <summary>LayerNorm over the last dim with weight (ones) and bias (zeros).</summary>
+public sealed class LayerNorm : Module, IUnaryModule
+{
+    /// <summary>Creates the layer.</summary>
+    public LayerNorm(int dim, double eps = 1e-5, bool bias = true, DType dtype = DType.F32)
+    {
+        Eps = eps;
+        RegisterParameter("weight", Tensor.Ones([dim], dtype));
+        if (bias) RegisterParameter("bias", Tensor.Zeros([dim], dtype));
+        HasBias = bias;
+    }
+
+    /// <summary>Variance epsilon.</summary>
+    public double Eps { get; }
+
+    /// <summary>Whether a bias is added.</summary>
+    public bool HasBias { get; }
+
+    /// <inheritdoc/>
+    public Tensor Forward(Tensor input) => input.LayerNorm(Parameter("weight"), HasBias ? Parameter("bias") : null, Eps);
+}
+
+/// <summary>RMSNorm over the last dim with weight (ones): LLaMA's and T5's norm.</summary>
+public sealed class RmsNorm : Module, IUnaryModule
+{
+    /// <summary>Creates the layer.</summary>
+    public RmsNorm(int dim, double eps = 1e-6, DType dtype = DType.F32)
+    {
+        Eps = eps;
+        RegisterParameter("weight", Tensor.Ones([dim], dtype));
+    }
+
+    /// <summary>Variance epsilon.</summary>
+    public double Eps { get; }
+
+    /// <inheritdoc/>
+    public Tensor Forward(Tensor input) => input.RmsNorm(Parameter("weight"), Eps);
+}
+
+/// <summary>Inverted dropout that is active only in training mode; masks come from <see cref="Generator"/>.</summary>
+public sealed class Dropout(double p, Peft.Core.Random.Generator? generator = null) : Module, IUnaryModule
+{
+    /// <summary>Drop probability.</summary>
+    public double P { get; } = p;
+
+    /// <summary>The mask stream (the process default when null).</summary>
+    public Peft.Core.Random.Generator? Generator { get; set; } = generator;
+
+    /// <inheritdoc/>
+    public Tensor Forward(Tensor input) => input.Dropout(P, IsTraining, Generator);
+}
+
+/// <summary>Children named "0", "1", ... (torch.nn.ModuleList), as in <c>transformer.h.0</c>.</summary>
+public sealed class ModuleList<T> : Module where T : Module
+{
+    private readonly List<string> _names = new();
+
+    /// <summary>Creates the list from <paramref name="items"/>.</summary>
+    public ModuleList(IEnumerable<T> items)
+    {
+        foreach (var item in items) Add(item);
+    }
+
+    /// <summary>Appends a module.</summary>
+    public void Add(T item)
+    {
+        var name = _names.Count.ToString(System.Globalization.CultureInfo.InvariantCulture);
+        _names.Add(name);
+        RegisterModule(name, item);
+    }
+
+    /// <summary>Number of modules.</summary>
+    public int Count => _names.Count;
+
+    /// <summary>Module <paramref name="index"/> (looked up by name, so replacements are seen).</summary>
+    public T this[int index] => Child<T>(_names[index]);
+}

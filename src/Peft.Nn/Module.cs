@@ -1,0 +1,246 @@
+using Peft.Core;
+
+namespace Peft.Nn;
+
+/// <summary>A module that maps one tensor to one tensor (layers PEFT can wrap: Linear, Conv1D, Embedding, norms).</summary>
+public interface IUnaryModule
+{
+    /// <summary>Applies the module.</summary>
+    Tensor Forward(Tensor input);
+}
+
+/// <summary>
+/// A node of a model: named parameters, buffers and child modules, in registration order. Dotted paths
+/// (<c>transformer.h.0.attn.c_attn.weight</c>) equal Hugging Face state-dict keys. Parents look their children up by
+/// name when they run, so <see cref="SetSubmodule"/> can replace a layer (how PEFT injects adapters).
+/// Parameters are owned by their module and freed by <see cref="Dispose"/>; they live outside tensor scopes.
+/// </summary>
+/// <example><code>
+/// var model = new MyMlp();
+/// foreach (var (name, p) in model.NamedParameters()) Console.WriteLine($"{name} {Shapes.Format(p.Shape)}");
+/// model.LoadStateDict(weights);   // throws StateDictException listing missing/unexpected/mis-shaped keys
+/// </code></example>
+public abstract class Module : IDisposable
+{
+    private readonly List<string> _paramOrder = new();
+    private readonly Dictionary<string, Tensor> _params = new();
+    private readonly List<string> _bufferOrder = new();
+    private readonly Dictionary<string, (Tensor Tensor, bool Persistent)> _buffers = new();
+    private readonly List<string> _childOrder = new();
+    private readonly Dictionary<string, Module> _children = new();
+    private bool _disposed;
+
+    /// <summary>True in training mode (dropout active), false after <see cref="Eval"/>.</summary>
+    public bool IsTraining { get; private set; } = true;
+
+    /// <summary>Registers (or replaces) a parameter. The module takes ownership; it requires grad unless it is an
+    /// integer tensor.</summary>
+    protected Tensor RegisterParameter(string name, Tensor value, bool requiresGrad = true)
+    {
+        CheckName(name);
+        value.KeepAlive();
+        if (requiresGrad && value.DType.IsFloatingPoint() && value.GradFn == null) value.RequiresGrad = true;
+        if (!_params.ContainsKey(name)) _paramOrder.Add(name);
+        _params[name] = value;
+        return value;
+    }
+
+    /// <summary>Registers a buffer (state that is not trained, e.g. rotary tables). Non-persistent buffers are left
+    /// out of <see cref="StateDict"/>, as in PyTorch.</summary>
+    protected Tensor RegisterBuffer(string name, Tensor value, bool persistent = true)
+    {
+        CheckName(name);
+        value.KeepAlive();
+        if (!_buffers.ContainsKey(name)) _bufferOrder.Add(name);
+        _buffers[name] = (value, persistent);
+        return value;
+    }
+
+    /// <summary>Registers a child module under <paramref name="name"/>.</summary>
+    protected T RegisterModule<T>(string name, T module) where T : Module
+    {
+        CheckName(name);
+        if (!_children.ContainsKey(name)) _childOrder.Add(name);
+        _children[name] = module;
+        return module;
+    }
+
+    private static void CheckName(string name)
+    {
+        if (string.IsNullOrEmpty(name) || name.Contains('.'))
+            throw new ArgumentException($"module member names must be non-empty and contain no '.', got '{name}'");
+    }
+
+    /// <summary>The child registered as <paramref name="name"/>, as <typeparamref name="T"/>.</summary>
+    protected T Child<T>(string name) where T : class =>
+        _children.TryGetValue(name, out var m) ? m as T ?? throw new InvalidCastException($"{GetType().Name}.{name} is a {m.GetType().Name}, not a {typeof(T).Name}")
+        : throw new KeyNotFoundException($"{GetType().Name} has no child '{name}'");
+
+    /// <summary>The parameter registered as <paramref name="name"/> on this module.</summary>
+    public Tensor Parameter(string name) => _params.TryGetValue(name, out var p) ? p
+        : throw new KeyNotFoundException($"{GetType().Name} has no parameter '{name}'");
+
+    /// <summary>Replaces the tensor of an existing parameter (e.g. tying an output head to the embedding). The
+    /// module owned the replaced tensor, so it is disposed.</summary>
+    public void SetParameter(string name, Tensor value)
+    {
+        if (!_params.TryGetValue(name, out var old)) throw new KeyNotFoundException($"{GetType().Name} has no parameter '{name}'");
+        _params[name] = value.KeepAlive();
+        if (!ReferenceEquals(old, value)) old.Dispose();
+    }
+
+    /// <summary>The buffer registered as <paramref name="name"/> on this module.</summary>
+    public Tensor Buffer(string name) => _buffers.TryGetValue(name, out var b) ? b.Tensor
+        : throw new KeyNotFoundException($"{GetType().Name} has no buffer '{name}'");
+
+    /// <summary>Direct children in registration order.</summary>
+    public IEnumerable<(string Name, Module Module)> NamedChildren() => _childOrder.Select(n => (n, _children[n]));
+
+    /// <summary>This module and every descendant with its dotted path ("" for this one), depth first.</summary>
+    public IEnumerable<(string Name, Module Module)> NamedModules(string prefix = "")
+    {
+        var stack = new Stack<(string, Module)>();
+        stack.Push((prefix, this));
+        while (stack.Count > 0)
+        {
+            var (path, m) = stack.Pop();
+            yield return (path, m);
+            for (int i = m._childOrder.Count - 1; i >= 0; i--)
+            {
+                var n = m._childOrder[i];
+                stack.Push((Join(path, n), m._children[n]));
+            }
+        }
+    }
+
+    /// <summary>Every parameter with its dotted path; a tensor shared by two modules (tied weights) appears once,
+    /// under its first path, as torch's named_parameters does.</summary>
+    public IEnumerable<(string Name, Tensor Parameter)> NamedParameters()
+    {
+        var seen = new HashSet<Tensor>(ReferenceEqualityComparer.Instance);
+        foreach (var (path, m) in NamedModules())
+            foreach (var n in m._paramOrder)
+                if (seen.Add(m._params[n])) yield return (Join(path, n), m._params[n]);
+    }
+
+    /// <summary>Every distinct parameter.</summary>
+    public IEnumerable<Tensor> Parameters() => NamedParameters().Select(p => p.Parameter);
+
+    /// <summary>Every buffer with its dotted path.</summary>
+    public IEnumerable<(string Name, Tensor Buffer, bool Persistent)> NamedBuffers()
+    {
+        foreach (var (path, m) in NamedModules())
+            foreach (var n in m._bufferOrder)
+                yield return (Join(path, n), m._buffers[n].Tensor, m._buffers[n].Persistent);
+    }
+
+    /// <summary>Number of parameter elements (distinct tensors), optionally only those that require grad.</summary>
+    public long CountParameters(bool trainableOnly = false) =>
+        Parameters().Where(p => !trainableOnly || p.RequiresGrad).Sum(p => p.NumEl);
+
+    /// <summary>
+    /// Parameters and persistent buffers by dotted path — every path, tied ones included (as torch's state_dict).
+    /// The tensors are the module's own: do not dispose them.
+    /// </summary>
+    public Dictionary<string, Tensor> StateDict()
+    {
+        var d = new Dictionary<string, Tensor>();
+        foreach (var (path, m) in NamedModules())
+        {
+            foreach (var n in m._paramOrder) d[Join(path, n)] = m._params[n];
+            foreach (var n in m._bufferOrder) if (m._buffers[n].Persistent) d[Join(path, n)] = m._buffers[n].Tensor;
+        }
+        return d;
+    }
+
+    /// <summary>The module at dotted <paramref name="path"/> ("" is this module).</summary>
+    public Module GetSubmodule(string path)
+    {
+        Module m = this;
+        if (path.Length == 0) return m;
+        foreach (var part in path.Split('.'))
+            m = m._children.TryGetValue(part, out var c) ? c : throw new KeyNotFoundException($"no module at '{path}' (missing '{part}')");
+        return m;
+    }
+
+    /// <summary>Replaces the module at dotted <paramref name="path"/> and returns the one it replaced.</summary>
+    public Module SetSubmodule(string path, Module replacement)
+    {
+        int dot = path.LastIndexOf('.');
+        var parent = dot < 0 ? this : GetSubmodule(path[..dot]);
+        var name = dot < 0 ? path : path[(dot + 1)..];
+        if (!parent._children.TryGetValue(name, out var old)) throw new KeyNotFoundException($"no module at '{path}'");
+        parent._children[name] = replacement;
+        return old;
+    }
+
+    /// <summary>Training mode for this module and all descendants.</summary>
+    public Module Train(bool on = true)
+    {
+        foreach (var (_, m) in NamedModules()) m.IsTraining = on;
+        return this;
+    }
+
+    /// <summary>Evaluation mode (dropout off).</summary>
+    public Module Eval() => Train(false);
+
+    /// <summary>Sets RequiresGrad on every parameter (false freezes the whole model).</summary>
+    public void RequiresGrad(bool on)
+    {
+        foreach (var p in Parameters()) if (p.DType.IsFloatingPoint()) p.RequiresGrad = on;
+    }
+
+    /// <summary>Converts every floating-point parameter and buffer to <paramref name="dtype"/> in place (tied tensors
+    /// stay tied; RequiresGrad is kept). Returns this module.</summary>
+    public Module ToDType(DType dtype)
+    {
+        if (!dtype.IsFloatingPoint()) throw new ArgumentException($"ToDType needs a floating-point dtype, got {dtype}");
+        var converted = new Dictionary<Tensor, Tensor>(ReferenceEqualityComparer.Instance);
+        using var _ = Autograd.NoGrad();
+        foreach (var (_, m) in NamedModules())
+        {
+            foreach (var n in m._paramOrder.ToList()) m._params[n] = Convert(m._params[n]);
+            foreach (var n in m._bufferOrder.ToList()) m._buffers[n] = (Convert(m._buffers[n].Tensor), m._buffers[n].Persistent);
+        }
+        foreach (var old in converted.Keys) if (!ReferenceEquals(old, converted[old])) old.Dispose();
+        return this;
+
+        Tensor Convert(Tensor t)
+        {
+            if (converted.TryGetValue(t, out var done)) return done;
+            if (!t.DType.IsFloatingPoint() || t.DType == dtype) return converted[t] = t;
+            var c = t.To(dtype).KeepAlive();
+            c.RequiresGrad = t.RequiresGrad;
+            return converted[t] = c;
+        }
+    }
+
+    /// <summary>Clears the gradients of every parameter.</summary>
+    public void ZeroGrad()
+    {
+        foreach (var p in Parameters()) p.ZeroGrad();
+    }
+
+    /// <summary>Frees every parameter and buffer of this module and its descendants.</summary>
+    public void Dispose()
+    {
+        if (_disposed) return;
+        _disposed = true;
+        foreach (var c in _children.Values) c.Dispose();
+        foreach (var p in _params.Values) p.Dispose();
+        foreach (var b in _buffers.Values) b.Tensor.Dispose();
+        GC.SuppressFinalize(this);
+    }
+
+    internal static string Join(string prefix, string name) => prefix.Length == 0 ? name : prefix + "." + name;
+
+    /// <summary>Tensors this module holds directly, for <see cref="StateDictLoader"/>.</summary>
+    internal IEnumerable<(string Name, Tensor Tensor, bool IsParameter)> OwnTensors() =>
+        _paramOrder.Select(n => (n, _params[n], true)).Concat(_bufferOrder.Where(n => _buffers[n].Persistent).Select(n => (n, _buffers[n].Tensor, false)));
+
+    internal void Replace(string name, bool isParameter, Tensor value)
+    {
+        if (isParameter) _params[name] = value.KeepAlive();
+        else _buffers[name] = (value.KeepAlive(), true);
+    }
+}

@@ -1,0 +1,92 @@
+using Peft.Core;
+using Peft.Nn;
+
+namespace Peft.Transformers.Llama;
+
+/// <summary>Shared plumbing of the LLaMA head models: the <c>model</c> trunk.</summary>
+public abstract class LlamaPreTrainedModel : PreTrainedModel
+{
+    /// <summary>Creates the trunk.</summary>
+    protected LlamaPreTrainedModel(LlamaConfig cfg)
+    {
+        Config = cfg;
+        RegisterModule("model", new LlamaModel(cfg));
+    }
+
+    /// <summary>The configuration.</summary>
+    public LlamaConfig Config { get; }
+
+    /// <summary>The trunk.</summary>
+    public LlamaModel Model => Child<LlamaModel>("model");
+
+    /// <inheritdoc/>
+    public override string ModelType => Config.ModelType;
+
+    /// <inheritdoc/>
+    public override string BaseModelPrefix => "model";
+
+    /// <summary>"Llama", "Mistral" or "Qwen2": the class-name stem transformers uses for this family member.</summary>
+    protected string ArchitecturePrefix => Config.ModelType switch { "mistral" => "Mistral", "qwen2" => "Qwen2", _ => "Llama" };
+
+    /// <inheritdoc/>
+    public override int NumLayers => Config.NumHiddenLayers;
+
+    /// <inheritdoc/>
+    public override IEnumerable<string> IgnoredCheckpointKeys => [".rotary_emb.inv_freq"];
+}
+
+/// <summary>transformers' LlamaForCausalLM: trunk + <c>lm_head</c> (tied to embed_tokens when tie_word_embeddings).</summary>
+public sealed class LlamaForCausalLM : LlamaPreTrainedModel
+{
+    /// <summary>Creates the model.</summary>
+    public LlamaForCausalLM(LlamaConfig cfg) : base(cfg)
+    {
+        RegisterModule("lm_head", LlamaInit.Normal(new Linear(cfg.HiddenSize, cfg.VocabSize, bias: false), cfg.InitializerRange));
+        TieWeights();
+    }
+
+    /// <inheritdoc/>
+    public override ModelTask Task => ModelTask.CausalLM;
+
+    /// <inheritdoc/>
+    public override string ArchitectureName => ArchitecturePrefix + "ForCausalLM";
+
+    /// <inheritdoc/>
+    public override void TieWeights()
+    {
+        if (!Config.TieWordEmbeddings) return;
+        var head = Child<Linear>("lm_head");
+        head.SetParameter("weight", Model.EmbedTokens.Weight);
+    }
+
+    /// <inheritdoc/>
+    public override ModelOutput Forward(Tensor inputIds, Tensor? attentionMask = null, Tensor? labels = null, KvCache? cache = null)
+    {
+        using var hidden = Model.Forward(inputIds, attentionMask, cache);
+        var logits = Child<IUnaryModule>("lm_head").Forward(hidden);
+        return new ModelOutput(logits, labels == null ? null : TaskHeads.CausalLmLoss(logits, labels), cache);
+    }
+}
+
+/// <summary>transformers' LlamaForSequenceClassification: <c>score</c> (no bias) on the last non-padding token.</summary>
+public sealed class LlamaForSequenceClassification : LlamaPreTrainedModel
+{
+    /// <summary>Creates the model.</summary>
+    public LlamaForSequenceClassification(LlamaConfig cfg) : base(cfg) =>
+        RegisterModule("score", LlamaInit.Normal(new Linear(cfg.HiddenSize, cfg.NumLabels, bias: false), cfg.InitializerRange));
+
+    /// <inheritdoc/>
+    public override ModelTask Task => ModelTask.SequenceClassification;
+
+    /// <inheritdoc/>
+    public override string ArchitectureName => ArchitecturePrefix + "ForSequenceClassification";
+
+    /// <inheritdoc/>
+    public override ModelOutput Forward(Tensor inputIds, Tensor? attentionMask = null, Tensor? labels = null, KvCache? cache = null)
+    {
+        using var hidden = Model.Forward(inputIds, attentionMask, cache);
+        using var all = Child<IUnaryModule>("score").Forward(hidden);
+        var pooled = TaskHeads.PoolLastNonPad(all, inputIds, Config.PadTokenId);
+        return new ModelOutput(pooled, labels == null ? null : TaskHeads.SequenceClassificationLoss(pooled, labels, Config.NumLabels));
+    }
+}

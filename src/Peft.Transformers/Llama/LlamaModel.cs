@@ -1,0 +1,166 @@
+using Peft.Core;
+using Peft.Nn;
+
+namespace Peft.Transformers.Llama;
+
+/// <summary>LLaMA attention: q/k/v/o projections, RoPE, grouped-query attention (k/v heads repeated).</summary>
+public sealed class LlamaAttention : Module
+{
+    private readonly LlamaConfig _cfg;
+    private readonly int _layerIdx;
+
+    /// <summary>Creates layer <paramref name="layerIdx"/>'s attention.</summary>
+    public LlamaAttention(LlamaConfig cfg, int layerIdx)
+    {
+        _cfg = cfg;
+        _layerIdx = layerIdx;
+        int h = cfg.NumAttentionHeads * cfg.HeadDim, kv = cfg.NumKeyValueHeads * cfg.HeadDim;
+        bool qkvBias = cfg.AttentionBias || cfg.QkvBias;
+        RegisterModule("q_proj", Init(new Linear(cfg.HiddenSize, h, qkvBias)));
+        RegisterModule("k_proj", Init(new Linear(cfg.HiddenSize, kv, qkvBias)));
+        RegisterModule("v_proj", Init(new Linear(cfg.HiddenSize, kv, qkvBias)));
+        RegisterModule("o_proj", Init(new Linear(h, cfg.HiddenSize, cfg.AttentionBias)));
+    }
+
+    private Linear Init(Linear l) => LlamaInit.Normal(l, _cfg.InitializerRange);
+
+    /// <summary>x [B, T, hidden] → [B, T, hidden].</summary>
+    public Tensor Forward(Tensor x, Tensor cos, Tensor sin, Tensor? keyPaddingMask, KvCache? cache)
+    {
+        int b = x.Size(0), t = x.Size(1), d = _cfg.HeadDim, h = _cfg.NumAttentionHeads, kvh = _cfg.NumKeyValueHeads;
+        using var q = Heads("q_proj", h);
+        using var k = Heads("k_proj", kvh);
+        using var v = Heads("v_proj", kvh);
+        using var qr = RotaryEmbedding.Apply(q, cos, sin);
+        using var kr = RotaryEmbedding.Apply(k, cos, sin);
+        var (kAll, vAll) = cache != null ? cache.Append(_layerIdx, kr, v) : (kr, v);
+        using var kRep = RepeatKv(kAll, h / kvh);
+        using var vRep = RepeatKv(vAll, h / kvh);
+        using var y = Tensor.ScaledDotProductAttention(qr, kRep, vRep, keyPaddingMask, isCausal: true,
+            dropoutP: IsTraining ? _cfg.AttentionDropout : 0);
+        using var merged = y.Transpose(1, 2).Reshape(b, t, h * d);
+        return Child<IUnaryModule>("o_proj").Forward(merged);
+
+        Tensor Heads(string proj, int heads)
+        {
+            using var p = Child<IUnaryModule>(proj).Forward(x);
+            using var r = p.Reshape(b, t, heads, d);
+            return r.Transpose(1, 2);
+        }
+    }
+
+    /// <summary>[B, KVH, S, D] → [B, KVH·n, S, D], each k/v head serving n query heads (transformers' repeat_kv).</summary>
+    private static Tensor RepeatKv(Tensor kv, int n)
+    {
+        if (n == 1) return kv.Contiguous();
+        int b = kv.Size(0), kvh = kv.Size(1), s = kv.Size(2), d = kv.Size(3);
+        using var u = kv.Unsqueeze(2);
+        using var e = u.Expand(b, kvh, n, s, d);
+        return e.Reshape(b, kvh * n, s, d);
+    }
+}
+
+/// <summary>LLaMA MLP: down(act(gate(x)) ⊙ up(x)).</summary>
+public sealed class LlamaMlp : Module
+{
+    private readonly Func<Tensor, Tensor> _act;
+
+    /// <summary>Creates the MLP.</summary>
+    public LlamaMlp(LlamaConfig cfg)
+    {
+        _act = Activations.Get(cfg.HiddenAct, cfg.Path);
+        RegisterModule("gate_proj", LlamaInit.Normal(new Linear(cfg.HiddenSize, cfg.IntermediateSize, cfg.MlpBias), cfg.InitializerRange));
+        RegisterModule("up_proj", LlamaInit.Normal(new Linear(cfg.HiddenSize, cfg.IntermediateSize, cfg.MlpBias), cfg.InitializerRange));
+        RegisterModule("down_proj", LlamaInit.Normal(new Linear(cfg.IntermediateSize, cfg.HiddenSize, cfg.MlpBias), cfg.InitializerRange));
+    }
+
+    /// <summary>[B, T, hidden] → [B, T, hidden].</summary>
+    public Tensor Forward(Tensor x)
+    {
+        using var g = Child<IUnaryModule>("gate_proj").Forward(x);
+        using var a = _act(g);
+        using var u = Child<IUnaryModule>("up_proj").Forward(x);
+        using var p = a.Mul(u);
+        return Child<IUnaryModule>("down_proj").Forward(p);
+    }
+}
+
+/// <summary>One pre-norm decoder layer.</summary>
+public sealed class LlamaDecoderLayer : Module
+{
+    /// <summary>Creates layer <paramref name="layerIdx"/>.</summary>
+    public LlamaDecoderLayer(LlamaConfig cfg, int layerIdx)
+    {
+        RegisterModule("self_attn", new LlamaAttention(cfg, layerIdx));
+        RegisterModule("mlp", new LlamaMlp(cfg));
+        RegisterModule("input_layernorm", new RmsNorm(cfg.HiddenSize, cfg.RmsNormEps));
+        RegisterModule("post_attention_layernorm", new RmsNorm(cfg.HiddenSize, cfg.RmsNormEps));
+    }
+
+    /// <summary>Runs the layer.</summary>
+    public Tensor Forward(Tensor x, Tensor cos, Tensor sin, Tensor? keyPaddingMask, KvCache? cache)
+    {
+        using var n1 = Child<IUnaryModule>("input_layernorm").Forward(x);
+        using var a = Child<LlamaAttention>("self_attn").Forward(n1, cos, sin, keyPaddingMask, cache);
+        using var x1 = x.Add(a);
+        using var n2 = Child<IUnaryModule>("post_attention_layernorm").Forward(x1);
+        using var m = Child<LlamaMlp>("mlp").Forward(n2);
+        return x1.Add(m);
+    }
+}
+
+/// <summary>The LLaMA trunk (transformers' LlamaModel: embed_tokens, layers.N, norm).</summary>
+public sealed class LlamaModel : Module
+{
+    private readonly RotaryEmbedding _rope;
+
+    /// <summary>Builds a randomly initialised trunk.</summary>
+    public LlamaModel(LlamaConfig cfg)
+    {
+        Config = cfg;
+        _rope = new RotaryEmbedding(cfg.HeadDim, cfg.RopeTheta, cfg.RopeScaling, cfg.Path);
+        RegisterModule("embed_tokens", new Embedding(cfg.VocabSize, cfg.HiddenSize, std: cfg.InitializerRange));
+        RegisterModule("layers", new ModuleList<LlamaDecoderLayer>(Enumerable.Range(0, cfg.NumHiddenLayers).Select(i => new LlamaDecoderLayer(cfg, i))));
+        RegisterModule("norm", new RmsNorm(cfg.HiddenSize, cfg.RmsNormEps));
+    }
+
+    /// <summary>The configuration.</summary>
+    public LlamaConfig Config { get; }
+
+    /// <summary>The token embedding.</summary>
+    public Embedding EmbedTokens => Child<Embedding>("embed_tokens");
+
+    /// <summary>input ids [B, T] → hidden states [B, T, hidden].</summary>
+    public Tensor Forward(Tensor inputIds, Tensor? attentionMask = null, KvCache? cache = null)
+    {
+        int t = inputIds.Size(1), past = cache?.Length ?? 0;
+        var (cos, sin) = _rope.Tables(past, t);
+        using (cos)
+        using (sin)
+        using (var mask = TaskHeads.KeyPaddingMask(attentionMask))
+        {
+            var x = Child<IUnaryModule>("embed_tokens").Forward(inputIds);
+            var layers = Child<ModuleList<LlamaDecoderLayer>>("layers");
+            for (int i = 0; i < layers.Count; i++)
+            {
+                var next = layers[i].Forward(x, cos, sin, mask, cache);
+                x.Dispose();
+                x = next;
+            }
+            using (x) return Child<IUnaryModule>("norm").Forward(x);
+        }
+    }
+}
+
+/// <summary>transformers' init for LLaMA linear layers: N(0, initializer_range), zero bias.</summary>
+internal static class LlamaInit
+{
+    public static Linear Normal(Linear l, double std)
+    {
+        using var _ = Autograd.NoGrad();
+        using var w = Tensor.Randn(l.Weight.Shape, null, l.Weight.DType, 0, std);
+        l.Weight.CopyFrom(w);
+        l.Bias?.FillInPlace(0);
+        return l;
+    }
+}

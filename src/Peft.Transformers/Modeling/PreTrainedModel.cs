@@ -1,0 +1,62 @@
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using Peft.Core;
+using Peft.Core.SafeTensors;
+using Peft.Nn;
+
+namespace Peft.Transformers;
+
+/// <summary>
+/// A model with a task head, as transformers' *For* classes: one <see cref="Forward"/> for every task, returning
+/// logits and, when labels are given, the loss transformers would compute.
+/// </summary>
+public abstract class PreTrainedModel : Module
+{
+    /// <summary>transformers' <c>model_type</c> ("gpt2", "llama", ...).</summary>
+    public abstract string ModelType { get; }
+
+    /// <summary>The head's task.</summary>
+    public abstract ModelTask Task { get; }
+
+    /// <summary>Name of the trunk inside the head model ("transformer" for GPT-2, "model" for LLaMA): checkpoints
+    /// saved from the bare trunk lack it, and loading adds it.</summary>
+    public abstract string BaseModelPrefix { get; }
+
+    /// <summary>Decoder layers (KV-cache length).</summary>
+    public abstract int NumLayers { get; }
+
+    /// <summary>Checkpoint key suffixes that are not weights of this implementation (e.g. GPT-2's causal-mask buffers).</summary>
+    public virtual IEnumerable<string> IgnoredCheckpointKeys => [];
+
+    /// <summary>Re-establishes shared weights (output head = token embedding) after loading.</summary>
+    public virtual void TieWeights() { }
+
+    /// <summary>The config.json this model was built from (written back by <see cref="SavePretrained"/>).</summary>
+    public HfConfig? SourceConfig { get; internal set; }
+
+    /// <summary>transformers' class name for this head ("GPT2LMHeadModel", ...).</summary>
+    public abstract string ArchitectureName { get; }
+
+    /// <summary>
+    /// Writes a Hugging Face folder: config.json (with this head's <c>architectures</c>) and model.safetensors. A
+    /// tensor shared by several paths (a tied output head) is written once, under its first path, as transformers
+    /// does. Both files are written atomically.
+    /// </summary>
+    public void SavePretrained(string folder)
+    {
+        Directory.CreateDirectory(folder);
+        var json = SourceConfig?.Json.DeepClone().AsObject() ?? new JsonObject { ["model_type"] = ModelType };
+        json["architectures"] = new JsonArray(ArchitectureName);
+        AtomicFile.WriteAllText(Path.Combine(folder, "config.json"), json.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+        var seen = new HashSet<Tensor>(ReferenceEqualityComparer.Instance);
+        var tensors = StateDict().Where(kv => seen.Add(kv.Value)).ToDictionary(kv => kv.Key, kv => kv.Value);
+        SafeTensorsWriter.Save(Path.Combine(folder, "model.safetensors"), tensors, new Dictionary<string, string> { ["format"] = "pt" });
+    }
+
+    /// <summary>Runs the model on token ids [B, T].</summary>
+    /// <param name="inputIds">I64 token ids.</param>
+    /// <param name="attentionMask">[B, T_past + T], 1 = real token, 0 = padding (transformers' convention).</param>
+    /// <param name="labels">Targets for the loss: token ids (causal LM; −100 ignored), class ids [B] or per-token [B, T].</param>
+    /// <param name="cache">Past keys/values (decoder models), extended in place.</param>
+    public abstract ModelOutput Forward(Tensor inputIds, Tensor? attentionMask = null, Tensor? labels = null, KvCache? cache = null);
+}
