@@ -7,10 +7,13 @@ switch (suite)
     case "gemm-threads":
         GemmThreads.Run(Console.Out);
         return 0;
+    case "gpt2-step":
+        ModelStepBench.Run(Console.Out);
+        return 0;
     case "gemm":
         GemmBench.Run(Console.Out);
         return 0;
     default:
-        Console.Error.WriteLine($"unknown suite '{suite}'. Suites: gemm, gemm-threads");
+        Console.Error.WriteLine($"unknown suite '{suite}'. Suites: gemm, gemm-threads, gpt2-step");
         return 2;
 }

@@ -65,9 +65,7 @@ internal static unsafe class CrossEntropyKernel<T> where T : unmanaged, IFloatin
             if (targets[r] == ignoreIndex) { loss[r] = T.Zero; lse[r] = T.Zero; return; }
             var x = new ReadOnlySpan<T>(logits + r * c, c);
             T max = TensorPrimitives.Max(x);
-            T sum = T.Zero;
-            for (int j = 0; j < c; j++) sum += T.Exp(x[j] - max);
-            T l = max + T.Log(sum);
+            T l = max + T.Log(Scratch<T>.SumExpShifted(x, max));
             lse[r] = l;
             T v = l - onMinus * x[(int)targets[r]];
             if (smoothing != 0) v -= perClass * TensorPrimitives.Sum(x);

@@ -77,10 +77,8 @@ internal static unsafe class RowSoftmax<T> where T : unmanaged, IFloatingPointIe
                 TensorPrimitives.Subtract(xi, max, yi);
                 if (log)
                 {
-                    // log_softmax = (x - max) - log Σ exp(x - max); exp goes to a scratch-free second pass.
-                    T sum = T.Zero;
-                    for (int j = 0; j < n; j++) sum += T.Exp(yi[j]);
-                    TensorPrimitives.Subtract(yi, T.Log(sum), yi);
+                    // log_softmax = (x - max) - log Σ exp(x - max)
+                    TensorPrimitives.Subtract(yi, T.Log(Scratch<T>.SumExpShifted(xi, max)), yi);
                 }
                 else
                 {

@@ -54,8 +54,53 @@ internal static unsafe class Unary<T> where T : unmanaged, IFloatingPointIeee754
                 TensorPrimitives.Sigmoid(x, y);
                 TensorPrimitives.Multiply(x, y, y);
                 return;
+            case UnaryOp.GeluTanh:
+            case UnaryOp.GeluTanhGrad:
+                GeluTanhVectorised(x, y, op == UnaryOp.GeluTanhGrad);
+                return;
         }
         for (int i = 0; i < n; i++) py[i] = Scalar(op, px[i], a, b);
+    }
+
+    /// <summary>u = √(2/π)(x + 0.044715x³), t = tanh(u); y = ½x(1+t), or dy/dx = ½(1+t) + ½x(1−t²)·√(2/π)(1+3·0.044715x²).</summary>
+    private static void GeluTanhVectorised(ReadOnlySpan<T> x, Span<T> y, bool derivative)
+    {
+        var pool = System.Buffers.ArrayPool<T>.Shared;
+        T[] ua = pool.Rent(x.Length), ta = pool.Rent(x.Length);
+        try
+        {
+            var x2 = ua.AsSpan(0, x.Length);
+            var t = ta.AsSpan(0, x.Length);
+            TensorPrimitives.Multiply(x, x, x2);                          // x²
+            TensorPrimitives.Multiply(x2, GeluC, t);
+            TensorPrimitives.Add(t, T.One, t);                            // 1 + c·x²
+            TensorPrimitives.Multiply(t, x, t);                           // x + c·x³
+            TensorPrimitives.Multiply(t, Sqrt2OverPi, t);                 // u
+            TensorPrimitives.Tanh(t, t);                                  // t
+            if (!derivative)
+            {
+                TensorPrimitives.Add(t, T.One, t);
+                TensorPrimitives.Multiply(t, x, t);
+                TensorPrimitives.Multiply(t, Half, y);
+                return;
+            }
+            // du/dx = √(2/π)(1 + 3c·x²) into x2; (1 − t²) into y; combine.
+            TensorPrimitives.Multiply(x2, T.CreateTruncating(3) * GeluC, x2);
+            TensorPrimitives.Add(x2, T.One, x2);
+            TensorPrimitives.Multiply(x2, Sqrt2OverPi, x2);
+            TensorPrimitives.Multiply(t, t, y);
+            TensorPrimitives.Subtract(T.One, y, y);                       // 1 − t²
+            TensorPrimitives.Multiply(y, x2, y);
+            TensorPrimitives.Multiply(y, x, y);                           // x(1 − t²)·du
+            TensorPrimitives.Add(y, t, y);
+            TensorPrimitives.Add(y, T.One, y);                            // 1 + t + x(1 − t²)·du
+            TensorPrimitives.Multiply(y, Half, y);
+        }
+        finally
+        {
+            pool.Return(ua);
+            pool.Return(ta);
+        }
     }
 
     private static readonly T Half = T.CreateTruncating(0.5);

@@ -32,6 +32,15 @@ public sealed partial class Tensor
             using var m = MatMul(b2);
             return m.Squeeze(-1);
         }
+        if (Rank > 2 && other.Rank == 2)
+        {
+            // [..., M, K]·[K, N]: one GEMM with M' = ∏(leading)·M instead of a batch of small ones; the backward
+            // then forms dW as a single Aᵀ·G over every row rather than summing per-batch copies.
+            int k = Size(-1);
+            using var flat = Reshape(-1, k);
+            using var y = flat.MatMul(other);
+            return y.Reshape([.. _shape[..^1], other._shape[1]]);
+        }
         var r = MatMulKernel(this, other);
         return Autograd.Record(r, "MatMul", [this, other], saved =>
         {

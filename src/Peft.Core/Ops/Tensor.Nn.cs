@@ -185,11 +185,7 @@ public sealed partial class Tensor
         if (p is < 0 or > 1) throw new ArgumentOutOfRangeException(nameof(p), $"dropout probability must be in [0, 1], got {p}");
         if (!training || p == 0) return Contiguous();
         if (p == 1) { using var z = ZerosLike(this); return Mul(z); }
-        using var u = Rand(_shape, generator, DType);
-        using var threshold = ScalarLike(p);
-        using var keep = u.Gt(threshold);
-        using var keepF = keep.ToDTypeNoGrad(DType);
-        using var mask = keepF.Mul(1.0 / (1.0 - p));
+        using var mask = DropoutMask(_shape, p, generator ?? Generator.Default, DType);
         return Mul(mask);
     }
 

@@ -11,8 +11,9 @@ namespace Peft.Core;
 /// </summary>
 public static unsafe class CpuAllocator
 {
-    /// <summary>Blocks below this go straight to the C allocator (its own free lists serve them well).</summary>
-    public const long MinCachedBytes = 1 << 20;
+    /// <summary>Blocks below this go straight to the C allocator, whose free lists serve them well; above glibc's
+    /// 128 KB mmap threshold every block would otherwise be mapped and faulted in afresh.</summary>
+    public const long MinCachedBytes = 64 << 10;
 
     private static readonly Dictionary<long, Stack<nint>> Free = new();
     private static readonly object Gate = new();

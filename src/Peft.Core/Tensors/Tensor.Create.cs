@@ -123,6 +123,33 @@ public sealed partial class Tensor
     /// <summary>Seeded convenience overload of <see cref="Randn(int[], Generator?, DType, double, double)"/>.</summary>
     public static Tensor Randn(int[] shape, ulong seed, DType dtype = DType.F32) => Randn(shape, new Generator(seed), dtype);
 
+    /// <summary>The inverted-dropout mask: 1/(1−p) where a uniform draw is ≥ p, else 0; one Philox counter per four
+    /// elements, written directly in <paramref name="dtype"/> (F32 or F64).</summary>
+    internal static unsafe Tensor DropoutMask(int[] shape, double p, Generator gen, DType dtype)
+    {
+        var t = Allocate(shape, dtype, zero: false);
+        long n = t.NumEl;
+        long first = gen.Reserve((n + 3) / 4);
+        double scale = 1.0 / (1.0 - p);
+        byte* basePtr = t.Ptr<byte>();
+        Parallel.For(0, (n + 16383) / 16384, chunk =>
+        {
+            long end = Math.Min(n, (chunk + 1) * 16384);
+            for (long i = chunk * 16384; i < end; i += 4)
+            {
+                var (a, b, c, d) = gen.Block(first + i / 4);
+                uint[] words = [a, b, c, d];
+                for (int j = 0; j < 4 && i + j < end; j++)
+                {
+                    double keep = Philox.ToUnitFloat(words[j]) >= p ? scale : 0;
+                    if (dtype == DType.F64) ((double*)basePtr)[i + j] = keep;
+                    else ((float*)basePtr)[i + j] = (float)keep;
+                }
+            }
+        });
+        return t;
+    }
+
     private static Tensor ConvertOwned(Tensor t, DType dtype)
     {
         if (dtype == t.DType) return t;
