@@ -1,6 +1,7 @@
 using Peft.Core;
 using Peft.Core.SafeTensors;
 using Peft.Nn;
+using Peft.Transformers.Bert;
 using Peft.Transformers.Gpt2;
 using Peft.Transformers.Llama;
 
@@ -54,6 +55,9 @@ public static class AutoModel
             ("gpt2", ModelTask.TokenClassification) => new Gpt2ForTokenClassification(Gpt2Config.From(config)),
             ("llama", ModelTask.CausalLM) => new LlamaForCausalLM(LlamaConfig.From(config)),
             ("llama", ModelTask.SequenceClassification) => new LlamaForSequenceClassification(LlamaConfig.From(config)),
+            ("bert", ModelTask.SequenceClassification) => new BertForSequenceClassification(BertConfig.From(config)),
+            ("bert", ModelTask.TokenClassification) => new BertForTokenClassification(BertConfig.From(config)),
+            ("bert", ModelTask.MaskedLM) => new BertForMaskedLM(BertConfig.From(config)),
             _ => throw new ConfigException(config.Path, $"no {t} head for model type '{config.ModelType}' in this build"),
         };
         model.SourceConfig = config;
@@ -68,12 +72,15 @@ public static class AutoModel
         {
             "gpt2" => "gpt2",
             "llama" or "mistral" or "qwen2" => "llama",
+            "bert" or "roberta" or "xlm-roberta" => "bert",
             null => throw new ConfigException(config.Path, "config.json has no 'model_type'"),
-            _ => throw new ConfigException(config.Path, $"model_type '{modelType}' is not supported yet (supported: gpt2, llama, mistral, qwen2)"),
+            _ => throw new ConfigException(config.Path, $"model_type '{modelType}' is not supported yet (supported: gpt2, llama, mistral, qwen2, bert, roberta, xlm-roberta)"),
         };
         var task = arch.EndsWith("ForSequenceClassification", StringComparison.Ordinal) ? ModelTask.SequenceClassification
             : arch.EndsWith("ForTokenClassification", StringComparison.Ordinal) ? ModelTask.TokenClassification
-            : ModelTask.CausalLM; // *LMHeadModel, *ForCausalLM, or a bare trunk
+            : arch.EndsWith("ForMaskedLM", StringComparison.Ordinal) || arch.EndsWith("ForPreTraining", StringComparison.Ordinal) ? ModelTask.MaskedLM
+            : family == "bert" ? ModelTask.MaskedLM // a bare encoder checkpoint: the pre-training head is the natural default
+            : ModelTask.CausalLM; // *LMHeadModel, *ForCausalLM, or a bare decoder trunk
         return (family, task);
     }
 
@@ -86,12 +93,14 @@ public static class AutoModel
     {
         var prefix = model.BaseModelPrefix + ".";
         var modelKeys = model.StateDict().Keys.ToHashSet();
-        bool bareTrunk = !source.Keys.Any(k => k.StartsWith(prefix, StringComparison.Ordinal)) && source.Keys.Any(k => modelKeys.Contains(prefix + k));
-        var mapped = bareTrunk ? new RenamedStateSource(source, k => prefix + k) : source;
+        static string Legacy(string k) => k.EndsWith(".gamma", StringComparison.Ordinal) ? k[..^6] + ".weight"
+            : k.EndsWith(".beta", StringComparison.Ordinal) ? k[..^5] + ".bias" : k;
+        bool bareTrunk = !source.Keys.Any(k => k.StartsWith(prefix, StringComparison.Ordinal)) && source.Keys.Any(k => modelKeys.Contains(prefix + Legacy(k)));
+        var mapped = new RenamedStateSource(source, k => bareTrunk && !modelKeys.Contains(Legacy(k)) ? prefix + Legacy(k) : Legacy(k));
 
         var result = StateDictLoader.Load(model, mapped, strict: false, assign: true, model.IgnoredCheckpointKeys);
         model.TieWeights();
-        var trunkMissing = result.MissingKeys.Where(k => k.StartsWith(prefix, StringComparison.Ordinal)).ToList();
+        var trunkMissing = result.MissingKeys.Where(k => !model.MayBeNewlyInitialized(k)).ToList();
         if (trunkMissing.Count > 0)
             throw new StateDictException($"{origin}: the checkpoint lacks {trunkMissing.Count} weight(s) of the model trunk: {string.Join(", ", trunkMissing.Take(8))}",
                 trunkMissing, result.UnexpectedKeys, []);

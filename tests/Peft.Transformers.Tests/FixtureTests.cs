@@ -13,7 +13,8 @@ public class FixtureTests
 {
     /// <summary>Fixtures of the architectures this build implements.</summary>
     public static IEnumerable<string> Fixtures() =>
-        ["gpt2-lm", "gpt2-seqcls", "gpt2-tokcls", "llama-lm", "llama3-rope-tied-lm", "llama-seqcls", "qwen2-lm"];
+        ["gpt2-lm", "gpt2-seqcls", "gpt2-tokcls", "llama-lm", "llama3-rope-tied-lm", "llama-seqcls", "qwen2-lm",
+         "bert-seqcls", "bert-tokcls", "bert-mlm", "roberta-seqcls"];
 
     private static string Folder(string name)
     {

@@ -17,6 +17,15 @@ internal static class TinyModels
          "max_position_embeddings": 64, "pad_token_id": 0, "num_labels": 3}
         """;
 
+    public const string BertJson = """
+        {"model_type": "bert", "architectures": ["BertForMaskedLM"], "vocab_size": 40, "hidden_size": 16, "num_hidden_layers": 2,
+         "num_attention_heads": 4, "intermediate_size": 24, "max_position_embeddings": 32, "hidden_dropout_prob": 0.0,
+         "attention_probs_dropout_prob": 0.0, "num_labels": 3}
+        """;
+
+    public static readonly string RobertaJson = BertJson.Replace("\"bert\"", "\"roberta\"").Replace("BertForMaskedLM", "RobertaForMaskedLM")
+        .Replace("\"num_labels\": 3", "\"num_labels\": 3, \"pad_token_id\": 1");
+
     public static PreTrainedModel Create(string json, ModelTask? task = null, ulong seed = 1)
     {
         Generator.Default.ManualSeed(seed);

@@ -57,9 +57,9 @@ public sealed class Gpt2LMHeadModel : Gpt2PreTrainedModel
     }
 
     /// <inheritdoc/>
-    public override ModelOutput Forward(Tensor inputIds, Tensor? attentionMask = null, Tensor? labels = null, KvCache? cache = null)
+    public override ModelOutput Forward(Tensor input, Tensor? attentionMask = null, Tensor? labels = null, KvCache? cache = null)
     {
-        using var hidden = Transformer.Forward(inputIds, attentionMask, cache);
+        using var hidden = Transformer.Forward(input, attentionMask, cache);
         var logits = Child<IUnaryModule>("lm_head").Forward(hidden);
         return new ModelOutput(logits, labels == null ? null : TaskHeads.CausalLmLoss(logits, labels), cache);
     }
@@ -79,11 +79,11 @@ public sealed class Gpt2ForSequenceClassification : Gpt2PreTrainedModel
     public override string ArchitectureName => "GPT2ForSequenceClassification";
 
     /// <inheritdoc/>
-    public override ModelOutput Forward(Tensor inputIds, Tensor? attentionMask = null, Tensor? labels = null, KvCache? cache = null)
+    public override ModelOutput Forward(Tensor input, Tensor? attentionMask = null, Tensor? labels = null, KvCache? cache = null)
     {
-        using var hidden = Transformer.Forward(inputIds, attentionMask, cache);
+        using var hidden = Transformer.Forward(input, attentionMask, cache);
         using var all = Child<IUnaryModule>("score").Forward(hidden);
-        var pooled = TaskHeads.PoolLastNonPad(all, inputIds, Config.PadTokenId);
+        var pooled = TaskHeads.PoolLastNonPad(all, input, Config.PadTokenId);
         return new ModelOutput(pooled, labels == null ? null : TaskHeads.SequenceClassificationLoss(pooled, labels, Config.NumLabels));
     }
 }
@@ -105,9 +105,9 @@ public sealed class Gpt2ForTokenClassification : Gpt2PreTrainedModel
     public override string ArchitectureName => "GPT2ForTokenClassification";
 
     /// <inheritdoc/>
-    public override ModelOutput Forward(Tensor inputIds, Tensor? attentionMask = null, Tensor? labels = null, KvCache? cache = null)
+    public override ModelOutput Forward(Tensor input, Tensor? attentionMask = null, Tensor? labels = null, KvCache? cache = null)
     {
-        using var hidden = Transformer.Forward(inputIds, attentionMask, cache);
+        using var hidden = Transformer.Forward(input, attentionMask, cache);
         using var dropped = Child<IUnaryModule>("dropout").Forward(hidden);
         var logits = Child<IUnaryModule>("classifier").Forward(dropped);
         return new ModelOutput(logits, labels == null ? null : TaskHeads.TokenClassificationLoss(logits, labels));

@@ -41,7 +41,7 @@ public sealed class LlamaForCausalLM : LlamaPreTrainedModel
     /// <summary>Creates the model.</summary>
     public LlamaForCausalLM(LlamaConfig cfg) : base(cfg)
     {
-        RegisterModule("lm_head", LlamaInit.Normal(new Linear(cfg.HiddenSize, cfg.VocabSize, bias: false), cfg.InitializerRange));
+        RegisterModule("lm_head", new Linear(cfg.HiddenSize, cfg.VocabSize, bias: false).NormalInit(cfg.InitializerRange));
         TieWeights();
     }
 
@@ -60,9 +60,9 @@ public sealed class LlamaForCausalLM : LlamaPreTrainedModel
     }
 
     /// <inheritdoc/>
-    public override ModelOutput Forward(Tensor inputIds, Tensor? attentionMask = null, Tensor? labels = null, KvCache? cache = null)
+    public override ModelOutput Forward(Tensor input, Tensor? attentionMask = null, Tensor? labels = null, KvCache? cache = null)
     {
-        using var hidden = Model.Forward(inputIds, attentionMask, cache);
+        using var hidden = Model.Forward(input, attentionMask, cache);
         var logits = Child<IUnaryModule>("lm_head").Forward(hidden);
         return new ModelOutput(logits, labels == null ? null : TaskHeads.CausalLmLoss(logits, labels), cache);
     }
@@ -73,7 +73,7 @@ public sealed class LlamaForSequenceClassification : LlamaPreTrainedModel
 {
     /// <summary>Creates the model.</summary>
     public LlamaForSequenceClassification(LlamaConfig cfg) : base(cfg) =>
-        RegisterModule("score", LlamaInit.Normal(new Linear(cfg.HiddenSize, cfg.NumLabels, bias: false), cfg.InitializerRange));
+        RegisterModule("score", new Linear(cfg.HiddenSize, cfg.NumLabels, bias: false).NormalInit(cfg.InitializerRange));
 
     /// <inheritdoc/>
     public override ModelTask Task => ModelTask.SequenceClassification;
@@ -82,11 +82,11 @@ public sealed class LlamaForSequenceClassification : LlamaPreTrainedModel
     public override string ArchitectureName => ArchitecturePrefix + "ForSequenceClassification";
 
     /// <inheritdoc/>
-    public override ModelOutput Forward(Tensor inputIds, Tensor? attentionMask = null, Tensor? labels = null, KvCache? cache = null)
+    public override ModelOutput Forward(Tensor input, Tensor? attentionMask = null, Tensor? labels = null, KvCache? cache = null)
     {
-        using var hidden = Model.Forward(inputIds, attentionMask, cache);
+        using var hidden = Model.Forward(input, attentionMask, cache);
         using var all = Child<IUnaryModule>("score").Forward(hidden);
-        var pooled = TaskHeads.PoolLastNonPad(all, inputIds, Config.PadTokenId);
+        var pooled = TaskHeads.PoolLastNonPad(all, input, Config.PadTokenId);
         return new ModelOutput(pooled, labels == null ? null : TaskHeads.SequenceClassificationLoss(pooled, labels, Config.NumLabels));
     }
 }

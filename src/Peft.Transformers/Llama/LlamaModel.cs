@@ -22,7 +22,7 @@ public sealed class LlamaAttention : Module
         RegisterModule("o_proj", Init(new Linear(h, cfg.HiddenSize, cfg.AttentionBias)));
     }
 
-    private Linear Init(Linear l) => LlamaInit.Normal(l, _cfg.InitializerRange);
+    private Linear Init(Linear l) => l.NormalInit(_cfg.InitializerRange);
 
     /// <summary>x [B, T, hidden] → [B, T, hidden].</summary>
     public Tensor Forward(Tensor x, Tensor cos, Tensor sin, Tensor? keyPaddingMask, KvCache? cache)
@@ -69,9 +69,9 @@ public sealed class LlamaMlp : Module
     public LlamaMlp(LlamaConfig cfg)
     {
         _act = Activations.Get(cfg.HiddenAct, cfg.Path);
-        RegisterModule("gate_proj", LlamaInit.Normal(new Linear(cfg.HiddenSize, cfg.IntermediateSize, cfg.MlpBias), cfg.InitializerRange));
-        RegisterModule("up_proj", LlamaInit.Normal(new Linear(cfg.HiddenSize, cfg.IntermediateSize, cfg.MlpBias), cfg.InitializerRange));
-        RegisterModule("down_proj", LlamaInit.Normal(new Linear(cfg.IntermediateSize, cfg.HiddenSize, cfg.MlpBias), cfg.InitializerRange));
+        RegisterModule("gate_proj", new Linear(cfg.HiddenSize, cfg.IntermediateSize, cfg.MlpBias).NormalInit(cfg.InitializerRange));
+        RegisterModule("up_proj", new Linear(cfg.HiddenSize, cfg.IntermediateSize, cfg.MlpBias).NormalInit(cfg.InitializerRange));
+        RegisterModule("down_proj", new Linear(cfg.IntermediateSize, cfg.HiddenSize, cfg.MlpBias).NormalInit(cfg.InitializerRange));
     }
 
     /// <summary>[B, T, hidden] → [B, T, hidden].</summary>
@@ -152,15 +152,3 @@ public sealed class LlamaModel : Module
     }
 }
 
-/// <summary>transformers' init for LLaMA linear layers: N(0, initializer_range), zero bias.</summary>
-internal static class LlamaInit
-{
-    public static Linear Normal(Linear l, double std)
-    {
-        using var _ = Autograd.NoGrad();
-        using var w = Tensor.Randn(l.Weight.Shape, null, l.Weight.DType, 0, std);
-        l.Weight.CopyFrom(w);
-        l.Bias?.FillInPlace(0);
-        return l;
-    }
-}

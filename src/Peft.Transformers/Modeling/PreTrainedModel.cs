@@ -28,6 +28,10 @@ public abstract class PreTrainedModel : Module
     /// <summary>Checkpoint key suffixes that are not weights of this implementation (e.g. GPT-2's causal-mask buffers).</summary>
     public virtual IEnumerable<string> IgnoredCheckpointKeys => [];
 
+    /// <summary>Whether a parameter may be absent from a checkpoint and keep its random init (task heads; BERT's
+    /// pooler), as transformers allows with a "newly initialized" warning. Other missing weights are errors.</summary>
+    public virtual bool MayBeNewlyInitialized(string key) => !key.StartsWith(BaseModelPrefix + ".", StringComparison.Ordinal);
+
     /// <summary>Re-establishes shared weights (output head = token embedding) after loading.</summary>
     public virtual void TieWeights() { }
 
@@ -53,10 +57,10 @@ public abstract class PreTrainedModel : Module
         SafeTensorsWriter.Save(Path.Combine(folder, "model.safetensors"), tensors, new Dictionary<string, string> { ["format"] = "pt" });
     }
 
-    /// <summary>Runs the model on token ids [B, T].</summary>
-    /// <param name="inputIds">I64 token ids.</param>
+    /// <summary>Runs the model.</summary>
+    /// <param name="input">I64 token ids [B, T] (pixel values [B, C, H, W] for vision models).</param>
     /// <param name="attentionMask">[B, T_past + T], 1 = real token, 0 = padding (transformers' convention).</param>
     /// <param name="labels">Targets for the loss: token ids (causal LM; −100 ignored), class ids [B] or per-token [B, T].</param>
     /// <param name="cache">Past keys/values (decoder models), extended in place.</param>
-    public abstract ModelOutput Forward(Tensor inputIds, Tensor? attentionMask = null, Tensor? labels = null, KvCache? cache = null);
+    public abstract ModelOutput Forward(Tensor input, Tensor? attentionMask = null, Tensor? labels = null, KvCache? cache = null);
 }
