@@ -4,6 +4,7 @@ using Peft.Nn;
 using Peft.Transformers.Bert;
 using Peft.Transformers.Gpt2;
 using Peft.Transformers.Llama;
+using Peft.Transformers.Vit;
 
 namespace Peft.Transformers;
 
@@ -58,6 +59,7 @@ public static class AutoModel
             ("bert", ModelTask.SequenceClassification) => new BertForSequenceClassification(BertConfig.From(config)),
             ("bert", ModelTask.TokenClassification) => new BertForTokenClassification(BertConfig.From(config)),
             ("bert", ModelTask.MaskedLM) => new BertForMaskedLM(BertConfig.From(config)),
+            ("vit", ModelTask.ImageClassification) => new VitForImageClassification(VitConfig.From(config)),
             _ => throw new ConfigException(config.Path, $"no {t} head for model type '{config.ModelType}' in this build"),
         };
         model.SourceConfig = config;
@@ -73,12 +75,14 @@ public static class AutoModel
             "gpt2" => "gpt2",
             "llama" or "mistral" or "qwen2" => "llama",
             "bert" or "roberta" or "xlm-roberta" => "bert",
+            "vit" => "vit",
             null => throw new ConfigException(config.Path, "config.json has no 'model_type'"),
-            _ => throw new ConfigException(config.Path, $"model_type '{modelType}' is not supported yet (supported: gpt2, llama, mistral, qwen2, bert, roberta, xlm-roberta)"),
+            _ => throw new ConfigException(config.Path, $"model_type '{modelType}' is not supported yet (supported: gpt2, llama, mistral, qwen2, bert, roberta, xlm-roberta, vit)"),
         };
         var task = arch.EndsWith("ForSequenceClassification", StringComparison.Ordinal) ? ModelTask.SequenceClassification
             : arch.EndsWith("ForTokenClassification", StringComparison.Ordinal) ? ModelTask.TokenClassification
             : arch.EndsWith("ForMaskedLM", StringComparison.Ordinal) || arch.EndsWith("ForPreTraining", StringComparison.Ordinal) ? ModelTask.MaskedLM
+            : family == "vit" ? ModelTask.ImageClassification
             : family == "bert" ? ModelTask.MaskedLM // a bare encoder checkpoint: the pre-training head is the natural default
             : ModelTask.CausalLM; // *LMHeadModel, *ForCausalLM, or a bare decoder trunk
         return (family, task);

@@ -14,7 +14,7 @@ public class FixtureTests
     /// <summary>Fixtures of the architectures this build implements.</summary>
     public static IEnumerable<string> Fixtures() =>
         ["gpt2-lm", "gpt2-seqcls", "gpt2-tokcls", "llama-lm", "llama3-rope-tied-lm", "llama-seqcls", "qwen2-lm",
-         "bert-seqcls", "bert-tokcls", "bert-mlm", "roberta-seqcls"];
+         "bert-seqcls", "bert-tokcls", "bert-mlm", "roberta-seqcls", "vit-imgcls"];
 
     private static string Folder(string name)
     {
@@ -32,8 +32,8 @@ public class FixtureTests
         using var scope = Tensor.NewScope();
         using var expected = SafeTensorsFile.Open(Path.Combine(dir, "expected.safetensors"));
         using var model = AutoModel.FromPretrained(dir);
-        var ids = expected.Load("input_ids");
-        var mask = expected.Load("attention_mask");
+        var ids = expected.Load(expected.Contains("pixel_values") ? "pixel_values" : "input_ids");
+        var mask = expected.Contains("attention_mask") ? expected.Load("attention_mask") : null;
         var labels = expected.Contains("labels") ? expected.Load("labels") : null;
         var output = model.Forward(ids, mask, labels);
         var want = expected.Load("logits");
@@ -52,11 +52,11 @@ public class FixtureTests
             Assert.That(output.Loss!.Item(), Is.EqualTo(expected.Load("loss").Item()).Within(1e-4).Percent);
     }
 
-    private static bool[] KeepMask(ModelTask task, Tensor mask, int[] logitShape)
+    private static bool[] KeepMask(ModelTask task, Tensor? mask, int[] logitShape)
     {
-        var m = mask.ToArray<long>();
         var keep = new bool[logitShape.Aggregate(1, (a, b) => a * b)];
-        if (task == ModelTask.SequenceClassification) { Array.Fill(keep, true); return keep; }
+        if (mask == null || task is ModelTask.SequenceClassification or ModelTask.ImageClassification) { Array.Fill(keep, true); return keep; }
+        var m = mask.ToArray<long>();
         int perPosition = logitShape[^1];
         for (int i = 0; i < keep.Length; i++) keep[i] = m[i / perPosition] != 0;
         return keep;

@@ -18,6 +18,8 @@ public enum ModelTask
     MaskedLM,
     /// <summary>Encoder-decoder generation.</summary>
     Seq2SeqLM,
+    /// <summary>One label per image.</summary>
+    ImageClassification,
 }
 
 /// <summary>Shared losses and pooling of the task heads, written once as transformers does them.</summary>
