@@ -4,6 +4,7 @@ using Peft.Nn;
 using Peft.Transformers.Bert;
 using Peft.Transformers.Gpt2;
 using Peft.Transformers.Llama;
+using Peft.Transformers.T5;
 using Peft.Transformers.Vit;
 
 namespace Peft.Transformers;
@@ -60,6 +61,7 @@ public static class AutoModel
             ("bert", ModelTask.TokenClassification) => new BertForTokenClassification(BertConfig.From(config)),
             ("bert", ModelTask.MaskedLM) => new BertForMaskedLM(BertConfig.From(config)),
             ("vit", ModelTask.ImageClassification) => new VitForImageClassification(VitConfig.From(config)),
+            ("t5", ModelTask.Seq2SeqLM) => new T5ForConditionalGeneration(T5Config.From(config)),
             _ => throw new ConfigException(config.Path, $"no {t} head for model type '{config.ModelType}' in this build"),
         };
         model.SourceConfig = config;
@@ -76,13 +78,15 @@ public static class AutoModel
             "llama" or "mistral" or "qwen2" => "llama",
             "bert" or "roberta" or "xlm-roberta" => "bert",
             "vit" => "vit",
+            "t5" or "mt5" => "t5",
             null => throw new ConfigException(config.Path, "config.json has no 'model_type'"),
-            _ => throw new ConfigException(config.Path, $"model_type '{modelType}' is not supported yet (supported: gpt2, llama, mistral, qwen2, bert, roberta, xlm-roberta, vit)"),
+            _ => throw new ConfigException(config.Path, $"model_type '{modelType}' is not supported yet (supported: gpt2, llama, mistral, qwen2, bert, roberta, xlm-roberta, vit, t5, mt5)"),
         };
         var task = arch.EndsWith("ForSequenceClassification", StringComparison.Ordinal) ? ModelTask.SequenceClassification
             : arch.EndsWith("ForTokenClassification", StringComparison.Ordinal) ? ModelTask.TokenClassification
             : arch.EndsWith("ForMaskedLM", StringComparison.Ordinal) || arch.EndsWith("ForPreTraining", StringComparison.Ordinal) ? ModelTask.MaskedLM
             : family == "vit" ? ModelTask.ImageClassification
+            : family == "t5" ? ModelTask.Seq2SeqLM
             : family == "bert" ? ModelTask.MaskedLM // a bare encoder checkpoint: the pre-training head is the natural default
             : ModelTask.CausalLM; // *LMHeadModel, *ForCausalLM, or a bare decoder trunk
         return (family, task);
@@ -99,7 +103,7 @@ public static class AutoModel
         var modelKeys = model.StateDict().Keys.ToHashSet();
         static string Legacy(string k) => k.EndsWith(".gamma", StringComparison.Ordinal) ? k[..^6] + ".weight"
             : k.EndsWith(".beta", StringComparison.Ordinal) ? k[..^5] + ".bias" : k;
-        bool bareTrunk = !source.Keys.Any(k => k.StartsWith(prefix, StringComparison.Ordinal)) && source.Keys.Any(k => modelKeys.Contains(prefix + Legacy(k)));
+        bool bareTrunk = prefix != "." && !source.Keys.Any(k => k.StartsWith(prefix, StringComparison.Ordinal)) && source.Keys.Any(k => modelKeys.Contains(prefix + Legacy(k)));
         var mapped = new RenamedStateSource(source, k => bareTrunk && !modelKeys.Contains(Legacy(k)) ? prefix + Legacy(k) : Legacy(k));
 
         var result = StateDictLoader.Load(model, mapped, strict: false, assign: true, model.IgnoredCheckpointKeys);

@@ -14,7 +14,7 @@ public class FixtureTests
     /// <summary>Fixtures of the architectures this build implements.</summary>
     public static IEnumerable<string> Fixtures() =>
         ["gpt2-lm", "gpt2-seqcls", "gpt2-tokcls", "llama-lm", "llama3-rope-tied-lm", "llama-seqcls", "qwen2-lm",
-         "bert-seqcls", "bert-tokcls", "bert-mlm", "roberta-seqcls", "vit-imgcls"];
+         "bert-seqcls", "bert-tokcls", "bert-mlm", "roberta-seqcls", "vit-imgcls", "t5-gated-gelu"];
 
     private static string Folder(string name)
     {
@@ -35,7 +35,9 @@ public class FixtureTests
         var ids = expected.Load(expected.Contains("pixel_values") ? "pixel_values" : "input_ids");
         var mask = expected.Contains("attention_mask") ? expected.Load("attention_mask") : null;
         var labels = expected.Contains("labels") ? expected.Load("labels") : null;
-        var output = model.Forward(ids, mask, labels);
+        var output = model is Peft.Transformers.T5.T5ForConditionalGeneration t5 && expected.Contains("decoder_input_ids")
+            ? t5.Forward(ids, mask, expected.Load("decoder_input_ids"), labels)
+            : model.Forward(ids, mask, labels);
         var want = expected.Load("logits");
         Assert.That(output.Logits.Shape, Is.EqualTo(want.Shape));
 
@@ -55,7 +57,8 @@ public class FixtureTests
     private static bool[] KeepMask(ModelTask task, Tensor? mask, int[] logitShape)
     {
         var keep = new bool[logitShape.Aggregate(1, (a, b) => a * b)];
-        if (mask == null || task is ModelTask.SequenceClassification or ModelTask.ImageClassification) { Array.Fill(keep, true); return keep; }
+        // Seq2seq logits are over decoder positions, which have no padding in the fixtures.
+        if (mask == null || task is ModelTask.SequenceClassification or ModelTask.ImageClassification or ModelTask.Seq2SeqLM) { Array.Fill(keep, true); return keep; }
         var m = mask.ToArray<long>();
         int perPosition = logitShape[^1];
         for (int i = 0; i < keep.Length; i++) keep[i] = m[i / perPosition] != 0;

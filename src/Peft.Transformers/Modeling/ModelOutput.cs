@@ -88,6 +88,14 @@ public static class TaskHeads
         return flatLogits.CrossEntropy(flatLabels);
     }
 
+    /// <summary>The complement of <see cref="KeyPaddingMask"/>: U8 [B, 1, 1, Tk], 1 where the key is padding.</summary>
+    public static Tensor PaddingBlockMask(Tensor attentionMask)
+    {
+        var m = attentionMask.ToDoubleArray();
+        var blocked = m.Select(v => (byte)(v == 0 ? 1 : 0)).ToArray();
+        return Tensor.FromArray(blocked, [attentionMask.Size(0), 1, 1, attentionMask.Size(1)]);
+    }
+
     /// <summary>A U8 key-padding mask [B, 1, 1, Tk] from transformers' attention_mask [B, Tk] (1 = attend).</summary>
     public static Tensor? KeyPaddingMask(Tensor? attentionMask)
     {
