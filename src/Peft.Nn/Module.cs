@@ -22,12 +22,13 @@ public interface IUnaryModule
 /// </code></example>
 public abstract class Module : IDisposable
 {
-    private readonly List<string> _paramOrder = new();
-    private readonly Dictionary<string, Tensor> _params = new();
-    private readonly List<string> _bufferOrder = new();
-    private readonly Dictionary<string, (Tensor Tensor, bool Persistent)> _buffers = new();
-    private readonly List<string> _childOrder = new();
-    private readonly Dictionary<string, Module> _children = new();
+    // Not readonly: DeepCopy gives the copy its own collections after MemberwiseClone.
+    private List<string> _paramOrder = new();
+    private Dictionary<string, Tensor> _params = new();
+    private List<string> _bufferOrder = new();
+    private Dictionary<string, (Tensor Tensor, bool Persistent)> _buffers = new();
+    private List<string> _childOrder = new();
+    private Dictionary<string, Module> _children = new();
     private bool _disposed;
 
     /// <summary>True in training mode (dropout active), false after <see cref="Eval"/>.</summary>
@@ -219,6 +220,43 @@ public abstract class Module : IDisposable
     public void ZeroGrad()
     {
         foreach (var p in Parameters()) p.ZeroGrad();
+    }
+
+    /// <summary>Removes a child module (returned, not disposed).</summary>
+    protected Module RemoveModule(string name)
+    {
+        if (!_children.Remove(name, out var m)) throw new KeyNotFoundException($"{GetType().Name} has no child '{name}'");
+        _childOrder.Remove(name);
+        return m;
+    }
+
+    /// <summary>
+    /// An independent copy of this module tree with its own parameter memory (RequiresGrad kept; tensors tied inside
+    /// the tree stay tied in the copy). Modules find their children by name, so a member-wise clone plus fresh
+    /// collections is a complete copy.
+    /// </summary>
+    public Module DeepCopy() => DeepCopy(new Dictionary<Tensor, Tensor>(ReferenceEqualityComparer.Instance));
+
+    private Module DeepCopy(Dictionary<Tensor, Tensor> copied)
+    {
+        var copy = (Module)MemberwiseClone();
+        copy._disposed = false;
+        copy._paramOrder = new List<string>(_paramOrder);
+        copy._bufferOrder = new List<string>(_bufferOrder);
+        copy._childOrder = new List<string>(_childOrder);
+        copy._params = _params.ToDictionary(kv => kv.Key, kv => Copy(kv.Value));
+        copy._buffers = _buffers.ToDictionary(kv => kv.Key, kv => (Copy(kv.Value.Tensor), kv.Value.Persistent));
+        copy._children = _children.ToDictionary(kv => kv.Key, kv => kv.Value.DeepCopy(copied));
+        return copy;
+
+        Tensor Copy(Tensor t)
+        {
+            if (copied.TryGetValue(t, out var done)) return done;
+            Tensor c;
+            using (Autograd.NoGrad()) c = t.Clone().KeepAlive();
+            if (t.RequiresGrad) c.RequiresGrad = true;
+            return copied[t] = c;
+        }
     }
 
     /// <summary>Frees every parameter and buffer of this module and its descendants.</summary>

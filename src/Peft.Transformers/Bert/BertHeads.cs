@@ -74,7 +74,7 @@ public sealed class BertForSequenceClassification : BertPreTrainedModel
         using (seq)
         using (pooled)
         {
-            if (Config.IsRoberta) logits = Child<RobertaClassificationHead>("classifier").Forward(seq);
+            if (Config.IsRoberta) logits = Child<IUnaryModule>("classifier").Forward(seq);
             else
             {
                 using var d = Child<IUnaryModule>("dropout").Forward(pooled!);
@@ -86,7 +86,7 @@ public sealed class BertForSequenceClassification : BertPreTrainedModel
 }
 
 /// <summary>RoBERTa's head: dropout → dense → tanh → dropout → out_proj on the first token.</summary>
-public sealed class RobertaClassificationHead : Module
+public sealed class RobertaClassificationHead : Module, IUnaryModule
 {
     /// <summary>Creates the head.</summary>
     public RobertaClassificationHead(BertConfig cfg, double dropout)

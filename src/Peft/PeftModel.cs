@@ -1,0 +1,294 @@
+using System.Globalization;
+using Peft.Core;
+using Peft.Nn;
+using Peft.Transformers;
+
+namespace Peft;
+
+/// <summary>
+/// A transformer with PEFT adapters: .NET's <c>get_peft_model</c>. Module paths are PEFT's
+/// (<c>base_model.model.transformer.h.0.attn.c_attn.lora_A.default.weight</c>), so adapter files match Python
+/// <c>peft</c> key for key.
+/// </summary>
+/// <example><code>
+/// using var model = AutoModel.FromPretrained("gpt2-folder");
+/// using var peft = PeftModel.Create(model, new LoraConfig { R = 8, LoraAlpha = 32, TargetModules = ["c_attn"], TaskType = "CAUSAL_LM" });
+/// peft.PrintTrainableParameters();   // trainable params: 294,912 || all params: 124,734,720 || trainable%: 0.2364
+/// // ... train ...
+/// peft.SavePretrained("my-adapter"); // adapter_config.json + adapter_model.safetensors
+/// </code></example>
+public sealed partial class PeftModel : Module
+{
+    private readonly Dictionary<string, PeftConfig> _configs = new();
+    private List<string> _active = new();
+
+    private PeftModel(PreTrainedModel model)
+    {
+        RegisterModule("base_model", new TunerModel(model));
+        Model = model;
+    }
+
+    /// <summary>The adapted transformer (its layers now include the adapter layers).</summary>
+    public PreTrainedModel Model { get; private set; }
+
+    /// <summary>Adapter configs by name.</summary>
+    public IReadOnlyDictionary<string, PeftConfig> PeftConfigs => _configs;
+
+    /// <summary>Adapters whose outputs are added, in order.</summary>
+    public IReadOnlyList<string> ActiveAdapters => _active;
+
+    /// <summary>The first active adapter.</summary>
+    public string ActiveAdapter => _active.Count > 0 ? _active[0] : throw new InvalidOperationException("no adapter is active");
+
+    /// <summary>
+    /// Injects <paramref name="config"/>'s adapters into <paramref name="model"/> (which the PeftModel then owns) and
+    /// freezes everything but them, as <c>get_peft_model</c>. A SEQ_CLS task adds <c>classifier</c> and <c>score</c>
+    /// to modules_to_save, as PEFT's PeftModelForSequenceClassification does.
+    /// </summary>
+    public static PeftModel Create(PreTrainedModel model, PeftConfig config, string adapterName = "default")
+    {
+        var cfg = config.Clone();
+        if (cfg.TaskType == "SEQ_CLS")
+        {
+            var mts = (cfg.ModulesToSave ?? []).ToList();
+            foreach (var head in new[] { "classifier", "score" }) if (!mts.Contains(head)) mts.Add(head);
+            cfg.ModulesToSave = mts.ToArray();
+        }
+        cfg.Validate();
+        var peft = new PeftModel(model);
+        model.RequiresGrad(false);
+        peft.Inject(adapterName, cfg);
+        peft._active = [adapterName];
+        peft.ApplyActiveState();
+        return peft;
+    }
+
+    private IEnumerable<(string Name, LoraLayer Layer)> LoraLayers() =>
+        Model.NamedModules().Where(m => m.Module is LoraLayer).Select(m => (m.Name, (LoraLayer)m.Module));
+
+    private IEnumerable<(string Name, ModulesToSaveWrapper Wrapper)> Wrappers() =>
+        Model.NamedModules().Where(m => m.Module is ModulesToSaveWrapper).Select(m => (m.Name, (ModulesToSaveWrapper)m.Module));
+
+    private void Inject(string adapter, PeftConfig config)
+    {
+        if (_configs.ContainsKey(adapter)) throw new ArgumentException($"an adapter named '{adapter}' already exists");
+        if (adapter.Contains('.') || adapter.Length == 0) throw new ArgumentException($"adapter names must be non-empty and contain no '.', got '{adapter}'");
+        if (config is not LoraConfig lora) throw new NotSupportedException($"peft_type {config.PeftType} is not supported yet");
+        var mtsNames = config.ModulesToSave ?? [];
+        WrapModulesToSave(adapter, mtsNames, trainable: !config.InferenceMode);
+        var protectedPaths = Wrappers().Select(w => w.Name).ToList();
+        foreach (var name in TargetMatcher.Targets(Model, lora, protectedPaths))
+        {
+            var module = Model.GetSubmodule(name);
+            var layer = module as LoraLayer;
+            if (layer == null)
+            {
+                layer = new LoraLayer(module, lora.FanInFanOut);
+                Model.SetSubmodule(name, layer);
+            }
+            var (r, alpha) = lora.RankAndAlphaFor(name);
+            layer.UpdateLayer(adapter, r, alpha, lora.LoraDropout, lora.InitLoraWeights, lora.UseRslora, lora.LoraBias);
+        }
+        _configs[adapter] = config;
+    }
+
+    private void WrapModulesToSave(string adapter, string[] names, bool trainable)
+    {
+        if (names.Length == 0) return;
+        foreach (var (path, module) in Model.NamedModules().ToList())
+        {
+            if (path.Length == 0 || !names.Any(n => path == n || path.EndsWith(n, StringComparison.Ordinal))) continue;
+            if (Wrappers().Any(w => path.StartsWith(w.Name + ".", StringComparison.Ordinal))) continue; // inside a wrapper
+            var wrapper = module as ModulesToSaveWrapper;
+            if (wrapper == null)
+            {
+                if (module is not IUnaryModule) continue;
+                wrapper = new ModulesToSaveWrapper(module);
+                Model.SetSubmodule(path, wrapper);
+            }
+            wrapper.AddAdapter(adapter, trainable);
+        }
+    }
+
+    /// <summary>
+    /// Makes exactly the active adapters' parameters trainable (unless their config is in inference mode), with the
+    /// bias rule of their config; everything else stays frozen.
+    /// </summary>
+    private void ApplyActiveState()
+    {
+        foreach (var (_, layer) in LoraLayers())
+        {
+            layer.ActiveAdapters.Clear();
+            layer.ActiveAdapters.AddRange(_active.Where(a => layer.Adapters.Contains(a)));
+        }
+        foreach (var (_, w) in Wrappers()) w.ActiveAdapter = _active.FirstOrDefault(a => w.Copies.Contains(a));
+        foreach (var (name, p) in NamedParameters())
+        {
+            var adapter = AdapterOf(name);
+            if (adapter == null) continue;
+            p.RequiresGrad = _active.Contains(adapter) && !_configs[adapter].InferenceMode;
+        }
+        foreach (var adapter in _active)
+        {
+            if (_configs[adapter] is not LoraConfig { Bias: not "none" } lc || lc.InferenceMode) continue;
+            foreach (var (name, p) in NamedParameters())
+                if (name.EndsWith(".bias", StringComparison.Ordinal) && AdapterOf(name) == null &&
+                    (lc.Bias == "all" || name.Contains(".base_layer.", StringComparison.Ordinal)))
+                    p.RequiresGrad = true;
+        }
+    }
+
+    /// <summary>The adapter a parameter path belongs to (".lora_A.name.", ".modules_to_save.name."), or null.</summary>
+    private string? AdapterOf(string path)
+    {
+        foreach (var marker in new[] { ".lora_A.", ".lora_B.", ".modules_to_save." })
+        {
+            int i = path.IndexOf(marker, StringComparison.Ordinal);
+            if (i < 0) continue;
+            var rest = path[(i + marker.Length)..];
+            int dot = rest.IndexOf('.');
+            return dot < 0 ? rest : rest[..dot];
+        }
+        return null;
+    }
+
+    /// <summary>Runs the adapted model (same arguments as <see cref="PreTrainedModel.Forward"/>).</summary>
+    public ModelOutput Forward(Tensor input, Tensor? attentionMask = null, Tensor? labels = null, KvCache? cache = null) =>
+        Model.Forward(input, attentionMask, labels, cache);
+
+    /// <summary>(trainable, all) parameter counts as PEFT's get_nb_trainable_parameters: distinct tensors, frozen
+    /// originals of modules_to_save included.</summary>
+    public (long Trainable, long All) GetNbTrainableParameters()
+    {
+        long trainable = 0, all = 0;
+        foreach (var p in Parameters())
+        {
+            all += p.NumEl;
+            if (p.RequiresGrad) trainable += p.NumEl;
+        }
+        return (trainable, all);
+    }
+
+    /// <summary>The line PEFT's print_trainable_parameters prints.</summary>
+    public string TrainableParametersLine()
+    {
+        var (t, a) = GetNbTrainableParameters();
+        var inv = CultureInfo.InvariantCulture;
+        return $"trainable params: {t.ToString("N0", inv)} || all params: {a.ToString("N0", inv)} || trainable%: {(100.0 * t / a).ToString("F4", inv)}";
+    }
+
+    /// <summary>Prints <see cref="TrainableParametersLine"/>.</summary>
+    public void PrintTrainableParameters(TextWriter? output = null) => (output ?? Console.Out).WriteLine(TrainableParametersLine());
+
+    /// <summary>Adds another adapter (not activated, frozen until <see cref="SetAdapter(string[])"/>).</summary>
+    public void AddAdapter(string adapterName, PeftConfig config)
+    {
+        var cfg = config.Clone();
+        cfg.Validate();
+        Inject(adapterName, cfg);
+        ApplyActiveState();
+    }
+
+    /// <summary>Activates <paramref name="adapterNames"/> (their outputs are summed) and makes them trainable.</summary>
+    public void SetAdapter(params string[] adapterNames)
+    {
+        foreach (var n in adapterNames)
+            if (!_configs.ContainsKey(n)) throw new KeyNotFoundException($"no adapter named '{n}' (adapters: {string.Join(", ", _configs.Keys)})");
+        _active = adapterNames.ToList();
+        ApplyActiveState();
+    }
+
+    /// <summary>Removes an adapter; refuses an unknown or merged one.</summary>
+    public void DeleteAdapter(string adapterName)
+    {
+        if (!_configs.ContainsKey(adapterName)) throw new KeyNotFoundException($"no adapter named '{adapterName}'");
+        foreach (var (_, layer) in LoraLayers())
+            if (layer.MergedAdapters.Contains(adapterName)) throw new InvalidOperationException($"adapter '{adapterName}' is merged; unmerge before deleting it");
+        foreach (var (_, layer) in LoraLayers()) layer.DeleteAdapter(adapterName);
+        foreach (var (_, w) in Wrappers()) if (w.Copies.Contains(adapterName)) w.Copies.Remove(adapterName);
+        _configs.Remove(adapterName);
+        _active.Remove(adapterName);
+        if (_active.Count == 0 && _configs.Count > 0) _active.Add(_configs.Keys.First());
+        ApplyActiveState();
+    }
+
+    /// <summary>Runs the base model without adapters until disposed (merged adapters are unmerged first).</summary>
+    /// <example><code>using (peft.DisableAdapter()) { var baseLogits = peft.Forward(ids).Logits; }</code></example>
+    public IDisposable DisableAdapter()
+    {
+        var layers = LoraLayers().Select(l => l.Layer).ToList();
+        var wrappers = Wrappers().Select(w => w.Wrapper).ToList();
+        var before = layers.Select(l => l.DisableAdapters).ToList();
+        foreach (var l in layers) l.DisableAdapters = true;
+        foreach (var w in wrappers) w.Disabled = true;
+        return new Restore(() =>
+        {
+            for (int i = 0; i < layers.Count; i++) layers[i].DisableAdapters = before[i];
+            foreach (var w in wrappers) w.Disabled = false;
+        });
+    }
+
+    private sealed class Restore(Action undo) : IDisposable
+    {
+        private Action? _undo = undo;
+
+        public void Dispose()
+        {
+            _undo?.Invoke();
+            _undo = null;
+        }
+    }
+
+    /// <summary>Adds the adapters' ΔW into the base weights (active adapters by default); with
+    /// <paramref name="safeMerge"/> a NaN/∞ result is refused and the weights are left as they were.</summary>
+    public void MergeAdapter(IEnumerable<string>? adapterNames = null, bool safeMerge = false)
+    {
+        var names = (adapterNames ?? _active).ToList();
+        foreach (var (_, layer) in LoraLayers()) layer.Merge(names, safeMerge);
+    }
+
+    /// <summary>Subtracts every merged adapter again (last merged first).</summary>
+    public void UnmergeAdapter()
+    {
+        foreach (var (_, layer) in LoraLayers()) layer.Unmerge();
+    }
+
+    /// <summary>Merges the adapters and returns the plain model without adapter layers (this PeftModel is then empty).</summary>
+    public PreTrainedModel MergeAndUnload(bool safeMerge = false, IEnumerable<string>? adapterNames = null)
+    {
+        MergeAdapter(adapterNames, safeMerge);
+        return Unload();
+    }
+
+    /// <summary>Returns the model with every adapter layer replaced by its base layer (no merge); modules_to_save
+    /// are replaced by the active adapter's trained copy, as PEFT does. This PeftModel is then empty.</summary>
+    public PreTrainedModel Unload()
+    {
+        foreach (var (name, layer) in LoraLayers().ToList())
+        {
+            var baseLayer = layer.TakeBaseLayer();
+            Model.SetSubmodule(name, baseLayer);
+            layer.Dispose();
+        }
+        foreach (var (name, w) in Wrappers().ToList())
+        {
+            var keep = w.ActiveAdapter != null ? w.TakeCopy(w.ActiveAdapter) : w.TakeOriginal();
+            Model.SetSubmodule(name, keep);
+            w.Dispose();
+        }
+        var model = Model;
+        ((TunerModel)Child<Module>("base_model")).Release();
+        _configs.Clear();
+        _active.Clear();
+        return model;
+    }
+
+    /// <summary>PEFT's <c>base_model</c> level (LoraModel in Python): holds the transformer as <c>model</c>.</summary>
+    private sealed class TunerModel : Module
+    {
+        public TunerModel(PreTrainedModel model) => RegisterModule("model", model);
+
+        /// <summary>Hands the transformer back so disposing the PeftModel no longer disposes it.</summary>
+        public void Release() => RemoveModule("model");
+    }
+}

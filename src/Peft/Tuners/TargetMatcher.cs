@@ -1,0 +1,77 @@
+using System.Text.RegularExpressions;
+using Peft.Nn;
+using Peft.Transformers;
+
+namespace Peft;
+
+/// <summary>
+/// PEFT's target-module rules, shared by every tuner: a string is a regular expression that must match the whole
+/// module name; a list matches a name equal to an entry or ending with "." + entry; "all-linear" takes every
+/// Linear/Conv1D except the output head; exclude_modules uses the same rules; layers_to_transform keeps modules whose
+/// layer index (the number after layers_pattern, else the last ".N." segment) is listed.
+/// </summary>
+public static class TargetMatcher
+{
+    /// <summary>The module names of <paramref name="model"/> a LoRA config targets, in model order.</summary>
+    public static List<string> Targets(PreTrainedModel model, LoraConfig config, IReadOnlyCollection<string> protectedPrefixes)
+    {
+        var candidates = model.NamedModules().Where(m => m.Module is Linear or Conv1D).Select(m => m.Name).ToList();
+        bool allLinear = config.TargetModules is ["all-linear"] || config.TargetModulesRegex == "all-linear";
+        var heads = OutputHeads(model);
+        var found = new List<string>();
+        foreach (var name in candidates)
+        {
+            if (protectedPrefixes.Any(p => name == p || name.StartsWith(p + ".", StringComparison.Ordinal))) continue;
+            bool hit = allLinear ? !heads.Contains(name) : Matches(name, config.TargetModules, config.TargetModulesRegex);
+            if (!hit) continue;
+            if (Matches(name, config.ExcludeModules, config.ExcludeModulesRegex)) continue;
+            if (config.LayersToTransform is { } layers)
+            {
+                int? index = LayerIndex(name, config.LayersPattern);
+                if (index == null || !layers.Contains(index.Value)) continue;
+            }
+            found.Add(name);
+        }
+        if (found.Count == 0)
+        {
+            var sample = string.Join(", ", candidates.Take(6));
+            var asked = config.TargetModulesRegex ?? (config.TargetModules == null ? "(none)" : "[" + string.Join(", ", config.TargetModules) + "]");
+            throw new ArgumentException($"Target modules {asked} not found in the base model. Linear layers it has include: {sample}{(candidates.Count > 6 ? ", ..." : "")}");
+        }
+        return found;
+    }
+
+    /// <summary>PEFT's check for one module name against a list (exact or dotted suffix) or a full-match regex.</summary>
+    public static bool Matches(string name, string[]? list, string? regex)
+    {
+        if (regex != null) return Regex.IsMatch(name, $"^(?:{regex})$");
+        if (list == null) return false;
+        foreach (var entry in list)
+            if (name == entry || name.EndsWith("." + entry, StringComparison.Ordinal)) return true;
+        return false;
+    }
+
+    /// <summary>The layer index of a module name, as PEFT extracts it.</summary>
+    public static int? LayerIndex(string name, string[]? layersPattern)
+    {
+        Match m;
+        if (layersPattern == null || layersPattern.Length == 0) m = Regex.Match(name, @"^.*\.[^.]*\.(\d+)\.");
+        else
+        {
+            m = Match.Empty;
+            foreach (var p in layersPattern)
+            {
+                m = Regex.Match(name, $@"^.*\.{p}\.(\d+)\.");
+                if (m.Success) break;
+            }
+        }
+        return m.Success ? int.Parse(m.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture) : null;
+    }
+
+    /// <summary>Layers "all-linear" leaves alone: the output embedding (LM / MLM decoder) and classification heads.</summary>
+    private static HashSet<string> OutputHeads(PreTrainedModel model)
+    {
+        var names = new HashSet<string> { "lm_head", "cls.predictions.decoder", "lm_head.decoder", "score", "classifier", "classifier.out_proj" };
+        return names;
+    }
+}

@@ -1,0 +1,179 @@
+using Peft.Core.SafeTensors;
+using Peft.Transformers;
+
+namespace Peft.Tests;
+
+/// <summary>PEFT's property checks, run over every row of <see cref="Cases"/>.</summary>
+[TestFixture]
+public class LoraInvariantTests
+{
+    public static IEnumerable<PeftCase> All() => Cases.All();
+
+    private static double RelErr(float[] a, float[] b)
+    {
+        double n = 0, d = 0;
+        for (int i = 0; i < a.Length; i++) { n += Math.Pow(a[i] - b[i], 2); d += (double)b[i] * b[i]; }
+        return Math.Sqrt(n / d);
+    }
+
+    private static float[] Run(PeftModel p, Tensor x)
+    {
+        using var _ = Autograd.NoGrad();
+        using var s = Tensor.NewScope();
+        return p.Forward(x).Logits.ToFloatArray();
+    }
+
+    [TestCaseSource(nameof(All))]
+    public void DefaultInitIsExactlyTheBaseModel(PeftCase c)
+    {
+        using var scope = Tensor.NewScope();
+        var model = c.Model();
+        model.Eval();
+        var x = c.Input();
+        float[] baseOut;
+        using (Autograd.NoGrad()) baseOut = model.Forward(x).Logits.ToFloatArray();
+        var cfg = c.Config();
+        cfg.InitLoraWeights = "true";
+        using var peft = PeftModel.Create(model, cfg);
+        Assert.That(Run(peft, x), Is.EqualTo(baseOut), "B = 0 at init: the adapted model starts as the base");
+    }
+
+    [TestCaseSource(nameof(All))]
+    public void MergedEqualsUnmergedAndUnmergeRestoresTheBase(PeftCase c)
+    {
+        using var scope = Tensor.NewScope();
+        using var peft = PeftModel.Create(c.Model(), c.Config());
+        peft.Eval();
+        var x = c.Input();
+        var unmerged = Run(peft, x);
+        float[] baseOut;
+        using (peft.DisableAdapter()) baseOut = Run(peft, x);
+        Assert.That(RelErr(unmerged, baseOut), Is.GreaterThan(1e-4), "a non-trivial adapter changes the output");
+        var weightsBefore = peft.Model.StateDict().Where(kv => kv.Key.Contains("base_layer")).ToDictionary(kv => kv.Key, kv => kv.Value.ToFloatArray());
+        // Float32 (W + ΔW) − ΔW is exact only up to rounding of |W + ΔW|: normalise by ‖W‖ + ‖ΔW‖ (the values rounded).
+        var deltaNorms = peft.Model.NamedModules().Where(m => m.Module is LoraLayer).ToDictionary(
+            m => m.Name + ".base_layer.weight", m => Math.Sqrt(((LoraLayer)m.Module).DeltaWeight("default").ToFloatArray().Sum(v => (double)v * v)));
+
+        peft.MergeAdapter();
+        Assert.That(RelErr(Run(peft, x), unmerged), Is.LessThanOrEqualTo(1e-5));
+        peft.MergeAdapter();
+        Assert.That(RelErr(Run(peft, x), unmerged), Is.LessThanOrEqualTo(1e-5), "merging twice changes nothing");
+        peft.UnmergeAdapter();
+        Assert.That(RelErr(Run(peft, x), unmerged), Is.LessThanOrEqualTo(1e-5));
+        foreach (var (k, w) in weightsBefore)
+        {
+            double wNorm = Math.Sqrt(w.Sum(v => (double)v * v));
+            double scale = (wNorm + deltaNorms.GetValueOrDefault(k)) / wNorm;
+            Assert.That(RelErr(peft.Model.StateDict()[k].ToFloatArray(), w), Is.LessThanOrEqualTo(1e-6 * scale), k);
+        }
+
+        var merged = peft.MergeAndUnload(safeMerge: true);
+        using (merged)
+        {
+            Assert.That(merged.NamedModules().Any(m => m.Module is LoraLayer || m.Module is ModulesToSaveWrapper), Is.False);
+            using var _ = Autograd.NoGrad();
+            Assert.That(RelErr(merged.Forward(x).Logits.ToFloatArray(), unmerged), Is.LessThanOrEqualTo(1e-5));
+        }
+    }
+
+    [TestCaseSource(nameof(All))]
+    public void DisabledEqualsTheBaseModelExactlyEvenWhenMerged(PeftCase c)
+    {
+        using var scope = Tensor.NewScope();
+        var model = c.Model();
+        model.Eval();
+        var x = c.Input();
+        float[] baseOut;
+        using (Autograd.NoGrad()) baseOut = model.Forward(x).Logits.ToFloatArray();
+        using var peft = PeftModel.Create(model, c.Config());
+        var adapted = Run(peft, x);
+        using (peft.DisableAdapter()) Assert.That(Run(peft, x), Is.EqualTo(baseOut));
+        Assert.That(Run(peft, x), Is.EqualTo(adapted), "leaving the scope restores the adapter");
+        peft.MergeAdapter();
+        using (peft.DisableAdapter()) Assert.That(RelErr(Run(peft, x), baseOut), Is.LessThanOrEqualTo(1e-6));
+    }
+
+    [TestCaseSource(nameof(All))]
+    public void SaveThenLoadGivesIdenticalOutputsAndByteIdenticalFiles(PeftCase c)
+    {
+        var dir = Directory.CreateTempSubdirectory("peft-save-").FullName;
+        try
+        {
+            using var scope = Tensor.NewScope();
+            var x = c.Input();
+            float[] expected;
+            using (var peft = PeftModel.Create(c.Model(), c.Config()))
+            {
+                peft.Eval();
+                expected = Run(peft, x);
+                peft.SavePretrained(dir);
+            }
+            Assert.That(Directory.GetFiles(dir).Select(Path.GetFileName).Order(), Is.EqualTo(new[] { "adapter_config.json", "adapter_model.safetensors" }));
+            using (var st = SafeTensorsFile.Open(Path.Combine(dir, "adapter_model.safetensors")))
+            {
+                Assert.That(st.Tensors.Select(t => t.Name), Has.All.StartWith("base_model.model."));
+                Assert.That(st.Tensors.Select(t => t.Name), Has.None.Contains(".default"));
+                Assert.That(st.Metadata["format"], Is.EqualTo("pt"));
+            }
+            var again = Path.Combine(dir, "again");
+            using (var loaded = PeftModel.FromPretrained(c.Model(), dir))
+            {
+                loaded.Eval();
+                Assert.That(Run(loaded, x), Is.EqualTo(expected));
+                Assert.That(loaded.GetNbTrainableParameters().Trainable, Is.EqualTo(0), "a loaded adapter is frozen unless isTrainable");
+                loaded.SavePretrained(again);
+            }
+            foreach (var f in new[] { "adapter_config.json", "adapter_model.safetensors" })
+                Assert.That(File.ReadAllBytes(Path.Combine(again, f)), Is.EqualTo(File.ReadAllBytes(Path.Combine(dir, f))), f);
+        }
+        finally { Directory.Delete(dir, true); }
+    }
+
+    [TestCaseSource(nameof(All))]
+    public void OnlyAdapterParametersGetGradientsAndTrainingLowersTheLoss(PeftCase c)
+    {
+        using var peft = PeftModel.Create(c.Model(), c.Config());
+        var x = c.Input();
+        var labels = c.Labels();
+        var cfg = (LoraConfig)peft.PeftConfigs["default"];
+        double first = 0, last = 0;
+        for (int step = 0; step < 8; step++)
+        {
+            using var scope = Tensor.NewScope();
+            peft.ZeroGrad();
+            var loss = peft.Forward(x, labels: labels).Loss!;
+            loss.Backward();
+            if (step == 0)
+            {
+                foreach (var (name, p) in peft.NamedParameters())
+                {
+                    bool adapterParam = name.Contains(".lora_") || name.Contains(".modules_to_save.") || (cfg.Bias == "all" && name.EndsWith(".bias") && !name.Contains("original_module"));
+                    Assert.That(p.Grad != null, Is.EqualTo(adapterParam), name);
+                }
+                first = loss.Item();
+            }
+            last = loss.Item();
+            using (Autograd.NoGrad())
+                foreach (var p in peft.Parameters().Where(p => p.Grad != null)) p.AddInPlace(p.Grad!, -0.1);
+        }
+        Assert.That(last, Is.LessThan(first), "SGD on the adapter lowers the loss");
+    }
+
+    [TestCaseSource(nameof(All))]
+    public void TrainableCountsFollowTheLoraFormula(PeftCase c)
+    {
+        using var peft = PeftModel.Create(c.Model(), c.Config());
+        long expected = 0;
+        foreach (var (name, m) in peft.Model.NamedModules())
+        {
+            if (m is LoraLayer l) expected += l.Rank("default") * (long)(l.InFeatures + l.OutFeatures);
+            if (m is ModulesToSaveWrapper w) expected += w.Original.CountParameters();
+        }
+        var cfg = (LoraConfig)peft.PeftConfigs["default"];
+        if (cfg.Bias == "all") expected += peft.NamedParameters().Where(p => p.Name.EndsWith(".bias") && !p.Name.Contains(".lora_") && !p.Name.Contains("modules_to_save") && !p.Name.Contains("original_module")).Sum(p => p.Parameter.NumEl);
+        var (trainable, all) = peft.GetNbTrainableParameters();
+        Assert.That(trainable, Is.EqualTo(expected));
+        Assert.That(peft.TrainableParametersLine(), Does.Match(@"^trainable params: [\d,]+ \|\| all params: [\d,]+ \|\| trainable%: \d+\.\d{4}$"));
+        Assert.That(all, Is.EqualTo(peft.Parameters().Sum(p => p.NumEl)));
+    }
+}
