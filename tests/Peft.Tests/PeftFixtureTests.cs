@@ -1,0 +1,74 @@
+using Peft.Core.SafeTensors;
+using Peft.Transformers;
+
+namespace Peft.Tests;
+
+/// <summary>
+/// Interop with Python <c>peft</c> both ways. Python → .NET: adapters and logits written by
+/// tests/fixtures/make_fixtures.py (needs torch + transformers + peft; skipped with that reason until they exist).
+/// .NET → Python: <see cref="SaveForPython"/> writes a folder that tests/fixtures/check_csharp_adapter.py checks.
+/// </summary>
+[TestFixture]
+public class PeftFixtureTests
+{
+    private static string Fixtures()
+    {
+        for (var d = new DirectoryInfo(TestContext.CurrentContext.TestDirectory); d != null; d = d.Parent)
+            if (File.Exists(Path.Combine(d.FullName, "Peft.Native.sln"))) return Path.Combine(d.FullName, "tests", "fixtures");
+        throw new DirectoryNotFoundException("repository root not found");
+    }
+
+    [TestCase("peft-lora-gpt2")]
+    [TestCase("peft-lora-gpt2-rslora-patterns")]
+    public void AnAdapterWrittenByPythonPeftGivesPeftsLogits(string name)
+    {
+        var dir = Path.Combine(Fixtures(), name);
+        if (!File.Exists(Path.Combine(dir, "expected.safetensors")))
+            Assert.Ignore($"fixture '{name}' is absent: run `python3 tests/fixtures/make_fixtures.py` where torch, transformers and peft are installed (no session has had the GPU machine yet)");
+        using var scope = Tensor.NewScope();
+        using var expected = SafeTensorsFile.Open(Path.Combine(dir, "expected.safetensors"));
+        using var peft = PeftModel.FromPretrained(AutoModel.FromPretrained(Path.Combine(dir, "base")), Path.Combine(dir, "adapter"));
+        var logits = peft.Forward(expected.Load("input_ids"), expected.Load("attention_mask")).Logits.ToFloatArray();
+        var want = expected.Load("logits").ToFloatArray();
+        var mask = expected.Load("attention_mask").ToArray<long>();
+        int vocab = want.Length / mask.Length;
+        double num = 0, den = 0;
+        for (int i = 0; i < want.Length; i++)
+            if (mask[i / vocab] != 0) { num += Math.Pow(logits[i] - want[i], 2); den += (double)want[i] * want[i]; }
+        Assert.That(Math.Sqrt(num / den), Is.LessThanOrEqualTo(1e-4));
+        var counts = expected.Load("counts").ToArray<long>();
+        var (trainable, all) = peft.GetNbTrainableParameters();
+        Assert.That(all, Is.EqualTo(counts[1]), "all-parameter count as peft counts it");
+        Assert.That(trainable, Is.EqualTo(0), "loaded for inference: frozen");
+        // Re-saving a Python adapter reproduces its config byte for byte (PEFT's own fields rewritten identically).
+        var resaved = Path.Combine(Path.GetTempPath(), "peft-resave-" + Guid.NewGuid().ToString("N"));
+        try
+        {
+            peft.SavePretrained(resaved);
+            using var a = SafeTensorsFile.Open(Path.Combine(dir, "adapter", "adapter_model.safetensors"));
+            using var b = SafeTensorsFile.Open(Path.Combine(resaved, "adapter_model.safetensors"));
+            Assert.That(b.Tensors.Select(t => t.Name).Order(), Is.EqualTo(a.Tensors.Select(t => t.Name).Order()));
+        }
+        finally { if (Directory.Exists(resaved)) Directory.Delete(resaved, true); }
+    }
+
+    /// <summary>Writes a base model, an adapter and .NET's logits for check_csharp_adapter.py to verify in Python.</summary>
+    [Test]
+    public void SaveForPython()
+    {
+        var dir = Path.Combine(Fixtures(), "csharp-adapter");
+        if (Directory.Exists(dir)) Directory.Delete(dir, true);
+        using var scope = Tensor.NewScope();
+        using var peft = PeftModel.Create(Cases.Create(Cases.Gpt2), new LoraConfig
+        {
+            R = 4, LoraAlpha = 8, TargetModules = ["c_attn", "c_fc"], FanInFanOut = true, InitLoraWeights = "false", TaskType = "CAUSAL_LM",
+        });
+        peft.Eval();
+        var ids = Tensor.FromArray(new long[] { 3, 9, 4, 12, 7, 1, 5, 2 }, [1, 8]);
+        var logits = peft.Forward(ids).Logits;
+        using (var baseOnly = Cases.Create(Cases.Gpt2)) baseOnly.SavePretrained(Path.Combine(dir, "base"));
+        peft.SavePretrained(Path.Combine(dir, "adapter"));
+        SafeTensorsWriter.Save(Path.Combine(dir, "expected.safetensors"), new Dictionary<string, Tensor> { ["input_ids"] = ids, ["logits"] = logits });
+        Assert.That(File.Exists(Path.Combine(dir, "adapter", "adapter_config.json")));
+    }
+}
