@@ -27,6 +27,15 @@ public class TensorTests
     }
 
     [Test]
+    public void FromArrayInfersOneMinusOneAndRejectsShapesThatDoNotFit()
+    {
+        using var s = Tensor.NewScope();
+        Assert.That(Tensor.FromArray(new long[] { 1, 2, 3, 4, 5, 6 }, [2, -1]).Shape, Is.EqualTo(new[] { 2, 3 }));
+        Assert.That(Assert.Throws<ShapeMismatchException>(() => Tensor.FromArray(new float[] { 1, 2, 3, 4 }, [3, -1]))!.Message, Does.Contain("[3, -1]"));
+        Assert.Throws<ShapeMismatchException>(() => Tensor.FromArray(new float[] { 1, 2, 3 }, [2, 2]));
+    }
+
+    [Test]
     public void WritesThroughAViewReachTheBase()
     {
         using var s = Tensor.NewScope();

