@@ -222,6 +222,14 @@ public abstract class Module : IDisposable
         foreach (var p in Parameters()) p.ZeroGrad();
     }
 
+    /// <summary>Removes and disposes a parameter of this module.</summary>
+    protected void RemoveParameter(string name)
+    {
+        if (!_params.Remove(name, out var p)) throw new KeyNotFoundException($"{GetType().Name} has no parameter '{name}'");
+        _paramOrder.Remove(name);
+        p.Dispose();
+    }
+
     /// <summary>Removes a child module (returned, not disposed).</summary>
     protected Module RemoveModule(string name)
     {

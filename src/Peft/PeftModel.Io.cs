@@ -67,6 +67,11 @@ public sealed partial class PeftModel
     {
         foreach (var marker in new[] { ".lora_A.", ".lora_B." })
             if (path.Contains(marker + adapter + ".", StringComparison.Ordinal)) return path.Replace(marker + adapter + ".", marker, StringComparison.Ordinal);
+        // Bare parameters lose the adapter name at the end; DoRA's magnitude also loses its ".weight".
+        foreach (var bare in new[] { ".lora_embedding_A", ".lora_embedding_B" })
+            if (path.EndsWith(bare + "." + adapter, StringComparison.Ordinal)) return path[..^(adapter.Length + 1)];
+        if (path.EndsWith(".lora_magnitude_vector." + adapter + ".weight", StringComparison.Ordinal))
+            return path[..^(adapter.Length + ".weight".Length + 1)];
         var mts = ".modules_to_save." + adapter + ".";
         return path.Contains(mts, StringComparison.Ordinal) ? path.Replace(mts, ".", StringComparison.Ordinal) : null;
     }

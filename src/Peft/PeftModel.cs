@@ -83,11 +83,11 @@ public sealed partial class PeftModel : Module
             var layer = module as LoraLayer;
             if (layer == null)
             {
-                layer = new LoraLayer(module, lora.FanInFanOut);
+                layer = LoraLayer.For(module);
                 Model.SetSubmodule(name, layer);
             }
             var (r, alpha) = lora.RankAndAlphaFor(name);
-            layer.UpdateLayer(adapter, r, alpha, lora.LoraDropout, lora.InitLoraWeights, lora.UseRslora, lora.LoraBias);
+            layer.UpdateLayer(adapter, r, alpha, lora.LoraDropout, lora.InitLoraWeights, lora.UseRslora, lora.LoraBias, lora.UseDora);
         }
         _configs[adapter] = config;
     }
@@ -141,7 +141,7 @@ public sealed partial class PeftModel : Module
     /// <summary>The adapter a parameter path belongs to (".lora_A.name.", ".modules_to_save.name."), or null.</summary>
     private string? AdapterOf(string path)
     {
-        foreach (var marker in new[] { ".lora_A.", ".lora_B.", ".modules_to_save." })
+        foreach (var marker in new[] { ".lora_A.", ".lora_B.", ".lora_embedding_A.", ".lora_embedding_B.", ".lora_magnitude_vector.", ".modules_to_save." })
         {
             int i = path.IndexOf(marker, StringComparison.Ordinal);
             if (i < 0) continue;

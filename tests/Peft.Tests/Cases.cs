@@ -89,6 +89,9 @@ internal static class Cases
             c.LayersPattern = ["layers"];
             c.ExcludeModules = ["k_proj"];
         }), Ids, Ids);
+        yield return new("gpt2_dora_conv1d", () => Create(Gpt2), () => Lora("CAUSAL_LM", ["c_attn", "c_fc"], more: c => c.UseDora = true), Ids, Ids);
+        yield return new("llama_dora_linear", () => Create(Llama), () => Lora("CAUSAL_LM", ["q_proj", "v_proj", "down_proj"], more: c => c.UseDora = true), Ids, Ids);
+        yield return new("llama_embedding_and_q", () => Create(Llama), () => Lora("CAUSAL_LM", ["embed_tokens", "q_proj"]), Ids, Ids);
         yield return new("bert_seqcls_with_head", () => Create(Bert, ModelTask.SequenceClassification), () => Lora("SEQ_CLS", ["query", "value"]), Ids,
             () => Tensor.FromArray(new long[] { 2, 0 }));
         yield return new("mlp_lin0_bias_all", () => { Generator.Default.ManualSeed(1); return new Mlp(); }, () => Lora(null!, ["lin0"], more: c => c.Bias = "all"),

@@ -15,8 +15,8 @@ public static class TargetMatcher
     /// <summary>The module names of <paramref name="model"/> a LoRA config targets, in model order.</summary>
     public static List<string> Targets(PreTrainedModel model, LoraConfig config, IReadOnlyCollection<string> protectedPrefixes)
     {
-        var candidates = model.NamedModules().Where(m => m.Module is Linear or Conv1D).Select(m => m.Name).ToList();
         bool allLinear = config.TargetModules is ["all-linear"] || config.TargetModulesRegex == "all-linear";
+        var candidates = model.NamedModules().Where(m => m.Module is Linear or Conv1D || (!allLinear && m.Module is Embedding)).Select(m => m.Name).ToList();
         var heads = OutputHeads(model);
         var found = new List<string>();
         foreach (var name in candidates)

@@ -123,7 +123,6 @@ public sealed class LoraConfig : PeftConfig
             throw new InvalidOperationException("layers_to_transform cannot be used when target_modules is a regular expression");
         if (InitLoraWeights is not ("true" or "false" or "gaussian"))
             throw new NotSupportedException($"init_lora_weights '{InitLoraWeights}' is not supported yet (true, false, gaussian)");
-        if (UseDora) throw new NotSupportedException("use_dora is not supported yet");
     }
 
     /// <summary>(rank, alpha) for a module, honouring rank_pattern/alpha_pattern: the first key K with

@@ -4,42 +4,36 @@ using Peft.Nn;
 namespace Peft;
 
 /// <summary>
-/// A Linear or GPT-2 Conv1D wrapped with LoRA adapters, laid out as PEFT lays it out in memory: <c>base_layer</c>,
-/// <c>lora_A.&lt;adapter&gt;</c> (Linear in→r, no bias), <c>lora_B.&lt;adapter&gt;</c> (Linear r→out) and
-/// <c>lora_dropout.&lt;adapter&gt;</c>. y = base(x) + Σ_active s·B(A(dropout(x))), s = alpha/r (alpha/√r with rsLoRA).
-/// The frozen base weight never gets a gradient: autograd only builds dA and dB.
+/// What every LoRA-wrapped layer shares: the <c>base_layer</c>, per-adapter rank and scaling, active/disabled state and
+/// LIFO merging into the base weight. Subclasses hold the factors (<see cref="LoraLinear"/>, <see cref="LoraEmbedding"/>).
 /// </summary>
-public sealed class LoraLayer : Module, IUnaryModule
+public abstract class LoraLayer : Module, IUnaryModule
 {
     private readonly Dictionary<string, double> _scaling = new();
     private readonly Dictionary<string, int> _rank = new();
     private readonly List<string> _merged = new();
 
-    /// <summary>Wraps <paramref name="baseLayer"/> (a <see cref="Linear"/> or <see cref="Conv1D"/>).</summary>
-    public LoraLayer(Module baseLayer, bool fanInFanOut)
+    /// <summary>Wraps <paramref name="baseLayer"/> whose weight maps <paramref name="inFeatures"/> to <paramref name="outFeatures"/>.</summary>
+    protected LoraLayer(Module baseLayer, int inFeatures, int outFeatures)
     {
-        (InFeatures, OutFeatures) = baseLayer switch
-        {
-            Linear l => (l.InFeatures, l.OutFeatures),
-            Conv1D c => (c.InFeatures, c.OutFeatures),
-            _ => throw new NotSupportedException($"LoRA supports Linear and Conv1D layers, not {baseLayer.GetType().Name}"),
-        };
-        // PEFT corrects fan_in_fan_out to match the layer it meets (with a warning): Conv1D stores [in, out].
-        FanInFanOut = baseLayer is Conv1D || (fanInFanOut && baseLayer is not Linear);
+        InFeatures = inFeatures;
+        OutFeatures = outFeatures;
         RegisterModule("base_layer", baseLayer);
-        RegisterModule("lora_dropout", new ModuleDict<Dropout>());
-        RegisterModule("lora_A", new ModuleDict<Linear>());
-        RegisterModule("lora_B", new ModuleDict<Linear>());
     }
 
-    /// <summary>Input features of the base layer.</summary>
+    /// <summary>Wraps a supported layer in the matching LoRA layer.</summary>
+    public static LoraLayer For(Module baseLayer) => baseLayer switch
+    {
+        Linear or Conv1D => new LoraLinear(baseLayer),
+        Embedding e => new LoraEmbedding(e),
+        _ => throw new NotSupportedException($"LoRA supports Linear, Conv1D and Embedding layers, not {baseLayer.GetType().Name}"),
+    };
+
+    /// <summary>Input features (rows of an embedding table).</summary>
     public int InFeatures { get; }
 
-    /// <summary>Output features of the base layer.</summary>
+    /// <summary>Output features (embedding width).</summary>
     public int OutFeatures { get; }
-
-    /// <summary>True when the base weight is [in, out] (Conv1D), so ΔW is transposed before merging.</summary>
-    public bool FanInFanOut { get; }
 
     /// <summary>The wrapped layer.</summary>
     public Module BaseLayer => Child<Module>("base_layer");
@@ -57,11 +51,7 @@ public sealed class LoraLayer : Module, IUnaryModule
     public bool Merged => _merged.Count > 0;
 
     /// <summary>Adapters this layer holds.</summary>
-    public IEnumerable<string> Adapters => LoraA.Keys;
-
-    private ModuleDict<Linear> LoraA => Child<ModuleDict<Linear>>("lora_A");
-    private ModuleDict<Linear> LoraB => Child<ModuleDict<Linear>>("lora_B");
-    private ModuleDict<Dropout> DropoutDict => Child<ModuleDict<Dropout>>("lora_dropout");
+    public abstract IEnumerable<string> Adapters { get; }
 
     /// <summary>The scaling of <paramref name="adapter"/>.</summary>
     public double Scaling(string adapter) => _scaling[adapter];
@@ -69,43 +59,25 @@ public sealed class LoraLayer : Module, IUnaryModule
     /// <summary>The rank of <paramref name="adapter"/>.</summary>
     public int Rank(string adapter) => _rank[adapter];
 
-    /// <summary>Adds (or replaces) an adapter with PEFT's initialisation <paramref name="init"/>: "true" (A ~ U(±1/√in)
-    /// — kaiming_uniform(a=√5) — and B = 0, so the layer starts as the base), "gaussian" (A ~ N(0, 1/r), B = 0) or
-    /// "false" (both random as nn.Linear: a non-trivial adapter for tests).</summary>
-    public void UpdateLayer(string adapter, int r, double alpha, double dropout, string init, bool useRslora, bool loraBias)
+    /// <summary>Records rank and scaling (alpha/r, or alpha/√r with rsLoRA) after a subclass created the factors.</summary>
+    protected void SetRankAndScaling(string adapter, int r, double alpha, bool useRslora)
     {
-        if (r <= 0) throw new ArgumentOutOfRangeException(nameof(r), $"LoRA rank must be positive, got {r}");
-        if (r > Math.Max(InFeatures, OutFeatures))
-            throw new ArgumentOutOfRangeException(nameof(r), $"LoRA rank {r} is larger than the layer itself ({InFeatures}→{OutFeatures})");
-        var a = new Linear(InFeatures, r, bias: false);
-        var b = new Linear(r, OutFeatures, bias: loraBias);
-        using (Autograd.NoGrad())
-        {
-            switch (init)
-            {
-                case "true":
-                    b.Weight.FillInPlace(0);
-                    b.Bias?.FillInPlace(0);
-                    break;
-                case "gaussian":
-                    using (var g = Tensor.Randn(a.Weight.Shape, null, a.Weight.DType, 0, 1.0 / r)) a.Weight.CopyFrom(g);
-                    b.Weight.FillInPlace(0);
-                    b.Bias?.FillInPlace(0);
-                    break;
-                case "false":
-                    break; // nn.Linear's own init for both factors
-                default:
-                    throw new NotSupportedException($"init_lora_weights '{init}' is not supported yet");
-            }
-        }
-        LoraA.Set(adapter, a);
-        LoraB.Set(adapter, b);
-        DropoutDict.Set(adapter, new Dropout(dropout));
         _rank[adapter] = r;
         _scaling[adapter] = useRslora ? alpha / Math.Sqrt(r) : alpha / r;
     }
 
-    /// <inheritdoc/>
+    /// <summary>Checks a requested rank against the layer.</summary>
+    protected void CheckRank(int r)
+    {
+        if (r <= 0) throw new ArgumentOutOfRangeException(nameof(r), $"LoRA rank must be positive, got {r}");
+        if (r > Math.Max(InFeatures, OutFeatures))
+            throw new ArgumentOutOfRangeException(nameof(r), $"LoRA rank {r} is larger than the layer itself ({InFeatures}→{OutFeatures})");
+    }
+
+    /// <summary>Adds (or replaces) an adapter; see <see cref="LoraConfig.InitLoraWeights"/> for <paramref name="init"/>.</summary>
+    public abstract void UpdateLayer(string adapter, int r, double alpha, double dropout, string init, bool useRslora, bool loraBias, bool useDora);
+
+    /// <summary>Runs the base layer, then adds each active adapter's contribution.</summary>
     public Tensor Forward(Tensor x)
     {
         var baseLayer = Child<IUnaryModule>("base_layer");
@@ -118,51 +90,38 @@ public sealed class LoraLayer : Module, IUnaryModule
         if (Merged) return result;
         foreach (var name in ActiveAdapters)
         {
-            if (!LoraA.Contains(name)) continue;
-            using var dropped = DropoutDict[name].Forward(x);
-            using var t = LoraA[name].Forward(dropped);
-            using var u = LoraB[name].Forward(t);
-            using var scaled = u.Mul(_scaling[name]);
-            using var old = result;
-            result = old.Add(scaled);
+            if (!Adapters.Contains(name)) continue;
+            var next = AddAdapterOutput(name, x, result);
+            result.Dispose();
+            result = next;
         }
         return result;
     }
 
-    /// <summary>ΔW = s·B·A in the base weight's layout ([out, in], or [in, out] for Conv1D).</summary>
-    public Tensor DeltaWeight(string adapter)
-    {
-        using var _ = Autograd.NoGrad();
-        using var ba = LoraB[adapter].Weight.MatMul(LoraA[adapter].Weight);
-        using var scaled = ba.Mul(_scaling[adapter]);
-        return FanInFanOut ? scaled.Transpose(0, 1).Contiguous() : scaled.Contiguous();
-    }
+    /// <summary>result + this adapter's contribution for input <paramref name="x"/>.</summary>
+    protected abstract Tensor AddAdapterOutput(string adapter, Tensor x, Tensor result);
 
-    private Tensor BaseWeight => BaseLayer.Parameter("weight");
+    /// <summary>ΔW = s·(B·A) in the base weight's layout.</summary>
+    public abstract Tensor DeltaWeight(string adapter);
 
-    private Tensor? BaseBias => BaseLayer switch { Linear l => l.Bias, Conv1D c => c.Bias, _ => null };
+    /// <summary>The base layer's weight tensor.</summary>
+    protected Tensor BaseWeight => BaseLayer.Parameter("weight");
 
     /// <summary>
-    /// Adds ΔW of each adapter into the base weight (and B's bias into the base bias). With <paramref name="safe"/>,
-    /// the sum is formed on a copy and checked for NaN/∞ first, and the base is left untouched on failure.
-    /// Already-merged adapters are skipped.
+    /// Adds each adapter into the base weight. With <paramref name="safe"/>, the new weight is formed on a copy and
+    /// checked for NaN/∞ first, and the base is left untouched on failure. Already-merged adapters are skipped.
     /// </summary>
     public void Merge(IEnumerable<string> adapters, bool safe)
     {
         using var _ = Autograd.NoGrad();
         foreach (var name in adapters)
         {
-            if (!LoraA.Contains(name) || _merged.Contains(name)) continue;
-            using var delta = DeltaWeight(name);
-            if (safe)
-            {
-                using var candidate = BaseWeight.Add(delta);
-                if (candidate.ToFloatArray().Any(v => !float.IsFinite(v)))
-                    throw new InvalidOperationException($"NaN or infinity detected in the merged weights of adapter '{name}' (layer {InFeatures}→{OutFeatures}); the adapter seems broken and the base weights were left unchanged");
-                BaseWeight.CopyFrom(candidate);
-            }
-            else BaseWeight.AddInPlace(delta);
-            if (LoraB[name].Bias is { } lb) BaseBias!.AddInPlace(lb, _scaling[name]);
+            if (!Adapters.Contains(name) || _merged.Contains(name)) continue;
+            using var merged = MergedWeight(name);
+            if (safe && merged.ToFloatArray().Any(v => !float.IsFinite(v)))
+                throw new InvalidOperationException($"NaN or infinity detected in the merged weights of adapter '{name}' (layer {InFeatures}→{OutFeatures}); the adapter seems broken and the base weights were left unchanged");
+            BaseWeight.CopyFrom(merged);
+            MergeBias(name, +1);
             _merged.Add(name);
         }
     }
@@ -174,26 +133,44 @@ public sealed class LoraLayer : Module, IUnaryModule
         while (_merged.Count > 0)
         {
             var name = _merged[^1];
-            using var delta = DeltaWeight(name);
-            BaseWeight.AddInPlace(delta, -1);
-            if (LoraB[name].Bias is { } lb) BaseBias!.AddInPlace(lb, -_scaling[name]);
+            using var restored = UnmergedWeight(name);
+            BaseWeight.CopyFrom(restored);
+            MergeBias(name, -1);
             _merged.RemoveAt(_merged.Count - 1);
         }
     }
+
+    /// <summary>The base weight with <paramref name="adapter"/> merged in (W + ΔW by default).</summary>
+    protected virtual Tensor MergedWeight(string adapter)
+    {
+        using var delta = DeltaWeight(adapter);
+        return BaseWeight.Add(delta);
+    }
+
+    /// <summary>The base weight with <paramref name="adapter"/> taken out again (W − ΔW by default).</summary>
+    protected virtual Tensor UnmergedWeight(string adapter)
+    {
+        using var delta = DeltaWeight(adapter);
+        return BaseWeight.Sub(delta);
+    }
+
+    /// <summary>Adds sign·(adapter bias) to the base bias (lora_bias only).</summary>
+    protected virtual void MergeBias(string adapter, int sign) { }
 
     /// <summary>Removes an adapter's parameters from this layer.</summary>
     public void DeleteAdapter(string adapter)
     {
         if (_merged.Contains(adapter)) throw new InvalidOperationException($"adapter '{adapter}' is merged; unmerge it before deleting it");
-        if (!LoraA.Contains(adapter)) return;
-        LoraA.Remove(adapter);
-        LoraB.Remove(adapter);
-        DropoutDict.Remove(adapter);
+        if (!Adapters.Contains(adapter)) return;
+        RemoveFactors(adapter);
         _rank.Remove(adapter);
         _scaling.Remove(adapter);
         ActiveAdapters.Remove(adapter);
     }
 
-    /// <summary>Detaches and returns the base layer (the caller puts it back in the model); this layer is then empty.</summary>
+    /// <summary>Drops the factors of <paramref name="adapter"/>.</summary>
+    protected abstract void RemoveFactors(string adapter);
+
+    /// <summary>Detaches and returns the base layer (the caller puts it back in the model).</summary>
     internal Module TakeBaseLayer() => RemoveModule("base_layer");
 }

@@ -1,0 +1,23 @@
+using Peft.Core;
+
+namespace Peft.Nn;
+
+/// <summary>Parameters keyed by name (torch.nn.ParameterDict), e.g. <c>lora_embedding_A.default</c>.</summary>
+public sealed class ParameterDict : Module
+{
+    /// <summary>Adds or replaces the parameter under <paramref name="key"/>.</summary>
+    public void Set(string key, Tensor value)
+    {
+        if (Contains(key)) SetParameter(key, value);
+        else RegisterParameter(key, value);
+    }
+
+    /// <summary>True when <paramref name="key"/> is present.</summary>
+    public bool Contains(string key) => NamedParameters().Any(p => p.Name == key);
+
+    /// <summary>The parameter under <paramref name="key"/>.</summary>
+    public Tensor this[string key] => Parameter(key);
+
+    /// <summary>Removes and disposes the parameter under <paramref name="key"/>.</summary>
+    public void Remove(string key) => RemoveParameter(key);
+}

@@ -1,0 +1,202 @@
+using Peft.Core;
+using Peft.Nn;
+
+namespace Peft;
+
+/// <summary>
+/// LoRA on a Linear or GPT-2 Conv1D, laid out as PEFT lays it out in memory: <c>base_layer</c>,
+/// <c>lora_A.&lt;adapter&gt;</c> (Linear in→r, no bias), <c>lora_B.&lt;adapter&gt;</c> (Linear r→out),
+/// <c>lora_dropout.&lt;adapter&gt;</c> and, for DoRA, <c>lora_magnitude_vector.&lt;adapter&gt;.weight</c>.
+/// y = base(x) + s·B(A(dropout(x))). The frozen base weight never gets a gradient: autograd only builds dA and dB.
+/// </summary>
+public sealed class LoraLinear : LoraLayer
+{
+    private readonly Dictionary<string, Tensor> _doraNormCache = new();
+
+    /// <summary>Wraps <paramref name="baseLayer"/> (a <see cref="Linear"/> or <see cref="Conv1D"/>).</summary>
+    public LoraLinear(Module baseLayer)
+        : base(baseLayer, baseLayer is Conv1D c ? c.InFeatures : ((Linear)baseLayer).InFeatures, baseLayer is Conv1D c2 ? c2.OutFeatures : ((Linear)baseLayer).OutFeatures)
+    {
+        // The layer decides, as PEFT corrects a wrong fan_in_fan_out (with a warning): Conv1D stores [in, out], Linear [out, in].
+        FanInFanOut = baseLayer is Conv1D;
+        RegisterModule("lora_dropout", new ModuleDict<Dropout>());
+        RegisterModule("lora_A", new ModuleDict<Linear>());
+        RegisterModule("lora_B", new ModuleDict<Linear>());
+        RegisterModule("lora_magnitude_vector", new ModuleDict<DoraMagnitude>());
+    }
+
+    /// <summary>True when the base weight is [in, out] (Conv1D), so ΔW is transposed before merging.</summary>
+    public bool FanInFanOut { get; }
+
+    private ModuleDict<Linear> LoraA => Child<ModuleDict<Linear>>("lora_A");
+    private ModuleDict<Linear> LoraB => Child<ModuleDict<Linear>>("lora_B");
+    private ModuleDict<Dropout> DropoutDict => Child<ModuleDict<Dropout>>("lora_dropout");
+    private ModuleDict<DoraMagnitude> Magnitudes => Child<ModuleDict<DoraMagnitude>>("lora_magnitude_vector");
+
+    /// <inheritdoc/>
+    public override IEnumerable<string> Adapters => LoraA.Keys;
+
+    /// <summary>True when <paramref name="adapter"/> is a DoRA adapter.</summary>
+    public bool UsesDora(string adapter) => Magnitudes.Contains(adapter);
+
+    private Tensor? BaseBias => BaseLayer switch { Linear l => l.Bias, Conv1D c => c.Bias, _ => null };
+
+    /// <summary>
+    /// Adds (or replaces) an adapter. <paramref name="init"/>: "true" (A ~ U(±1/√in) — kaiming_uniform(a=√5) — and B = 0,
+    /// so the layer starts as the base), "gaussian" (A ~ N(0, 1/r), B = 0) or "false" (both random as nn.Linear).
+    /// With <paramref name="useDora"/> the magnitude starts as the row norms of W + s·BA.
+    /// </summary>
+    public override void UpdateLayer(string adapter, int r, double alpha, double dropout, string init, bool useRslora, bool loraBias, bool useDora)
+    {
+        CheckRank(r);
+        if (useDora && loraBias) throw new NotSupportedException("DoRA cannot be combined with lora_bias (as in PEFT)");
+        var a = new Linear(InFeatures, r, bias: false);
+        var b = new Linear(r, OutFeatures, bias: loraBias);
+        using (Autograd.NoGrad())
+        {
+            switch (init)
+            {
+                case "true":
+                    b.Weight.FillInPlace(0);
+                    b.Bias?.FillInPlace(0);
+                    break;
+                case "gaussian":
+                    using (var g = Tensor.Randn(a.Weight.Shape, null, a.Weight.DType, 0, 1.0 / r)) a.Weight.CopyFrom(g);
+                    b.Weight.FillInPlace(0);
+                    b.Bias?.FillInPlace(0);
+                    break;
+                case "false":
+                    break; // nn.Linear's own init for both factors: a non-trivial adapter
+                default:
+                    throw new NotSupportedException($"init_lora_weights '{init}' is not supported yet");
+            }
+        }
+        LoraA.Set(adapter, a);
+        LoraB.Set(adapter, b);
+        DropoutDict.Set(adapter, new Dropout(dropout));
+        SetRankAndScaling(adapter, r, alpha, useRslora);
+        if (useDora)
+        {
+            using var norm = WeightNorm(adapter);
+            Magnitudes.Set(adapter, new DoraMagnitude(norm));
+        }
+        else if (Magnitudes.Contains(adapter)) Magnitudes.Remove(adapter);
+    }
+
+    /// <summary>s·B·A as [out, in] (no transpose).</summary>
+    private Tensor ScaledBa(string adapter)
+    {
+        using var ba = LoraB[adapter].Weight.MatMul(LoraA[adapter].Weight);
+        return ba.Mul(Scaling(adapter));
+    }
+
+    /// <summary>The base weight as [out, in] whatever its storage layout.</summary>
+    private Tensor WeightOutIn() => FanInFanOut ? BaseWeight.Transpose(0, 1) : BaseWeight.Contiguous();
+
+    /// <summary>‖W + s·BA‖ per output row, as PEFT's DoRA get_weight_norm (computed without gradients).</summary>
+    private Tensor WeightNorm(string adapter)
+    {
+        using var _ = Autograd.NoGrad();
+        using var w = WeightOutIn();
+        using var delta = ScaledBa(adapter);
+        using var sum = w.Add(delta);
+        return sum.Norm(2, [1]);
+    }
+
+    /// <inheritdoc/>
+    protected override Tensor AddAdapterOutput(string adapter, Tensor x, Tensor result)
+    {
+        var drop = DropoutDict[adapter];
+        using var dx = drop.Forward(x);
+        using var t = LoraA[adapter].Forward(dx);
+        using var u = LoraB[adapter].Forward(t);
+        double s = Scaling(adapter);
+        if (!UsesDora(adapter))
+        {
+            using var scaled = u.Mul(s);
+            return result.Add(scaled);
+        }
+        // DoRA (PEFT's DoraLinearLayer): y += (m/‖W+sBA‖ − 1)·(base(dx) − b) + (m/‖W+sBA‖)·s·B(A(dx)), the norm detached.
+        using var norm = WeightNorm(adapter);
+        using var ratio = Magnitudes[adapter].Weight.Div(norm);
+        using var ratioMinus1 = ratio.Sub(1.0);
+        bool dropoutActive = drop.IsTraining && drop.P > 0;
+        using var baseOut = dropoutActive ? Child<IUnaryModule>("base_layer").Forward(dx) : result.Contiguous(); // gradients flow to x through it
+        using var noBias = BaseBias is { } bias ? baseOut.Sub(bias) : baseOut.Contiguous();
+        using var term1 = noBias.Mul(ratioMinus1);
+        using var scaledLora = u.Mul(s);
+        using var term2 = scaledLora.Mul(ratio);
+        using var both = term1.Add(term2);
+        return result.Add(both);
+    }
+
+    /// <inheritdoc/>
+    public override Tensor DeltaWeight(string adapter)
+    {
+        using var _ = Autograd.NoGrad();
+        using var scaled = ScaledBa(adapter);
+        return FanInFanOut ? scaled.Transpose(0, 1).Contiguous() : scaled.Contiguous();
+    }
+
+    /// <summary>DoRA merges W' = (m/‖W+ΔW‖)·(W+ΔW) row-wise and caches the norm for unmerging; plain LoRA adds ΔW.</summary>
+    protected override Tensor MergedWeight(string adapter)
+    {
+        if (!UsesDora(adapter)) return base.MergedWeight(adapter);
+        using var norm = WeightNorm(adapter);
+        using var w = WeightOutIn();
+        using var delta = ScaledBa(adapter);
+        using var sum = w.Add(delta);
+        using var scale = Magnitudes[adapter].Weight.Div(norm);
+        using var col = scale.Unsqueeze(1);
+        using var merged = sum.Mul(col);
+        if (_doraNormCache.Remove(adapter, out var stale)) stale.Dispose();
+        _doraNormCache[adapter] = norm.Clone().KeepAlive();
+        return FanInFanOut ? merged.Transpose(0, 1).Contiguous() : merged.Contiguous();
+    }
+
+    /// <inheritdoc/>
+    protected override Tensor UnmergedWeight(string adapter)
+    {
+        if (!UsesDora(adapter)) return base.UnmergedWeight(adapter);
+        if (!_doraNormCache.Remove(adapter, out var norm)) throw new InvalidOperationException($"DoRA adapter '{adapter}' has no cached norm to unmerge with");
+        using (norm)
+        {
+            using var w = WeightOutIn();
+            using var scale = Magnitudes[adapter].Weight.Div(norm);
+            using var col = scale.Unsqueeze(1);
+            using var unscaled = w.Div(col);
+            using var delta = ScaledBa(adapter);
+            using var restored = unscaled.Sub(delta);
+            return FanInFanOut ? restored.Transpose(0, 1).Contiguous() : restored.Contiguous();
+        }
+    }
+
+    /// <inheritdoc/>
+    protected override void MergeBias(string adapter, int sign)
+    {
+        if (LoraB[adapter].Bias is { } lb) BaseBias!.AddInPlace(lb, sign * Scaling(adapter));
+    }
+
+    /// <inheritdoc/>
+    protected override void RemoveFactors(string adapter)
+    {
+        LoraA.Remove(adapter);
+        LoraB.Remove(adapter);
+        DropoutDict.Remove(adapter);
+        if (Magnitudes.Contains(adapter)) Magnitudes.Remove(adapter);
+    }
+}
+
+/// <summary>DoRA's learned magnitude m (one per output feature), stored as PEFT does: <c>lora_magnitude_vector.&lt;a&gt;.weight</c>.</summary>
+public sealed class DoraMagnitude : Module
+{
+    /// <summary>Creates the magnitude from initial values (copied).</summary>
+    public DoraMagnitude(Tensor initial)
+    {
+        using var _ = Autograd.NoGrad();
+        RegisterParameter("weight", initial.Clone());
+    }
+
+    /// <summary>m.</summary>
+    public Tensor Weight => Parameter("weight");
+}
