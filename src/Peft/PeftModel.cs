@@ -47,6 +47,19 @@ public sealed partial class PeftModel : Module
     /// </summary>
     public static PeftModel Create(PreTrainedModel model, PeftConfig config, string adapterName = "default")
     {
+        var cfg = Prepare(config);
+        var peft = new PeftModel(model);
+        model.RequiresGrad(false);
+        peft.Inject(adapterName, cfg);
+        peft._active = [adapterName];
+        peft.ApplyActiveState();
+        return peft;
+    }
+
+    /// <summary>A validated copy of <paramref name="config"/>; a SEQ_CLS task adds the classification heads to
+    /// modules_to_save, as PEFT's PeftModelForSequenceClassification does in its constructor and add_adapter.</summary>
+    private static PeftConfig Prepare(PeftConfig config)
+    {
         var cfg = config.Clone();
         if (cfg.TaskType == "SEQ_CLS")
         {
@@ -55,12 +68,7 @@ public sealed partial class PeftModel : Module
             cfg.ModulesToSave = mts.ToArray();
         }
         cfg.Validate();
-        var peft = new PeftModel(model);
-        model.RequiresGrad(false);
-        peft.Inject(adapterName, cfg);
-        peft._active = [adapterName];
-        peft.ApplyActiveState();
-        return peft;
+        return cfg;
     }
 
     private IEnumerable<(string Name, LoraLayer Layer)> LoraLayers() =>
@@ -152,9 +160,32 @@ public sealed partial class PeftModel : Module
         return null;
     }
 
-    /// <summary>Runs the adapted model (same arguments as <see cref="PreTrainedModel.Forward"/>).</summary>
-    public ModelOutput Forward(Tensor input, Tensor? attentionMask = null, Tensor? labels = null, KvCache? cache = null) =>
-        Model.Forward(input, attentionMask, labels, cache);
+    /// <summary>The name that, in a mixed batch, means "no adapter" for a sample.</summary>
+    public const string BaseAdapterName = "__base__";
+
+    /// <summary>
+    /// Runs the adapted model (same arguments as <see cref="PreTrainedModel.Forward"/>). With
+    /// <paramref name="adapterNames"/>, one name per sample, each sample uses its own adapter (a mixed batch; "__base__"
+    /// for none), as PEFT's <c>adapter_names</c> argument; merged and DoRA adapters are refused there, as in PEFT.
+    /// </summary>
+    public ModelOutput Forward(Tensor input, Tensor? attentionMask = null, Tensor? labels = null, KvCache? cache = null, string[]? adapterNames = null)
+    {
+        if (adapterNames == null) return Model.Forward(input, attentionMask, labels, cache);
+        foreach (var n in adapterNames.Distinct())
+            if (n != BaseAdapterName && !_configs.ContainsKey(n)) throw new KeyNotFoundException($"adapter_names mentions unknown adapter '{n}'");
+        var layers = LoraLayers().Select(l => l.Layer).ToList();
+        if (layers.OfType<LoraLinear>().Any(l => adapterNames.Any(l.UsesDora)))
+            throw new InvalidOperationException("mixed-adapter batches cannot use DoRA adapters (as in PEFT)");
+        var wrappers = Wrappers().Select(w => w.Wrapper).ToList();
+        foreach (var l in layers) l.SampleAdapters = adapterNames;
+        foreach (var w in wrappers) w.SampleAdapters = adapterNames;
+        try { return Model.Forward(input, attentionMask, labels, cache); }
+        finally
+        {
+            foreach (var l in layers) l.SampleAdapters = null;
+            foreach (var w in wrappers) w.SampleAdapters = null;
+        }
+    }
 
     /// <summary>(trainable, all) parameter counts as PEFT's get_nb_trainable_parameters: distinct tensors, frozen
     /// originals of modules_to_save included.</summary>
@@ -183,9 +214,7 @@ public sealed partial class PeftModel : Module
     /// <summary>Adds another adapter (not activated, frozen until <see cref="SetAdapter(string[])"/>).</summary>
     public void AddAdapter(string adapterName, PeftConfig config)
     {
-        var cfg = config.Clone();
-        cfg.Validate();
-        Inject(adapterName, cfg);
+        Inject(adapterName, Prepare(config));
         ApplyActiveState();
     }
 

@@ -37,11 +37,36 @@ public sealed class ModulesToSaveWrapper : Module, IUnaryModule
         Copies.Set(adapter, copy);
     }
 
+    /// <summary>Per-sample adapter names for a mixed batch, or null.</summary>
+    internal string[]? SampleAdapters { get; set; }
+
     /// <inheritdoc/>
     public Tensor Forward(Tensor x)
     {
+        if (!Disabled && SampleAdapters is { } perSample) return MixedBatch(x, perSample);
         var m = Disabled || ActiveAdapter == null || !Copies.Contains(ActiveAdapter) ? Original : Copies[ActiveAdapter];
         return ((IUnaryModule)m).Forward(x);
+    }
+
+    /// <summary>Each sample runs through its adapter's copy ("__base__" or an adapter without a copy: the original).</summary>
+    private Tensor MixedBatch(Tensor x, string[] perSample)
+    {
+        if (perSample.Length != x.Size(0))
+            throw new ArgumentException($"adapter_names has {perSample.Length} entries but the batch has {x.Size(0)} samples");
+        Tensor? result = null;
+        foreach (var name in perSample.Distinct())
+        {
+            var m = name != PeftModel.BaseAdapterName && Copies.Contains(name) ? Copies[name] : Original;
+            using var y = ((IUnaryModule)m).Forward(x);
+            var rows = perSample.Select(n => n == name ? 1.0 : 0.0).ToArray();
+            var shape = Enumerable.Repeat(1, y.Rank).ToArray();
+            shape[0] = rows.Length;
+            using var mask = Tensor.FromArray(rows, shape).To(y.DType);
+            using var part = y.Mul(mask);
+            if (result == null) result = part.Contiguous();
+            else { var next = result.Add(part); result.Dispose(); result = next; }
+        }
+        return result!;
     }
 
     internal Module TakeOriginal() => RemoveModule("original_module");

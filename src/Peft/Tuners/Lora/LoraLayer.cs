@@ -77,7 +77,11 @@ public abstract class LoraLayer : Module, IUnaryModule
     /// <summary>Adds (or replaces) an adapter; see <see cref="LoraConfig.InitLoraWeights"/> for <paramref name="init"/>.</summary>
     public abstract void UpdateLayer(string adapter, int r, double alpha, double dropout, string init, bool useRslora, bool loraBias, bool useDora);
 
-    /// <summary>Runs the base layer, then adds each active adapter's contribution.</summary>
+    /// <summary>Per-sample adapter names for a mixed batch (set by <see cref="PeftModel.Forward"/>), or null.</summary>
+    internal string[]? SampleAdapters { get; set; }
+
+    /// <summary>Runs the base layer, then adds each active adapter's contribution (or, in a mixed batch, each
+    /// sample's own adapter).</summary>
     public Tensor Forward(Tensor x)
     {
         var baseLayer = Child<IUnaryModule>("base_layer");
@@ -87,11 +91,36 @@ public abstract class LoraLayer : Module, IUnaryModule
             return baseLayer.Forward(x);
         }
         var result = baseLayer.Forward(x);
+        if (SampleAdapters != null) return MixedBatch(x, result, SampleAdapters);
         if (Merged) return result;
         foreach (var name in ActiveAdapters)
         {
             if (!Adapters.Contains(name)) continue;
             var next = AddAdapterOutput(name, x, result);
+            result.Dispose();
+            result = next;
+        }
+        return result;
+    }
+
+    /// <summary>PEFT's _mixed_batch_forward: rows of the batch get the delta of their own adapter ("__base__": none).
+    /// Each adapter's delta is computed on the batch and masked to its rows, so autograd needs nothing special.</summary>
+    private Tensor MixedBatch(Tensor x, Tensor result, string[] perSample)
+    {
+        if (Merged) throw new InvalidOperationException("a mixed-adapter batch cannot run while adapters are merged; unmerge first");
+        if (perSample.Length != x.Size(0))
+            throw new ArgumentException($"adapter_names has {perSample.Length} entries but the batch has {x.Size(0)} samples");
+        foreach (var name in perSample.Distinct().Where(n => n != PeftModel.BaseAdapterName))
+        {
+            if (!Adapters.Contains(name)) continue; // this layer is not adapted by that adapter
+            using var withAdapter = AddAdapterOutput(name, x, result);
+            using var delta = withAdapter.Sub(result);
+            var rows = perSample.Select(n => n == name ? 1.0 : 0.0).ToArray();
+            var shape = Enumerable.Repeat(1, delta.Rank).ToArray();
+            shape[0] = rows.Length;
+            using var mask = Tensor.FromArray(rows, shape).To(delta.DType);
+            using var masked = delta.Mul(mask);
+            var next = result.Add(masked);
             result.Dispose();
             result = next;
         }

@@ -36,7 +36,7 @@ public sealed class LoraLinear : LoraLayer
     /// <inheritdoc/>
     public override IEnumerable<string> Adapters => LoraA.Keys;
 
-    /// <summary>True when <paramref name="adapter"/> is a DoRA adapter.</summary>
+    /// <summary>True when <paramref name="adapter"/> is a DoRA adapter (not allowed in mixed batches, as in PEFT).</summary>
     public bool UsesDora(string adapter) => Magnitudes.Contains(adapter);
 
     private Tensor? BaseBias => BaseLayer switch { Linear l => l.Bias, Conv1D c => c.Bias, _ => null };

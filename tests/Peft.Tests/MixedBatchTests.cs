@@ -1,0 +1,50 @@
+using Peft.Transformers;
+
+namespace Peft.Tests;
+
+[TestFixture]
+public class MixedBatchTests
+{
+    [Test]
+    public void EachSampleGetsItsOwnAdapterAndBaseMeansNone()
+    {
+        using var scope = Tensor.NewScope();
+        using var peft = PeftModel.Create(Cases.Create(Cases.Bert, ModelTask.SequenceClassification),
+            new LoraConfig { R = 4, TargetModules = ["query", "value"], TaskType = "SEQ_CLS", InitLoraWeights = "false" });
+        peft.AddAdapter("other", new LoraConfig { R = 2, TargetModules = ["query", "key"], TaskType = "SEQ_CLS", InitLoraWeights = "false" });
+        using (Autograd.NoGrad()) peft.GetSubmodule("base_model.model.classifier.modules_to_save.other").Parameter("weight").MulInPlace(-1);
+        peft.Eval();
+        var ids = Tensor.FromArray(new long[] { 3, 9, 4, 12, 7, 1, 5, 2, 8, 6, 11, 13 }, [3, 4]);
+        float[] Row(float[] all, int r) => all.Skip(r * 3).Take(3).ToArray();
+        float[] With(string name)
+        {
+            using var _ = Autograd.NoGrad();
+            if (name == PeftModel.BaseAdapterName) using (peft.DisableAdapter()) return peft.Forward(ids).Logits.ToFloatArray();
+            peft.SetAdapter(name);
+            return peft.Forward(ids).Logits.ToFloatArray();
+        }
+        var a = With("default");
+        var b = With("other");
+        var none = With(PeftModel.BaseAdapterName);
+        peft.SetAdapter("default");
+        float[] mixed;
+        using (Autograd.NoGrad()) mixed = peft.Forward(ids, adapterNames: ["other", PeftModel.BaseAdapterName, "default"]).Logits.ToFloatArray();
+        Assert.That(Row(mixed, 0), Is.EqualTo(Row(b, 0)).Within(1e-5));
+        Assert.That(Row(mixed, 1), Is.EqualTo(Row(none, 1)).Within(1e-5));
+        Assert.That(Row(mixed, 2), Is.EqualTo(Row(a, 2)).Within(1e-5));
+
+        Assert.Throws<KeyNotFoundException>(() => peft.Forward(ids, adapterNames: ["x", "default", "default"]));
+        Assert.Throws<ArgumentException>(() => peft.Forward(ids, adapterNames: ["default"]));
+        peft.MergeAdapter();
+        Assert.Throws<InvalidOperationException>(() => peft.Forward(ids, adapterNames: ["default", "other", "default"]));
+    }
+
+    [Test]
+    public void DoraAdaptersAreRefusedInMixedBatches()
+    {
+        using var scope = Tensor.NewScope();
+        using var peft = PeftModel.Create(Cases.Create(Cases.Llama), new LoraConfig { R = 2, TargetModules = ["q_proj"], UseDora = true });
+        var ids = Tensor.FromArray(new long[] { 3, 9, 4, 12 }, [2, 2]);
+        Assert.That(Assert.Throws<InvalidOperationException>(() => peft.Forward(ids, adapterNames: ["default", "__base__"]))!.Message, Does.Contain("DoRA"));
+    }
+}
