@@ -169,6 +169,16 @@ public class PeftApiTests
     }
 
     [Test]
+    public void ASecondAdapterOnAnAlreadyAdaptedLayerIsAddedToThatLayer()
+    {
+        using var peft = PeftModel.Create(Cases.Create(Cases.Llama), new LoraConfig { R = 4, TargetModules = ["q_proj"] });
+        peft.AddAdapter("second", new LoraConfig { R = 2, TargetModules = ["q_proj"] });
+        var layer = (LoraLayer)peft.Model.GetSubmodule("model.layers.0.self_attn.q_proj");
+        Assert.That(layer.Adapters, Is.EquivalentTo(new[] { "default", "second" }));
+        Assert.That(peft.Model.NamedModules().Count(m => m.Module is LoraLayer), Is.EqualTo(2), "no LoRA layer nested inside another");
+    }
+
+    [Test]
     public void AConfigThatTargetsNothingListsLayersThatExist()
     {
         var ex = Assert.Throws<ArgumentException>(() => PeftModel.Create(Cases.Create(Cases.Gpt2), new LoraConfig { TargetModules = ["q_proj"] }));

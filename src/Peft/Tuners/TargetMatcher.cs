@@ -16,7 +16,7 @@ public static class TargetMatcher
     public static List<string> Targets(PreTrainedModel model, LoraConfig config, IReadOnlyCollection<string> protectedPrefixes)
     {
         bool allLinear = config.TargetModules is ["all-linear"] || config.TargetModulesRegex == "all-linear";
-        var candidates = model.NamedModules().Where(m => m.Module is Linear or Conv1D || (!allLinear && m.Module is Embedding)).Select(m => m.Name).ToList();
+        var candidates = Candidates(model, allLinear);
         var heads = OutputHeads(model);
         var found = new List<string>();
         foreach (var name in candidates)
@@ -39,6 +39,25 @@ public static class TargetMatcher
             throw new ArgumentException($"Target modules {asked} not found in the base model. Linear layers it has include: {sample}{(candidates.Count > 6 ? ", ..." : "")}");
         }
         return found;
+    }
+
+    /// <summary>
+    /// Adaptable layers by path: plain Linear/Conv1D (and Embedding unless "all-linear"), and layers already wrapped by
+    /// LoRA under their own path — never the modules inside a wrapper (its base_layer, lora_A.x, ...).
+    /// </summary>
+    private static List<string> Candidates(PreTrainedModel model, bool allLinear)
+    {
+        var result = new List<string>();
+        var wrapped = new List<string>();
+        foreach (var (name, module) in model.NamedModules())
+        {
+            if (wrapped.Any(w => name.StartsWith(w + ".", StringComparison.Ordinal))) continue;
+            if (module is LoraLayer or ModulesToSaveWrapper) wrapped.Add(name);
+            bool linear = module is Linear or Conv1D or LoraLinear;
+            bool embedding = module is Embedding or LoraEmbedding;
+            if (linear || (!allLinear && embedding)) result.Add(name);
+        }
+        return result;
     }
 
     /// <summary>PEFT's check for one module name against a list (exact or dotted suffix) or a full-match regex.</summary>

@@ -58,6 +58,9 @@ public sealed class LoraEmbedding : LoraLayer
     }
 
     /// <inheritdoc/>
+    public override (Tensor A, Tensor B) Factors(string adapter) => (A[adapter], B[adapter]);
+
+    /// <inheritdoc/>
     protected override void RemoveFactors(string adapter)
     {
         A.Remove(adapter);

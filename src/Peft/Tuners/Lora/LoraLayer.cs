@@ -197,6 +197,10 @@ public abstract class LoraLayer : Module, IUnaryModule
         ActiveAdapters.Remove(adapter);
     }
 
+    /// <summary>The factors of <paramref name="adapter"/> such that ΔW = s·B·A up to layout: A [r, in], B [out, r]
+    /// (the module's own tensors, not copies).</summary>
+    public abstract (Tensor A, Tensor B) Factors(string adapter);
+
     /// <summary>Drops the factors of <paramref name="adapter"/>.</summary>
     protected abstract void RemoveFactors(string adapter);
 

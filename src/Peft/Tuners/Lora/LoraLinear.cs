@@ -178,6 +178,9 @@ public sealed class LoraLinear : LoraLayer
     }
 
     /// <inheritdoc/>
+    public override (Tensor A, Tensor B) Factors(string adapter) => (LoraA[adapter].Weight, LoraB[adapter].Weight);
+
+    /// <inheritdoc/>
     protected override void RemoveFactors(string adapter)
     {
         LoraA.Remove(adapter);
