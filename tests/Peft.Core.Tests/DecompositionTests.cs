@@ -22,14 +22,16 @@ public class DecompositionTests
 
     [TestCase(7, 4)]
     [TestCase(30, 30)]
+    [TestCase(4, 9)]
     public void QrReconstructsWithOrthonormalQAndTriangularR(int m, int n)
     {
         var a = Random(m, n, 1);
         var (q, r) = Decompositions.Qr(a);
         Assert.That(MaxAbsDiff(Decompositions.MatMul(q, r), a), Is.LessThan(1e-12));
+        int k = Math.Min(m, n);
         var qtq = Decompositions.MatMul(Decompositions.Transpose(q), q);
-        for (int i = 0; i < n; i++) for (int j = 0; j < n; j++) Assert.That(qtq[i, j], Is.EqualTo(i == j ? 1 : 0).Within(1e-12));
-        for (int i = 0; i < n; i++) for (int j = 0; j < i; j++) Assert.That(r[i, j], Is.EqualTo(0));
+        for (int i = 0; i < k; i++) for (int j = 0; j < k; j++) Assert.That(qtq[i, j], Is.EqualTo(i == j ? 1 : 0).Within(1e-12));
+        for (int i = 0; i < k; i++) for (int j = 0; j < i; j++) Assert.That(r[i, j], Is.EqualTo(0));
     }
 
     [TestCase(9, 5)]

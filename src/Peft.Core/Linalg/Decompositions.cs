@@ -6,14 +6,15 @@ namespace Peft.Core.Linalg;
 /// </summary>
 public static class Decompositions
 {
-    /// <summary>Thin QR of an m×n matrix with m ≥ n: A = Q·R, Q m×n with orthonormal columns, R n×n upper triangular.</summary>
+    /// <summary>Reduced QR of an m×n matrix (torch.linalg.qr's default): A = Q·R with Q m×k orthonormal columns and
+    /// R k×n upper triangular, k = min(m, n). Householder reflections with LAPACK's sign convention (R's diagonal is
+    /// −sign(a)·‖x‖), so factors match LAPACK-based libraries.</summary>
     public static (double[,] Q, double[,] R) Qr(double[,] a)
     {
-        int m = a.GetLength(0), n = a.GetLength(1);
-        if (m < n) throw new ArgumentException($"thin QR needs rows ≥ columns, got {m}×{n}");
+        int m = a.GetLength(0), n = a.GetLength(1), steps = Math.Min(m, n);
         var r = (double[,])a.Clone();
-        var vs = new double[n][];
-        for (int k = 0; k < n; k++)
+        var vs = new double[steps][];
+        for (int k = 0; k < steps; k++)
         {
             // Householder vector v reflecting column k (rows k..m-1) onto ±‖x‖·e₁.
             double norm = 0;
@@ -35,16 +36,16 @@ public static class Decompositions
                 for (int i = k; i < m; i++) r[i, j] -= f * v[i - k];
             }
         }
-        // Q = H₀·H₁·…·Hₙ₋₁ applied to the first n columns of the identity.
-        var q = new double[m, n];
-        for (int j = 0; j < n; j++) q[j, j] = 1;
-        for (int k = n - 1; k >= 0; k--)
+        // Q = H₀·H₁·…·H_{k−1} applied to the first k columns of the identity.
+        var q = new double[m, steps];
+        for (int j = 0; j < steps; j++) q[j, j] = 1;
+        for (int k = steps - 1; k >= 0; k--)
         {
             var v = vs[k];
             double vnorm = 0;
             foreach (var x in v) vnorm += x * x;
             if (vnorm == 0) continue;
-            for (int j = 0; j < n; j++)
+            for (int j = 0; j < steps; j++)
             {
                 double dot = 0;
                 for (int i = k; i < m; i++) dot += v[i - k] * q[i, j];
@@ -52,8 +53,8 @@ public static class Decompositions
                 for (int i = k; i < m; i++) q[i, j] -= f * v[i - k];
             }
         }
-        var rr = new double[n, n];
-        for (int i = 0; i < n; i++) for (int j = i; j < n; j++) rr[i, j] = r[i, j];
+        var rr = new double[steps, n];
+        for (int i = 0; i < steps; i++) for (int j = i; j < n; j++) rr[i, j] = r[i, j];
         return (q, rr);
     }
 

@@ -121,8 +121,9 @@ public sealed class LoraConfig : PeftConfig
         if (Bias is not ("none" or "all" or "lora_only")) throw new InvalidOperationException($"bias must be 'none', 'all' or 'lora_only', got '{Bias}'");
         if (TargetModulesRegex != null && LayersToTransform != null)
             throw new InvalidOperationException("layers_to_transform cannot be used when target_modules is a regular expression");
-        if (InitLoraWeights is not ("true" or "false" or "gaussian"))
-            throw new NotSupportedException($"init_lora_weights '{InitLoraWeights}' is not supported yet (true, false, gaussian)");
+        var init = InitLoraWeights;
+        if (init is not ("true" or "false" or "gaussian" or "pissa" or "olora") && !System.Text.RegularExpressions.Regex.IsMatch(init, @"^pissa_niter_\d+$"))
+            throw new NotSupportedException($"init_lora_weights '{init}' is not supported yet (true, false, gaussian, pissa, pissa_niter_K, olora)");
     }
 
     /// <summary>(rank, alpha) for a module, honouring rank_pattern/alpha_pattern: the first key K with

@@ -67,14 +67,19 @@ public sealed class LoraLinear : LoraLayer
                     break;
                 case "false":
                     break; // nn.Linear's own init for both factors: a non-trivial adapter
+                case "olora":
+                case "pissa":
+                case var pissa when pissa.StartsWith("pissa_niter_", StringComparison.Ordinal):
+                    break; // data-driven: set below, once the scaling is known
                 default:
-                    throw new NotSupportedException($"init_lora_weights '{init}' is not supported yet");
+                    throw new NotSupportedException($"init_lora_weights '{init}' is not supported yet (true, false, gaussian, pissa, pissa_niter_K, olora)");
             }
         }
         LoraA.Set(adapter, a);
         LoraB.Set(adapter, b);
         DropoutDict.Set(adapter, new Dropout(dropout));
         SetRankAndScaling(adapter, r, alpha, useRslora);
+        if (init == "olora" || init.StartsWith("pissa", StringComparison.Ordinal)) DataDrivenInit(adapter, r, init);
         if (useDora)
         {
             using var norm = WeightNorm(adapter);
@@ -82,6 +87,81 @@ public sealed class LoraLinear : LoraLayer
         }
         else if (Magnitudes.Contains(adapter)) Magnitudes.Remove(adapter);
     }
+
+    /// <summary>
+    /// PiSSA (W ≈ U·S·Vᵀ: A = √(S_r/s)·V_rᵀ, B = U_r·√(S_r/s)) or OLoRA (W = Q·R: A = R[:r], B = Q[:, :r]); the base keeps
+    /// the residual W − s·B·A, so the model's output is unchanged at init, as PEFT's pissa_init / olora_init.
+    /// "pissa_niter_K" finds the top-r subspace with a randomized range finder and K power iterations (PEFT uses
+    /// torch's svd_lowrank; its random stream cannot be replayed, so the factors differ from Python's, not the method).
+    /// </summary>
+    private void DataDrivenInit(string adapter, int r, string init)
+    {
+        using var _ = Autograd.NoGrad();
+        if (init == "olora" && FanInFanOut)
+            throw new NotSupportedException("OLoRA init on a Conv1D (fan_in_fan_out) layer is not supported (PEFT factorises the stored [in, out] weight, which does not fit lora_B)");
+        int outF = OutFeatures, inF = InFeatures;
+        using var wOutIn = WeightOutIn();
+        var wv = wOutIn.ToDoubleArray();
+        var w = new double[outF, inF];
+        for (int i = 0; i < outF; i++) for (int j = 0; j < inF; j++) w[i, j] = wv[i * inF + j];
+        double s = Scaling(adapter);
+        var aVals = new double[r * inF];
+        var bVals = new double[outF * r];
+        if (init == "olora")
+        {
+            var (q, rr) = Peft.Core.Linalg.Decompositions.Qr(w);
+            for (int k = 0; k < r; k++)
+            {
+                for (int j = 0; j < inF; j++) aVals[k * inF + j] = rr[k, j];
+                for (int i = 0; i < outF; i++) bVals[i * r + k] = q[i, k];
+            }
+        }
+        else
+        {
+            var (u, sv, vt) = init == "pissa" ? ExactTopR(w, r) : RandomizedTopR(w, r, int.Parse(init["pissa_niter_".Length..], System.Globalization.CultureInfo.InvariantCulture));
+            for (int k = 0; k < r; k++)
+            {
+                double root = Math.Sqrt(sv[k] / s);
+                for (int j = 0; j < inF; j++) aVals[k * inF + j] = root * vt[k, j];
+                for (int i = 0; i < outF; i++) bVals[i * r + k] = u[i, k] * root;
+            }
+        }
+        var (aT, bT) = (LoraA[adapter].Weight, LoraB[adapter].Weight);
+        using (var at = Tensor.FromArray(aVals, [r, inF]).To(aT.DType)) aT.CopyFrom(at);
+        using (var bt = Tensor.FromArray(bVals, [outF, r]).To(bT.DType)) bT.CopyFrom(bt);
+        using var delta = DeltaWeight(adapter);
+        BaseWeight.AddInPlace(delta, -1);
+    }
+
+    private static (double[,] U, double[] S, double[,] Vt) ExactTopR(double[,] w, int r)
+    {
+        var (u, s, v) = Peft.Core.Linalg.Decompositions.Svd(w);
+        return (u, s, Peft.Core.Linalg.Decompositions.Transpose(v));
+    }
+
+    /// <summary>Halko et al.'s randomized SVD: orthonormal basis of W·Ω refined by power iterations, then an exact SVD
+    /// of the small projected matrix.</summary>
+    private static (double[,] U, double[] S, double[,] Vt) RandomizedTopR(double[,] w, int r, int powerIterations)
+    {
+        int m = w.GetLength(0), n = w.GetLength(1);
+        int q = Math.Min(Math.Min(m, n), r + 4); // a little oversampling, as svd_lowrank's q ≥ r
+        var omegaT = Tensor.Randn([n, q], null, DType.F64);
+        var omegaV = omegaT.ToDoubleArray();
+        omegaT.Dispose();
+        var omega = new double[n, q];
+        for (int i = 0; i < n; i++) for (int j = 0; j < q; j++) omega[i, j] = omegaV[i * q + j];
+        var wt = Peft.Core.Linalg.Decompositions.Transpose(w);
+        var (basis, _) = Peft.Core.Linalg.Decompositions.Qr(Peft.Core.Linalg.Decompositions.MatMul(w, omega));
+        for (int it = 0; it < powerIterations; it++)
+        {
+            var (z, _) = Peft.Core.Linalg.Decompositions.Qr(Peft.Core.Linalg.Decompositions.MatMul(wt, basis));
+            (basis, _) = Peft.Core.Linalg.Decompositions.Qr(Peft.Core.Linalg.Decompositions.MatMul(w, z));
+        }
+        var small = Peft.Core.Linalg.Decompositions.MatMul(Peft.Core.Linalg.Decompositions.Transpose(basis), w); // q×n
+        var (ub, s, v) = Peft.Core.Linalg.Decompositions.Svd(small);
+        return (Peft.Core.Linalg.Decompositions.MatMul(basis, ub), s, Peft.Core.Linalg.Decompositions.Transpose(v));
+    }
+
 
     /// <summary>s·B·A as [out, in] (no transpose).</summary>
     private Tensor ScaledBa(string adapter)
