@@ -30,18 +30,8 @@ public static class Seq2SeqGeneration
             {
                 using var scope = Tensor.NewScope();
                 var logits = model.Decode(next, encoded, attentionMask, cache, cross);
-                var last = logits.Select(1, 0).ToFloatArray();
-                int vocab = logits.Size(-1);
-                var chosen = new long[b];
-                for (int i = 0; i < b; i++)
-                {
-                    var row = new ReadOnlySpan<float>(last, i * vocab, vocab);
-                    int token = done[i] ? pad : o.DoSample ? TextGeneration.Sample(row, o, rng) : TextGeneration.ArgMax(row);
-                    chosen[i] = token;
-                    if (done[i]) continue;
-                    result[i].Add(token);
-                    if (o.EosTokenIds.Contains(token)) done[i] = true;
-                }
+                using var last = logits.Select(1, 0);
+                var chosen = TextGeneration.ChooseNext(last, o, rng, pad, done, result);
                 next.Dispose();
                 next = Tensor.FromArray(chosen, [b, 1]).KeepAlive();
             }

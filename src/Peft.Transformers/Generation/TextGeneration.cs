@@ -61,18 +61,8 @@ public static class TextGeneration
             {
                 using var scope = Tensor.NewScope();
                 var logits = model.Forward(next, cache: cache).Logits;
-                var last = logits.Select(1, logits.Size(1) - 1).ToFloatArray(); // [B, V]
-                int vocab = logits.Size(-1);
-                var chosen = new long[b];
-                for (int i = 0; i < b; i++)
-                {
-                    var row = new ReadOnlySpan<float>(last, i * vocab, vocab);
-                    int token = done[i] ? pad : o.DoSample ? Sample(row, o, rng) : ArgMax(row);
-                    chosen[i] = token;
-                    if (done[i]) continue;
-                    result[i].Add(token);
-                    if (o.EosTokenIds.Contains(token)) done[i] = true;
-                }
+                using var last = logits.Select(1, logits.Size(1) - 1); // [B, V]
+                var chosen = ChooseNext(last, o, rng, pad, done, result);
                 next.Dispose();
                 next = Tensor.FromArray(chosen, [b, 1]).KeepAlive();
             }
@@ -83,6 +73,27 @@ public static class TextGeneration
             model.Train(wasTraining);
         }
         return result.Select(r => r.ToArray()).ToArray();
+    }
+
+    /// <summary>
+    /// One decoding step for a batch: picks each row's next token from its logits [B, V] (greedy or sampled), appends
+    /// it to the row's result and marks rows that produced EOS as done; finished rows get <paramref name="pad"/>.
+    /// </summary>
+    internal static long[] ChooseNext(Tensor lastLogits, GenerationOptions o, Generator rng, int pad, bool[] done, List<int>[] result)
+    {
+        var last = lastLogits.ToFloatArray();
+        int b = done.Length, vocab = last.Length / b;
+        var chosen = new long[b];
+        for (int i = 0; i < b; i++)
+        {
+            var row = new ReadOnlySpan<float>(last, i * vocab, vocab);
+            int token = done[i] ? pad : o.DoSample ? Sample(row, o, rng) : ArgMax(row);
+            chosen[i] = token;
+            if (done[i]) continue;
+            result[i].Add(token);
+            if (o.EosTokenIds.Contains(token)) done[i] = true;
+        }
+        return chosen;
     }
 
     internal static int ArgMax(ReadOnlySpan<float> row)
