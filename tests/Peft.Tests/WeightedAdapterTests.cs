@@ -56,6 +56,6 @@ public class WeightedAdapterTests
         Assert.Throws<ArgumentException>(() => peft.AddWeightedAdapter(["default", "b"], [0.5, 0.5], "x", "linear"), "ranks differ");
         Assert.Throws<KeyNotFoundException>(() => peft.AddWeightedAdapter(["nope"], [1.0], "x", "cat"));
         Assert.Throws<ArgumentException>(() => peft.AddWeightedAdapter(["default"], [1.0, 2.0], "x", "cat"));
-        Assert.Throws<NotSupportedException>(() => peft.AddWeightedAdapter(["default"], [1.0], "x", "dare_ties"));
+        Assert.Throws<NotSupportedException>(() => peft.AddWeightedAdapter(["default"], [1.0], "x", "magic"));
     }
 }
