@@ -1,0 +1,155 @@
+using Peft.Core;
+
+namespace Peft.Nn;
+
+/// <summary>Parameters sharing optimizer settings (torch's param_groups); LoRA+ gives lora_B a larger learning rate this way.</summary>
+public sealed class ParamGroup
+{
+    /// <summary>Creates a group.</summary>
+    public ParamGroup(IEnumerable<Tensor> parameters, double lr, double weightDecay = 0, string name = "")
+    {
+        Parameters = parameters.ToList();
+        Lr = lr;
+        WeightDecay = weightDecay;
+        Name = name;
+    }
+
+    /// <summary>The tensors updated by this group.</summary>
+    public IReadOnlyList<Tensor> Parameters { get; }
+
+    /// <summary>Learning rate (schedulers change it).</summary>
+    public double Lr { get; set; }
+
+    /// <summary>Weight decay.</summary>
+    public double WeightDecay { get; set; }
+
+    /// <summary>A label ("groupA", "groupB", ...).</summary>
+    public string Name { get; }
+}
+
+/// <summary>Base of the optimizers: parameter groups, per-parameter state, zeroing gradients.</summary>
+public abstract class Optimizer : IDisposable
+{
+    /// <summary>Per-parameter state tensors, owned by the optimizer.</summary>
+    protected readonly Dictionary<Tensor, Tensor[]> State = new(ReferenceEqualityComparer.Instance);
+
+    /// <summary>Creates the optimizer over <paramref name="groups"/>.</summary>
+    protected Optimizer(IEnumerable<ParamGroup> groups)
+    {
+        Groups = groups.ToList();
+        var seen = new HashSet<Tensor>(ReferenceEqualityComparer.Instance);
+        foreach (var p in Groups.SelectMany(g => g.Parameters))
+            if (!seen.Add(p)) throw new ArgumentException("a parameter appears in more than one parameter group");
+    }
+
+    /// <summary>The parameter groups.</summary>
+    public IReadOnlyList<ParamGroup> Groups { get; }
+
+    /// <summary>Steps taken.</summary>
+    public long StepCount { get; protected set; }
+
+    /// <summary>Updates every parameter that has a gradient.</summary>
+    public void Step()
+    {
+        StepCount++;
+        using var _ = Autograd.NoGrad();
+        using var scope = Tensor.NewScope();
+        foreach (var g in Groups)
+            foreach (var p in g.Parameters)
+                if (p.Grad != null) Update(g, p, p.Grad);
+    }
+
+    /// <summary>Applies one update to <paramref name="p"/> (inside NoGrad and a scope).</summary>
+    protected abstract void Update(ParamGroup group, Tensor p, Tensor grad);
+
+    /// <summary>The state tensors of <paramref name="p"/>, created as zeros on first use.</summary>
+    protected Tensor[] StateOf(Tensor p, int count)
+    {
+        if (!State.TryGetValue(p, out var s))
+        {
+            s = Enumerable.Range(0, count).Select(_ => Tensor.ZerosLike(p).MoveToOuterScope().KeepAlive()).ToArray();
+            State[p] = s;
+        }
+        return s;
+    }
+
+    /// <summary>Clears the gradients of every parameter.</summary>
+    public void ZeroGrad()
+    {
+        foreach (var p in Groups.SelectMany(g => g.Parameters)) p.ZeroGrad();
+    }
+
+    /// <summary>Scales all gradients so their global L2 norm is at most <paramref name="maxNorm"/>; returns the norm
+    /// before clipping (torch.nn.utils.clip_grad_norm_).</summary>
+    public double ClipGradNorm(double maxNorm)
+    {
+        double sq = 0;
+        var grads = Groups.SelectMany(g => g.Parameters).Where(p => p.Grad != null).Select(p => p.Grad!).ToList();
+        foreach (var g in grads) sq += g.ToDoubleArray().Sum(v => v * v);
+        double norm = Math.Sqrt(sq);
+        double coef = maxNorm / (norm + 1e-6);
+        if (coef < 1)
+            using (Autograd.NoGrad())
+                foreach (var g in grads) g.MulInPlace(coef);
+        return norm;
+    }
+
+    /// <summary>Frees the optimizer state.</summary>
+    public void Dispose()
+    {
+        foreach (var s in State.Values) foreach (var t in s) t.Dispose();
+        State.Clear();
+        GC.SuppressFinalize(this);
+    }
+}
+
+/// <summary>
+/// AdamW exactly as torch.optim.AdamW: p ← p·(1 − lr·wd); m ← β₁m + (1−β₁)g; v ← β₂v + (1−β₂)g²;
+/// p ← p − lr/(1−β₁ᵗ) · m / (√v/√(1−β₂ᵗ) + ε).
+/// </summary>
+public sealed class AdamW(IEnumerable<ParamGroup> groups, double beta1 = 0.9, double beta2 = 0.999, double eps = 1e-8) : Optimizer(groups)
+{
+    /// <summary>Convenience: one group over <paramref name="parameters"/>.</summary>
+    public AdamW(IEnumerable<Tensor> parameters, double lr = 1e-3, double weightDecay = 0.01)
+        : this([new ParamGroup(parameters, lr, weightDecay)]) { }
+
+    /// <inheritdoc/>
+    protected override void Update(ParamGroup group, Tensor p, Tensor grad)
+    {
+        var s = StateOf(p, 2);
+        var (m, v) = (s[0], s[1]);
+        if (group.WeightDecay != 0) p.MulInPlace(1 - group.Lr * group.WeightDecay);
+        m.MulInPlace(beta1);
+        m.AddInPlace(grad, 1 - beta1);
+        var g2 = grad.Mul(grad);
+        v.MulInPlace(beta2);
+        v.AddInPlace(g2, 1 - beta2);
+        double bc1 = 1 - Math.Pow(beta1, StepCount), bc2 = 1 - Math.Pow(beta2, StepCount);
+        var denom = v.Sqrt().Mul(1 / Math.Sqrt(bc2)).Add(eps);
+        var stepDir = m.Div(denom);
+        p.AddInPlace(stepDir, -group.Lr / bc1);
+    }
+}
+
+/// <summary>SGD with optional momentum (torch.optim.SGD without dampening or Nesterov): b ← μb + g (b = g on the
+/// first step); p ← p − lr·b. Weight decay adds wd·p to g.</summary>
+public sealed class Sgd(IEnumerable<ParamGroup> groups, double momentum = 0) : Optimizer(groups)
+{
+    /// <summary>Convenience: one group.</summary>
+    public Sgd(IEnumerable<Tensor> parameters, double lr, double momentum = 0) : this([new ParamGroup(parameters, lr)], momentum) { }
+
+    /// <inheritdoc/>
+    protected override void Update(ParamGroup group, Tensor p, Tensor grad)
+    {
+        var g = group.WeightDecay != 0 ? grad.Add(p.Mul(group.WeightDecay)) : grad;
+        if (momentum != 0)
+        {
+            bool first = !State.ContainsKey(p);
+            var b = StateOf(p, 1)[0];
+            if (first) b.CopyFrom(g);
+            else { b.MulInPlace(momentum); b.AddInPlace(g); }
+            g = b;
+        }
+        p.AddInPlace(g, -group.Lr);
+    }
+}
