@@ -242,3 +242,26 @@ public class PeftApiTests
         Assert.That(model.StateDict().Keys, Does.Contain("bert.encoder.layer.0.attention.self.query.weight"));
     }
 }
+
+[TestFixture]
+public class FeatureExtractionPeftTests
+{
+    [Test]
+    public void LoraOnATrunkForFeatureExtractionChangesTheHiddenStatesOnly()
+    {
+        using var scope = Tensor.NewScope();
+        Peft.Core.Random.Generator.Default.ManualSeed(1);
+        var trunk = Peft.Transformers.AutoModel.Create(Peft.Transformers.HfConfig.FromJson(Cases.Bert), Peft.Transformers.ModelTask.FeatureExtraction);
+        trunk.Eval();
+        var ids = Tensor.FromArray(new long[] { 3, 9, 4, 12 }, [1, 4]);
+        float[] before;
+        using (Autograd.NoGrad()) before = trunk.Forward(ids).Logits.ToFloatArray();
+        using var peft = PeftModel.Create(trunk, new LoraConfig { R = 2, TargetModules = ["query", "value"], TaskType = "FEATURE_EXTRACTION", InitLoraWeights = "false" });
+        using (Autograd.NoGrad())
+        {
+            Assert.That(peft.Forward(ids).Logits.ToFloatArray(), Is.Not.EqualTo(before));
+            using (peft.DisableAdapter()) Assert.That(peft.Forward(ids).Logits.ToFloatArray(), Is.EqualTo(before));
+        }
+        Assert.That(peft.PeftConfigs["default"].ModulesToSave, Is.Null, "no head is added for feature extraction");
+    }
+}

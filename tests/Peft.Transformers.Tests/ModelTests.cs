@@ -253,3 +253,30 @@ public class ModelTests
         Assert.That(b[15] / a[15], Is.EqualTo(1 / 8.0).Within(1e-3), "the lowest frequency is divided by the factor");
     }
 }
+
+[TestFixture]
+public class FeatureExtractionTests
+{
+    [TestCase(TinyModels.Gpt2Json)]
+    [TestCase(TinyModels.LlamaJson)]
+    [TestCase(TinyModels.BertJson)]
+    public void TheTrunkReturnsHiddenStatesAndLoadsFromAHeadCheckpoint(string json)
+    {
+        var dir = TinyModels.TempDir();
+        try
+        {
+            using var scope = Tensor.NewScope();
+            using (var full = TinyModels.Create(json)) full.SavePretrained(dir);
+            using var trunk = AutoModel.FromPretrained(dir, ModelTask.FeatureExtraction, out var report);
+            Assert.That(trunk, Is.InstanceOf<FeatureExtractionModel>());
+            var ids = TinyModels.Ids(new[,] { { 3, 9, 4 } });
+            var hidden = trunk.Forward(ids).Logits;
+            Assert.That(hidden.Shape, Is.EqualTo(new[] { 1, 3, 16 }));
+            // LLaMA's lm_head and BERT's MLM head are left out; GPT-2's head is tied to wte, so nothing of it was saved.
+            if (json.Contains("\"gpt2\"")) Assert.That(report.UnusedCheckpointKeys, Is.Empty);
+            else Assert.That(report.UnusedCheckpointKeys, Is.Not.Empty);
+            Assert.Throws<ArgumentException>(() => trunk.Forward(ids, labels: ids));
+        }
+        finally { Directory.Delete(dir, true); }
+    }
+}

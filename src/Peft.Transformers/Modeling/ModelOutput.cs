@@ -20,6 +20,8 @@ public enum ModelTask
     Seq2SeqLM,
     /// <summary>One label per image.</summary>
     ImageClassification,
+    /// <summary>Hidden states of the bare trunk (PEFT's FEATURE_EXTRACTION).</summary>
+    FeatureExtraction,
 }
 
 /// <summary>Shared losses and pooling of the task heads, written once as transformers does them.</summary>
