@@ -85,7 +85,12 @@ public sealed partial class PeftModel : Module
         var mtsNames = config.ModulesToSave ?? [];
         WrapModulesToSave(adapter, mtsNames, trainable: !config.InferenceMode);
         var protectedPaths = Wrappers().Select(w => w.Name).ToList();
-        foreach (var name in TargetMatcher.Targets(Model, lora, protectedPaths))
+        var targets = TargetMatcher.Targets(Model, lora, protectedPaths);
+        // PEFT corrects fan_in_fan_out to the layers it meets (with a warning) and saves the corrected value.
+        var kinds = targets.Select(t => Model.GetSubmodule(t)).Select(m => m is LoraLinear l ? l.BaseLayer : m).ToList();
+        if (kinds.Any(m => m is Conv1D)) lora.FanInFanOut = true;
+        else if (kinds.Any(m => m is Linear)) lora.FanInFanOut = false;
+        foreach (var name in targets)
         {
             var module = Model.GetSubmodule(name);
             var layer = module as LoraLayer;

@@ -73,6 +73,15 @@ public class PeftApiTests
     }
 
     [Test]
+    public void FanInFanOutIsCorrectedToTheLayersAsPeftDoes()
+    {
+        using (var gpt2 = PeftModel.Create(Cases.Create(Cases.Gpt2), new LoraConfig { TargetModules = ["c_attn"] }))
+            Assert.That(((LoraConfig)gpt2.PeftConfigs["default"]).FanInFanOut, Is.True, "GPT-2's Conv1D stores [in, out]");
+        using var llama = PeftModel.Create(Cases.Create(Cases.Llama), new LoraConfig { TargetModules = ["q_proj"], FanInFanOut = true });
+        Assert.That(((LoraConfig)llama.PeftConfigs["default"]).FanInFanOut, Is.False);
+    }
+
+    [Test]
     public void ConfigsThatCannotWorkAreRejectedNamingTheProblem()
     {
         File.WriteAllText(Path.Combine(_dir, "adapter_config.json"), "{\"r\": 8}");
