@@ -72,10 +72,25 @@ public class CliTests
     }
 
     [Test]
-    public void TrainSaysPlainlyThatItIsNotAvailableYet()
+    public void TrainWithoutAModelRunsTheBuiltInDemoAndProvesTheRoundTrip()
     {
-        var (code, _, stderr) = Run("train");
+        var (code, stdout, stderr) = Run("train", "--output", Path.Combine(_dir, "demo"), "--epochs", "20");
+        Assert.That(code, Is.EqualTo(0), stderr);
+        Assert.That(stdout, Does.Match(@"trainable params: [\d,]+ \|\| all params: [\d,]+ \|\| trainable%: \d+\.\d{4}"));
+        var before = double.Parse(System.Text.RegularExpressions.Regex.Match(stdout, @"accuracy before training: (\d+)").Groups[1].Value);
+        var after = double.Parse(System.Text.RegularExpressions.Regex.Match(stdout, @"accuracy after training: (\d+)").Groups[1].Value);
+        Assert.That(after, Is.GreaterThan(before), "LoRA training improves held-out accuracy");
+        Assert.That(stdout, Does.Contain("reloaded adapter gives the same predictions: yes").And.Contain("merged model gives the same predictions: yes"));
+        Assert.That(File.Exists(Path.Combine(_dir, "demo", "adapter", "adapter_config.json")));
+        Assert.That(Run("inspect", Path.Combine(_dir, "demo", "adapter")).Out, Does.Contain("lora_A.weight"));
+    }
+
+    [Test]
+    public void TrainOnAUserModelSaysPlainlyThatItIsNotAvailableYetAndBadEpochsAreExitCode2()
+    {
+        var (code, _, stderr) = Run("train", "--model", "some-folder");
         Assert.That(code, Is.EqualTo(3));
         Assert.That(stderr, Does.Contain("not yet"));
+        Assert.That(Run("train", "--epochs", "0").Code, Is.EqualTo(2));
     }
 }
