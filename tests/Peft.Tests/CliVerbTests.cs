@@ -1,0 +1,100 @@
+using System.Text.Json.Nodes;
+using Peft.Transformers;
+
+namespace Peft.Tests;
+
+/// <summary>The model verbs of the peft CLI on a tiny GPT-2 folder with the real GPT-2 tokenizer files.</summary>
+[TestFixture]
+public class CliVerbTests
+{
+    private string _dir = "";
+    private string Model => Path.Combine(_dir, "gpt2");
+    private string Adapter => Path.Combine(_dir, "adapter");
+
+    [OneTimeSetUp]
+    public void Build()
+    {
+        _dir = Directory.CreateTempSubdirectory("peft-cli-verbs-").FullName;
+        var config = HfConfig.FromJson("""{"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"], "n_layer": 2, "n_embd": 32, "n_head": 4, "vocab_size": 50257, "n_positions": 64}""");
+        Peft.Core.Random.Generator.Default.ManualSeed(5);
+        using (var m = AutoModel.Create(config)) m.SavePretrained(Model);
+        var vocab = Peft.TestSupport.Gpt2Vocabulary.Folder();
+        File.Copy(Path.Combine(vocab, "vocab.json"), Path.Combine(Model, "vocab.json"));
+        File.Copy(Path.Combine(vocab, "merges.txt"), Path.Combine(Model, "merges.txt"));
+        using var peft = PeftModel.Create(AutoModel.FromPretrained(Model), new LoraConfig { R = 4, TargetModules = ["c_attn"], InitLoraWeights = "false", TaskType = "CAUSAL_LM" });
+        peft.SavePretrained(Adapter);
+    }
+
+    [OneTimeTearDown]
+    public void Clean() => Directory.Delete(_dir, true);
+
+    private static (int Code, string Out, string Err) Run(params string[] args)
+    {
+        var o = new StringWriter();
+        var e = new StringWriter();
+        return (Peft.Cli.Program.Run(args, o, e), o.ToString(), e.ToString());
+    }
+
+    private static float[] Json(string text) => JsonNode.Parse(text)!.AsArray().Select(n => n!.GetValue<float>()).ToArray();
+
+    private float[] LibraryLogits(bool withAdapter)
+    {
+        using var scope = Tensor.NewScope();
+        using var model = AutoModel.FromPretrained(Model);
+        using var ids = Tensor.FromArray(new long[] { 15496, 995 }, [1, 2]);
+        if (!withAdapter) using (Autograd.NoGrad()) return model.Forward(ids).Logits.Select(1, 1).Select(0, 0).ToFloatArray();
+        using var peft = PeftModel.FromPretrained(model, Adapter);
+        using (Autograd.NoGrad()) return peft.Forward(ids).Logits.Select(1, 1).Select(0, 0).ToFloatArray();
+    }
+
+    [Test]
+    public void ForwardPrintsTheLastPositionsLogitsAsJson()
+    {
+        var (code, stdout, stderr) = Run("forward", "--model", Model, "--input-ids", "15496,995", "--json");
+        Assert.That(code, Is.EqualTo(0), stderr);
+        var logits = Json(stdout);
+        Assert.That(logits, Has.Length.EqualTo(50257));
+        Assert.That(logits, Is.EqualTo(LibraryLogits(false)).Within(1e-5));
+        var withAdapter = Json(Run("forward", "--model", Model, "--adapter", Adapter, "--input-ids", "15496,995", "--json").Out);
+        Assert.That(withAdapter, Is.EqualTo(LibraryLogits(true)).Within(1e-5));
+        Assert.That(withAdapter, Is.Not.EqualTo(logits).Within(1e-5));
+    }
+
+    [Test]
+    public void MergeWritesAPlainFolderThatBehavesLikeTheAdapter()
+    {
+        var merged = Path.Combine(_dir, "merged");
+        var (code, _, stderr) = Run("merge", "--model", Model, "--adapter", Adapter, "--output", merged);
+        Assert.That(code, Is.EqualTo(0), stderr);
+        Assert.That(File.Exists(Path.Combine(merged, "model.safetensors")) && File.Exists(Path.Combine(merged, "vocab.json")));
+        var viaMerged = Json(Run("forward", "--model", merged, "--input-ids", "15496,995", "--json").Out);
+        Assert.That(viaMerged, Is.EqualTo(LibraryLogits(true)).Within(1e-4));
+    }
+
+    [Test]
+    public void GenerateIsDeterministicWhenGreedy()
+    {
+        var a = Run("generate", "--model", Model, "--adapter", Adapter, "--prompt", "Hello world", "--max-new-tokens", "5");
+        Assert.That(a.Code, Is.EqualTo(0), a.Err);
+        Assert.That(a.Out, Is.Not.Empty);
+        Assert.That(Run("generate", "--model", Model, "--adapter", Adapter, "--prompt", "Hello world", "--max-new-tokens", "5").Out, Is.EqualTo(a.Out));
+    }
+
+    [Test]
+    public void BadInputIsOneLineAndExitCode2()
+    {
+        foreach (var args in new[]
+        {
+            new[] { "forward", "--model", Path.Combine(_dir, "missing"), "--input-ids", "1" },
+            new[] { "forward", "--model", Model, "--input-ids", "1,x" },
+            new[] { "merge", "--model", Model, "--adapter", Path.Combine(_dir, "missing"), "--output", Path.Combine(_dir, "o") },
+            new[] { "generate", "--model", _dir, "--prompt", "hi" },
+        })
+        {
+            var (code, _, stderr) = Run(args);
+            Assert.That(code, Is.EqualTo(2), string.Join(" ", args));
+            Assert.That(stderr.TrimEnd().Split('\n'), Has.Length.EqualTo(1), stderr);
+            Assert.That(stderr, Does.StartWith("error: "));
+        }
+    }
+}
