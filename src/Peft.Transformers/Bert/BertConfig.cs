@@ -48,11 +48,11 @@ public sealed record BertConfig
         bool roberta = type is "roberta" or "xlm-roberta";
         var cfg = new BertConfig
         {
-            VocabSize = c.Int("vocab_size", roberta ? 50265 : 30522), HiddenSize = c.Int("hidden_size", 768),
-            NumHiddenLayers = c.Int("num_hidden_layers", 12), NumAttentionHeads = c.Int("num_attention_heads", 12),
-            IntermediateSize = c.Int("intermediate_size", 3072), HiddenAct = c.String("hidden_act", "gelu"),
+            VocabSize = c.PositiveInt("vocab_size", roberta ? 50265 : 30522), HiddenSize = c.PositiveInt("hidden_size", 768),
+            NumHiddenLayers = c.PositiveInt("num_hidden_layers", 12), NumAttentionHeads = c.PositiveInt("num_attention_heads", 12),
+            IntermediateSize = c.PositiveInt("intermediate_size", 3072), HiddenAct = c.String("hidden_act", "gelu"),
             HiddenDropoutProb = c.Double("hidden_dropout_prob", 0.1), AttentionProbsDropoutProb = c.Double("attention_probs_dropout_prob", 0.1),
-            MaxPositionEmbeddings = c.Int("max_position_embeddings", 512), TypeVocabSize = c.Int("type_vocab_size", 2),
+            MaxPositionEmbeddings = c.PositiveInt("max_position_embeddings", 512), TypeVocabSize = c.PositiveInt("type_vocab_size", 2),
             InitializerRange = c.Double("initializer_range", 0.02), LayerNormEps = c.Double("layer_norm_eps", 1e-12),
             PadTokenId = c.Int("pad_token_id", roberta ? 1 : 0),
             ClassifierDropout = c.Has("classifier_dropout") ? c.Double("classifier_dropout", 0.1) : null,

@@ -55,6 +55,13 @@ public sealed class HfConfig
     /// <summary>An integer field, or <paramref name="fallback"/> when absent/null.</summary>
     public int Int(string name, int fallback) => Get(name, fallback, v => v.GetValue<int>());
 
+    /// <summary>A size field: an integer ≥ 1 (sizes, counts, heads); zero or negative is a <see cref="ConfigException"/>.</summary>
+    public int PositiveInt(string name, int fallback)
+    {
+        int v = Int(name, fallback);
+        return v >= 1 ? v : throw new ConfigException(Path, $"field '{name}' must be a positive integer, got {v}");
+    }
+
     /// <summary>An integer field that must be present.</summary>
     public int RequiredInt(string name) => Has(name) ? Int(name, 0) : throw new ConfigException(Path, $"required field '{name}' is missing");
 

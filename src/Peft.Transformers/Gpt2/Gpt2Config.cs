@@ -50,10 +50,11 @@ public sealed record Gpt2Config
     /// <summary>Reads a GPT-2 config.json.</summary>
     public static Gpt2Config From(HfConfig c)
     {
+        if (c.OptionalInt("n_inner") is int inner && inner < 1) throw new ConfigException(c.Path, $"field 'n_inner' must be a positive integer, got {inner}");
         var cfg = new Gpt2Config
         {
-            VocabSize = c.Int("vocab_size", 50257), NPositions = c.Int("n_positions", 1024), NEmbd = c.Int("n_embd", 768),
-            NLayer = c.Int("n_layer", 12), NHead = c.Int("n_head", 12), NInner = c.OptionalInt("n_inner"),
+            VocabSize = c.PositiveInt("vocab_size", 50257), NPositions = c.PositiveInt("n_positions", 1024), NEmbd = c.PositiveInt("n_embd", 768),
+            NLayer = c.PositiveInt("n_layer", 12), NHead = c.PositiveInt("n_head", 12), NInner = c.OptionalInt("n_inner"),
             ActivationFunction = c.String("activation_function", "gelu_new"),
             ResidPdrop = c.Double("resid_pdrop", 0.1), EmbdPdrop = c.Double("embd_pdrop", 0.1), AttnPdrop = c.Double("attn_pdrop", 0.1),
             LayerNormEpsilon = c.Double("layer_norm_epsilon", 1e-5), InitializerRange = c.Double("initializer_range", 0.02),

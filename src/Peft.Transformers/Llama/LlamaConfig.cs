@@ -57,13 +57,15 @@ public sealed record LlamaConfig
     public static LlamaConfig From(HfConfig c)
     {
         var modelType = c.ModelType ?? "llama";
-        int hidden = c.Int("hidden_size", 4096), heads = c.Int("num_attention_heads", 32);
+        int hidden = c.PositiveInt("hidden_size", 4096), heads = c.PositiveInt("num_attention_heads", 32);
+        foreach (var optional in new[] { "num_key_value_heads", "head_dim" })
+            if (c.OptionalInt(optional) is int v && v < 1) throw new ConfigException(c.Path, $"field '{optional}' must be a positive integer, got {v}");
         var cfg = new LlamaConfig
         {
-            VocabSize = c.Int("vocab_size", 32000), HiddenSize = hidden, IntermediateSize = c.Int("intermediate_size", 11008),
-            NumHiddenLayers = c.Int("num_hidden_layers", 32), NumAttentionHeads = heads,
+            VocabSize = c.PositiveInt("vocab_size", 32000), HiddenSize = hidden, IntermediateSize = c.PositiveInt("intermediate_size", 11008),
+            NumHiddenLayers = c.PositiveInt("num_hidden_layers", 32), NumAttentionHeads = heads,
             NumKeyValueHeads = c.OptionalInt("num_key_value_heads") ?? heads, HeadDim = c.OptionalInt("head_dim") ?? hidden / heads,
-            HiddenAct = c.String("hidden_act", "silu"), MaxPositionEmbeddings = c.Int("max_position_embeddings", 2048),
+            HiddenAct = c.String("hidden_act", "silu"), MaxPositionEmbeddings = c.PositiveInt("max_position_embeddings", 2048),
             RmsNormEps = c.Double("rms_norm_eps", 1e-6), RopeTheta = c.Double("rope_theta", 10000), RopeScaling = c.Object("rope_scaling"),
             AttentionBias = c.Bool("attention_bias", false), QkvBias = modelType == "qwen2", MlpBias = c.Bool("mlp_bias", false),
             AttentionDropout = c.Double("attention_dropout", 0), TieWordEmbeddings = c.Bool("tie_word_embeddings", false),

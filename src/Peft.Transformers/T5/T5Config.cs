@@ -55,12 +55,13 @@ public sealed record T5Config
             throw new ConfigException(c.Path, $"feed_forward_proj '{proj}' is not 'ACT' or 'gated-ACT'");
         var act = parts[^1] == "gelu" && gated ? "gelu_new" : parts[^1]; // transformers' backwards-compatibility rule
         Activations.Get(act, c.Path);
-        int layers = c.Int("num_layers", 6);
+        int layers = c.PositiveInt("num_layers", 6);
+        if (c.OptionalInt("num_decoder_layers") is int dl && dl < 1) throw new ConfigException(c.Path, $"field 'num_decoder_layers' must be a positive integer, got {dl}");
         return new T5Config
         {
-            VocabSize = c.Int("vocab_size", 32128), DModel = c.Int("d_model", 512), DKv = c.Int("d_kv", 64), DFf = c.Int("d_ff", 2048),
-            NumLayers = layers, NumDecoderLayers = c.OptionalInt("num_decoder_layers") ?? layers, NumHeads = c.Int("num_heads", 8),
-            RelativeAttentionNumBuckets = c.Int("relative_attention_num_buckets", 32), RelativeAttentionMaxDistance = c.Int("relative_attention_max_distance", 128),
+            VocabSize = c.PositiveInt("vocab_size", 32128), DModel = c.PositiveInt("d_model", 512), DKv = c.PositiveInt("d_kv", 64), DFf = c.PositiveInt("d_ff", 2048),
+            NumLayers = layers, NumDecoderLayers = c.OptionalInt("num_decoder_layers") ?? layers, NumHeads = c.PositiveInt("num_heads", 8),
+            RelativeAttentionNumBuckets = c.PositiveInt("relative_attention_num_buckets", 32), RelativeAttentionMaxDistance = c.PositiveInt("relative_attention_max_distance", 128),
             DropoutRate = c.Double("dropout_rate", 0.1), LayerNormEpsilon = c.Double("layer_norm_epsilon", 1e-6), DenseActFn = act, IsGatedAct = gated,
             TieWordEmbeddings = c.Bool("tie_word_embeddings", true), PadTokenId = c.Int("pad_token_id", 0), EosTokenId = c.Int("eos_token_id", 1),
             DecoderStartTokenId = c.Int("decoder_start_token_id", 0), InitializerFactor = c.Double("initializer_factor", 1.0),

@@ -45,11 +45,11 @@ public sealed record VitConfig
     {
         var cfg = new VitConfig
         {
-            HiddenSize = c.Int("hidden_size", 768), NumHiddenLayers = c.Int("num_hidden_layers", 12), NumAttentionHeads = c.Int("num_attention_heads", 12),
-            IntermediateSize = c.Int("intermediate_size", 3072), HiddenAct = c.String("hidden_act", "gelu"),
+            HiddenSize = c.PositiveInt("hidden_size", 768), NumHiddenLayers = c.PositiveInt("num_hidden_layers", 12), NumAttentionHeads = c.PositiveInt("num_attention_heads", 12),
+            IntermediateSize = c.PositiveInt("intermediate_size", 3072), HiddenAct = c.String("hidden_act", "gelu"),
             HiddenDropoutProb = c.Double("hidden_dropout_prob", 0), AttentionProbsDropoutProb = c.Double("attention_probs_dropout_prob", 0),
             InitializerRange = c.Double("initializer_range", 0.02), LayerNormEps = c.Double("layer_norm_eps", 1e-12),
-            ImageSize = c.Int("image_size", 224), PatchSize = c.Int("patch_size", 16), NumChannels = c.Int("num_channels", 3),
+            ImageSize = c.PositiveInt("image_size", 224), PatchSize = c.PositiveInt("patch_size", 16), NumChannels = c.PositiveInt("num_channels", 3),
             QkvBias = c.Bool("qkv_bias", true), NumLabels = c.NumLabels, Path = c.Path,
         };
         if (cfg.ImageSize % cfg.PatchSize != 0) throw new ConfigException(c.Path, $"image_size {cfg.ImageSize} is not a multiple of patch_size {cfg.PatchSize}");

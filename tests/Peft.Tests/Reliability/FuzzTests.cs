@@ -1,0 +1,87 @@
+using System.Text;
+using Peft.Core.SafeTensors;
+using Peft.Transformers;
+
+namespace Peft.Tests.Reliability;
+
+/// <summary>
+/// Mutated inputs to every parser a user hands a file to: the only acceptable outcomes are success or the library's
+/// typed exception naming the file. Iterations per parser: PEFT_FUZZ_ITERATIONS (default 1,000 in the test suite;
+/// the long run is `PEFT_FUZZ_ITERATIONS=100000 dotnet test tests/Peft.Tests --filter FuzzTests`).
+/// </summary>
+[TestFixture]
+public class FuzzTests
+{
+    private static int Iterations => int.TryParse(Environment.GetEnvironmentVariable("PEFT_FUZZ_ITERATIONS"), out int n) ? n : 1000;
+
+    private string _dir = "";
+
+    [SetUp] public void SetUp() => _dir = Directory.CreateTempSubdirectory("peft-fuzz-").FullName;
+    [TearDown] public void TearDown() => Directory.Delete(_dir, true);
+
+    private static byte[] ValidSafeTensors(string dir)
+    {
+        using var scope = Tensor.NewScope();
+        var p = Path.Combine(dir, "seed.safetensors");
+        SafeTensorsWriter.Save(p, new Dictionary<string, Tensor>
+        {
+            ["a.weight"] = Tensor.Randn([3, 4], 1), ["b"] = Tensor.Arange(5), ["c"] = Tensor.Randn([2], 2, DType.BF16),
+        }, new Dictionary<string, string> { ["format"] = "pt" });
+        return File.ReadAllBytes(p);
+    }
+
+    [Test]
+    public void SafeTensorsReaderOnlyEverThrowsItsFormatException()
+    {
+        var seed = ValidSafeTensors(_dir);
+        var mutator = new Mutator(2026);
+        var path = Path.Combine(_dir, "fuzz.safetensors");
+        int rejected = 0;
+        for (int i = 0; i < Iterations; i++)
+        {
+            var bytes = mutator.Mutate(seed);
+            File.WriteAllBytes(path, bytes);
+            try
+            {
+                using var scope = Tensor.NewScope();
+                using var f = SafeTensorsFile.Open(path);
+                foreach (var t in f.Tensors) if (t.DType != null) f.Load(t.Name).ToDoubleArray();
+            }
+            catch (SafeTensorsFormatException) { rejected++; }
+            catch (Exception e)
+            {
+                Assert.Fail($"iteration {i} (mutator seed 2026): {e.GetType().Name}: {e.Message}\ninput (base64): {Convert.ToBase64String(bytes)}");
+            }
+        }
+        Assert.That(rejected, Is.GreaterThan(Iterations / 10), "the mutations do reach the validation");
+    }
+
+    [Test]
+    public void AdapterAndModelConfigsOnlyEverThrowTypedExceptions()
+    {
+        var adapterSeed = Encoding.UTF8.GetBytes(new LoraConfig { R = 8, LoraAlpha = 16, TargetModules = ["q_proj"], TaskType = "CAUSAL_LM", LayersToTransform = [0, 1] }.ToJsonString());
+        var modelSeed = Encoding.UTF8.GetBytes("""{"model_type": "llama", "vocab_size": 60, "hidden_size": 16, "intermediate_size": 24, "num_hidden_layers": 1, "num_attention_heads": 4, "num_key_value_heads": 2, "rope_scaling": {"rope_type": "linear", "factor": 2.0}}""");
+        var mutator = new Mutator(7);
+        for (int i = 0; i < Iterations; i++)
+        {
+            var adapterBytes = mutator.Mutate(adapterSeed);
+            File.WriteAllBytes(Path.Combine(_dir, "adapter_config.json"), adapterBytes);
+            try { PeftConfig.Load(_dir); }
+            catch (PeftConfigException) { }
+            catch (NotSupportedException) { }
+            catch (Exception e) { Assert.Fail($"adapter config iteration {i}: {e.GetType().Name}: {e.Message}\n{Encoding.Latin1.GetString(adapterBytes)}"); }
+
+            var modelBytes = mutator.Mutate(modelSeed);
+            File.WriteAllBytes(Path.Combine(_dir, "config.json"), modelBytes);
+            try
+            {
+                var config = HfConfig.Load(_dir);
+                // Building the model is where sizes are used; cap them so a fuzzed "hidden_size": 99999999 is not an OOM test.
+                if (config.Json.Select(kv => kv.Value).OfType<System.Text.Json.Nodes.JsonValue>().Any(v => v.TryGetValue<double>(out var d) && Math.Abs(d) > 4096)) continue;
+                using var m = AutoModel.Create(config);
+            }
+            catch (Exception e) when (e is ConfigException or ShapeMismatchException or ArgumentException or NotSupportedException) { }
+            catch (Exception e) { Assert.Fail($"model config iteration {i}: {e.GetType().Name}: {e.Message}\n{Encoding.Latin1.GetString(modelBytes)}"); }
+        }
+    }
+}
