@@ -275,8 +275,12 @@ public abstract class Module : IDisposable
         foreach (var c in _children.Values) c.Dispose();
         foreach (var p in _params.Values) p.Dispose();
         foreach (var b in _buffers.Values) b.Tensor.Dispose();
+        DisposeOwnedState();
         GC.SuppressFinalize(this);
     }
+
+    /// <summary>Frees tensors a module holds outside its parameters and buffers (caches); called once by Dispose.</summary>
+    protected virtual void DisposeOwnedState() { }
 
     internal static string Join(string prefix, string name) => prefix.Length == 0 ? name : prefix + "." + name;
 

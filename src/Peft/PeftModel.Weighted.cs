@@ -70,8 +70,8 @@ public sealed partial class PeftModel
                 _ => CombineFactorWise(layer, present, combinationType, newRank, density, majoritySignMethod, generator),
             };
             if (svdClamp is double q && combinationType.Contains("svd", StringComparison.Ordinal)) ClampAtQuantile(aOut, bOut, q);
-            using (var at = Tensor.FromArray(aOut, [newRank, aNew.Size(1)]).To(aNew.DType)) aNew.CopyFrom(at);
-            using (var bt = Tensor.FromArray(bOut, [bNew.Size(0), newRank]).To(bNew.DType)) bNew.CopyFrom(bt);
+            using (var at = Tensor.FromArray(aOut, [newRank, aNew.Size(1)])) aNew.CopyFrom(at);   // CopyFrom converts the dtype
+            using (var bt = Tensor.FromArray(bOut, [bNew.Size(0), newRank])) bNew.CopyFrom(bt);
         }
         ApplyActiveState();
     }

@@ -166,3 +166,20 @@ public class CpuAllocatorTests
         Assert.That(CpuAllocator.CachedBytes, Is.EqualTo(0));
     }
 }
+
+[TestFixture]
+public class NoLeakTests
+{
+    [Test]
+    public void ConvertingCopiesAndViewsReleaseEverythingWithoutAScope()
+    {
+        long before = MemoryStats.LiveBytes;
+        using (var target = Tensor.Zeros([3, 4]))
+        using (var source = Tensor.Randn([3, 4], 1, DType.F64))
+            target.CopyFrom(source);                      // F64 → F32 goes through a temporary
+        using (var x = Tensor.Randn([2, 3, 4], 2))
+        using (var t = x.Transpose(1, 2))
+        using (var r = t.Reshape(2, 12)) { }
+        Assert.That(MemoryStats.LiveBytes, Is.EqualTo(before));
+    }
+}

@@ -207,7 +207,8 @@ public sealed partial class Tensor
         if (!Shapes.Broadcast(src._shape, _shape).AsSpan().SequenceEqual(_shape))
             throw new ShapeMismatchException($"cannot copy a tensor of shape {Shapes.Format(src._shape)} into one of shape {Shapes.Format(_shape)}");
         using var expanded = src.ViewOf((int[])_shape.Clone(), Shapes.BroadcastStrides(src._shape, src._strides, _shape), src.Offset);
-        using var typed = src.DType == DType ? null : expanded.ContiguousCopy().ToDTypeNoGrad(DType);
+        using var dense = src.DType == DType ? null : expanded.ContiguousCopy();
+        using var typed = dense?.ToDTypeNoGrad(DType);
         using var data = (typed ?? expanded).ContiguousData();
         Cpu.StridedCopy.Scatter((byte*)data.Ptr<byte>(), _shape, (byte*)Ptr<byte>(), _strides, DType.SizeOf());
         return this;

@@ -111,7 +111,8 @@ public sealed class BertSelfAttention : Module
         using var v = Heads("value");
         var drop = Child<Dropout>("dropout");
         using var y = Tensor.ScaledDotProductAttention(q, k, v, keyPaddingMask, dropoutP: IsTraining ? drop.P : 0, generator: drop.Generator);
-        return y.Transpose(1, 2).Reshape(b, t, h * d);
+        using var yt = y.Transpose(1, 2);
+        return yt.Reshape(b, t, h * d);
 
         Tensor Heads(string name)
         {

@@ -36,7 +36,8 @@ public sealed class Gpt2Attention : Module
         var drop = Child<Dropout>("attn_dropout");
         using var y = Tensor.ScaledDotProductAttention(q, kAll, vAll, keyPaddingMask, isCausal: true, scale: scale,
             dropoutP: IsTraining ? drop.P : 0, generator: drop.Generator);
-        using var merged = y.Transpose(1, 2).Reshape(b, t, c);
+        using var yt = y.Transpose(1, 2);
+        using var merged = yt.Reshape(b, t, c);
         using var proj = Child<IUnaryModule>("c_proj").Forward(merged);
         return Child<IUnaryModule>("resid_dropout").Forward(proj);
 

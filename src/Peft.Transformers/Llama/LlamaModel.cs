@@ -38,7 +38,8 @@ public sealed class LlamaAttention : Module
         using var vRep = RepeatKv(vAll, h / kvh);
         using var y = Tensor.ScaledDotProductAttention(qr, kRep, vRep, keyPaddingMask, isCausal: true,
             dropoutP: IsTraining ? _cfg.AttentionDropout : 0);
-        using var merged = y.Transpose(1, 2).Reshape(b, t, h * d);
+        using var yt = y.Transpose(1, 2);
+        using var merged = yt.Reshape(b, t, h * d);
         return Child<IUnaryModule>("o_proj").Forward(merged);
 
         Tensor Heads(string proj, int heads)

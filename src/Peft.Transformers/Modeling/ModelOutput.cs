@@ -72,7 +72,8 @@ public static class TaskHeads
     {
         if (numLabels == 1)
         {
-            using var target = labels.DType == pooledLogits.DType ? labels.Reshape(-1) : labels.To(pooledLogits.DType).Reshape(-1);
+            using var typed = labels.DType == pooledLogits.DType ? labels.Contiguous() : labels.To(pooledLogits.DType);
+            using var target = typed.Reshape(-1);
             using var pred = pooledLogits.Reshape(-1);
             using var diff = pred.Sub(target);
             using var sq = diff.Mul(diff);
@@ -90,6 +91,13 @@ public static class TaskHeads
         return flatLogits.CrossEntropy(flatLabels);
     }
 
+    /// <summary>1 where the mask is non-zero, as U8.</summary>
+    private static Tensor Binary(Tensor mask)
+    {
+        var v = mask.ToDoubleArray();
+        return Tensor.FromArray(v.Select(x => (byte)(x != 0 ? 1 : 0)).ToArray(), mask.Shape);
+    }
+
     /// <summary>The complement of <see cref="KeyPaddingMask"/>: U8 [B, 1, 1, Tk], 1 where the key is padding.</summary>
     public static Tensor PaddingBlockMask(Tensor attentionMask)
     {
@@ -102,7 +110,7 @@ public static class TaskHeads
     public static Tensor? KeyPaddingMask(Tensor? attentionMask)
     {
         if (attentionMask == null) return null;
-        using var u8 = attentionMask.DType == DType.U8 ? attentionMask.Contiguous() : attentionMask.To(DType.F64).Clamp(0, 1).To(DType.U8);
+        using var u8 = attentionMask.DType == DType.U8 ? attentionMask.Contiguous() : Binary(attentionMask);
         return u8.Reshape(attentionMask.Size(0), 1, 1, attentionMask.Size(1));
     }
 }

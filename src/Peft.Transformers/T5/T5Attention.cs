@@ -44,7 +44,8 @@ public sealed class T5Attention : Module
     {
         int b = q.Size(0), t = q.Size(2);
         using var y = Tensor.ScaledDotProductAttention(q, k, v, bias, scale: 1.0, dropoutP: IsTraining ? dropout : 0);
-        using var merged = y.Transpose(1, 2).Reshape(b, t, _cfg.NumHeads * _cfg.DKv);
+        using var yt = y.Transpose(1, 2);
+        using var merged = yt.Reshape(b, t, _cfg.NumHeads * _cfg.DKv);
         return Child<IUnaryModule>("o").Forward(merged);
     }
 

@@ -207,7 +207,8 @@ public sealed class VitSelfAttention : Module
         using var k = Heads("key");
         using var v = Heads("value");
         using var y = Tensor.ScaledDotProductAttention(q, k, v, dropoutP: IsTraining ? _cfg.AttentionProbsDropoutProb : 0);
-        return y.Transpose(1, 2).Reshape(b, t, h * d);
+        using var yt = y.Transpose(1, 2);
+        return yt.Reshape(b, t, h * d);
 
         Tensor Heads(string name)
         {

@@ -61,7 +61,8 @@ public sealed class ModulesToSaveWrapper : Module, IUnaryModule
             var rows = perSample.Select(n => n == name ? 1.0 : 0.0).ToArray();
             var shape = Enumerable.Repeat(1, y.Rank).ToArray();
             shape[0] = rows.Length;
-            using var mask = Tensor.FromArray(rows, shape).To(y.DType);
+            using var rawMask = Tensor.FromArray(rows, shape);
+            using var mask = rawMask.To(y.DType);
             using var part = y.Mul(mask);
             if (result == null) result = part.Contiguous();
             else { var next = result.Add(part); result.Dispose(); result = next; }

@@ -54,7 +54,8 @@ public sealed class LoraEmbedding : LoraLayer
         using var _ = Autograd.NoGrad();
         using var ba = B[adapter].MatMul(A[adapter]);        // [dim, num]
         using var scaled = ba.Mul(Scaling(adapter));
-        return scaled.Transpose(0, 1).Contiguous();          // [num, dim]
+        using var t = scaled.Transpose(0, 1);                // [num, dim]
+        return t.Contiguous();
     }
 
     /// <inheritdoc/>

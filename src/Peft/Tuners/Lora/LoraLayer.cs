@@ -118,7 +118,8 @@ public abstract class LoraLayer : Module, IUnaryModule
             var rows = perSample.Select(n => n == name ? 1.0 : 0.0).ToArray();
             var shape = Enumerable.Repeat(1, delta.Rank).ToArray();
             shape[0] = rows.Length;
-            using var mask = Tensor.FromArray(rows, shape).To(delta.DType);
+            using var rawMask = Tensor.FromArray(rows, shape);
+            using var mask = rawMask.To(delta.DType);
             using var masked = delta.Mul(mask);
             var next = result.Add(masked);
             result.Dispose();

@@ -127,8 +127,8 @@ public sealed class LoraLinear : LoraLayer
             }
         }
         var (aT, bT) = (LoraA[adapter].Weight, LoraB[adapter].Weight);
-        using (var at = Tensor.FromArray(aVals, [r, inF]).To(aT.DType)) aT.CopyFrom(at);
-        using (var bt = Tensor.FromArray(bVals, [outF, r]).To(bT.DType)) bT.CopyFrom(bt);
+        using (var at = Tensor.FromArray(aVals, [r, inF])) aT.CopyFrom(at);   // CopyFrom converts the dtype
+        using (var bt = Tensor.FromArray(bVals, [outF, r])) bT.CopyFrom(bt);
         using var delta = DeltaWeight(adapter);
         BaseWeight.AddInPlace(delta, -1);
     }
@@ -168,6 +168,14 @@ public sealed class LoraLinear : LoraLayer
     {
         using var ba = LoraB[adapter].Weight.MatMul(LoraA[adapter].Weight);
         return ba.Mul(Scaling(adapter));
+    }
+
+    /// <summary>An [out, in] matrix in the base weight's layout (transposed for Conv1D), as a new tensor.</summary>
+    private Tensor InBaseLayout(Tensor outIn)
+    {
+        if (!FanInFanOut) return outIn.Contiguous();
+        using var t = outIn.Transpose(0, 1);
+        return t.Contiguous();
     }
 
     /// <summary>The base weight as [out, in] whatever its storage layout.</summary>
@@ -215,7 +223,7 @@ public sealed class LoraLinear : LoraLayer
     {
         using var _ = Autograd.NoGrad();
         using var scaled = ScaledBa(adapter);
-        return FanInFanOut ? scaled.Transpose(0, 1).Contiguous() : scaled.Contiguous();
+        return InBaseLayout(scaled);
     }
 
     /// <summary>DoRA merges W' = (m/‖W+ΔW‖)·(W+ΔW) row-wise and caches the norm for unmerging; plain LoRA adds ΔW.</summary>
@@ -231,7 +239,7 @@ public sealed class LoraLinear : LoraLayer
         using var merged = sum.Mul(col);
         if (_doraNormCache.Remove(adapter, out var stale)) stale.Dispose();
         _doraNormCache[adapter] = norm.Clone().KeepAlive();
-        return FanInFanOut ? merged.Transpose(0, 1).Contiguous() : merged.Contiguous();
+        return InBaseLayout(merged);
     }
 
     /// <inheritdoc/>
@@ -247,7 +255,7 @@ public sealed class LoraLinear : LoraLayer
             using var unscaled = w.Div(col);
             using var delta = ScaledBa(adapter);
             using var restored = unscaled.Sub(delta);
-            return FanInFanOut ? restored.Transpose(0, 1).Contiguous() : restored.Contiguous();
+            return InBaseLayout(restored);
         }
     }
 
@@ -259,6 +267,13 @@ public sealed class LoraLinear : LoraLayer
 
     /// <inheritdoc/>
     public override (Tensor A, Tensor B) Factors(string adapter) => (LoraA[adapter].Weight, LoraB[adapter].Weight);
+
+    /// <summary>Releases the DoRA norms cached for unmerging (a layer unloaded while merged never unmerges).</summary>
+    protected override void DisposeOwnedState()
+    {
+        foreach (var n in _doraNormCache.Values) n.Dispose();
+        _doraNormCache.Clear();
+    }
 
     /// <inheritdoc/>
     protected override void RemoveFactors(string adapter)
