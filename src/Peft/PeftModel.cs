@@ -100,7 +100,11 @@ public sealed partial class PeftModel : Module
                 Model.SetSubmodule(name, layer);
             }
             var (r, alpha) = lora.RankAndAlphaFor(name);
-            layer.UpdateLayer(adapter, r, alpha, lora.LoraDropout, lora.InitLoraWeights, lora.UseRslora, lora.LoraBias, lora.UseDora);
+            try { layer.UpdateLayer(adapter, r, alpha, lora.LoraDropout, lora.InitLoraWeights, lora.UseRslora, lora.LoraBias, lora.UseDora); }
+            catch (Exception e) when (e is ArgumentException or NotSupportedException)
+            {
+                throw new ArgumentException($"cannot add adapter '{adapter}' to module '{name}': {e.Message}", e);
+            }
         }
         _configs[adapter] = config;
     }
