@@ -105,20 +105,18 @@ public sealed class BertSelfAttention : Module
     /// <summary>x [B, T, H] → context [B, T, H].</summary>
     public Tensor Forward(Tensor x, Tensor? keyPaddingMask)
     {
-        int b = x.Size(0), t = x.Size(1), h = _cfg.NumAttentionHeads, d = _cfg.HiddenSize / h;
+        int h = _cfg.NumAttentionHeads, d = _cfg.HiddenSize / h;
         using var q = Heads("query");
         using var k = Heads("key");
         using var v = Heads("value");
         var drop = Child<Dropout>("dropout");
         using var y = Tensor.ScaledDotProductAttention(q, k, v, keyPaddingMask, dropoutP: IsTraining ? drop.P : 0, generator: drop.Generator);
-        using var yt = y.Transpose(1, 2);
-        return yt.Reshape(b, t, h * d);
+        return AttentionHeads.Merge(y);
 
         Tensor Heads(string name)
         {
             using var p = Child<IUnaryModule>(name).Forward(x);
-            using var r = p.Reshape(b, t, h, d);
-            return r.Transpose(1, 2);
+            return AttentionHeads.Split(p, h, d);
         }
     }
 }

@@ -24,7 +24,7 @@ public sealed class Gpt2Attention : Module
     /// <summary>x [B, T, C] → [B, T, C]; appends to <paramref name="cache"/> when given.</summary>
     public Tensor Forward(Tensor x, Tensor? keyPaddingMask, KvCache? cache)
     {
-        int b = x.Size(0), t = x.Size(1), h = _cfg.NHead, d = _cfg.HeadDim, c = _cfg.NEmbd;
+        int h = _cfg.NHead, d = _cfg.HeadDim, c = _cfg.NEmbd;
         using var qkv = Child<IUnaryModule>("c_attn").Forward(x);
         var parts = qkv.Split([c, c, c], -1);
         using var q = Heads(parts[0]);
@@ -36,16 +36,11 @@ public sealed class Gpt2Attention : Module
         var drop = Child<Dropout>("attn_dropout");
         using var y = Tensor.ScaledDotProductAttention(q, kAll, vAll, keyPaddingMask, isCausal: true, scale: scale,
             dropoutP: IsTraining ? drop.P : 0, generator: drop.Generator);
-        using var yt = y.Transpose(1, 2);
-        using var merged = yt.Reshape(b, t, c);
+        using var merged = AttentionHeads.Merge(y);
         using var proj = Child<IUnaryModule>("c_proj").Forward(merged);
         return Child<IUnaryModule>("resid_dropout").Forward(proj);
 
-        Tensor Heads(Tensor part)
-        {
-            using var r = part.Reshape(b, t, h, d);
-            return r.Transpose(1, 2);
-        }
+        Tensor Heads(Tensor part) => AttentionHeads.Split(part, h, d);
     }
 }
 

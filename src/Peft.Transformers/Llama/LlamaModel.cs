@@ -27,7 +27,7 @@ public sealed class LlamaAttention : Module
     /// <summary>x [B, T, hidden] → [B, T, hidden].</summary>
     public Tensor Forward(Tensor x, Tensor cos, Tensor sin, Tensor? keyPaddingMask, KvCache? cache)
     {
-        int b = x.Size(0), t = x.Size(1), d = _cfg.HeadDim, h = _cfg.NumAttentionHeads, kvh = _cfg.NumKeyValueHeads;
+        int d = _cfg.HeadDim, h = _cfg.NumAttentionHeads, kvh = _cfg.NumKeyValueHeads;
         using var q = Heads("q_proj", h);
         using var k = Heads("k_proj", kvh);
         using var v = Heads("v_proj", kvh);
@@ -38,15 +38,13 @@ public sealed class LlamaAttention : Module
         using var vRep = RepeatKv(vAll, h / kvh);
         using var y = Tensor.ScaledDotProductAttention(qr, kRep, vRep, keyPaddingMask, isCausal: true,
             dropoutP: IsTraining ? _cfg.AttentionDropout : 0);
-        using var yt = y.Transpose(1, 2);
-        using var merged = yt.Reshape(b, t, h * d);
+        using var merged = AttentionHeads.Merge(y);
         return Child<IUnaryModule>("o_proj").Forward(merged);
 
         Tensor Heads(string proj, int heads)
         {
             using var p = Child<IUnaryModule>(proj).Forward(x);
-            using var r = p.Reshape(b, t, heads, d);
-            return r.Transpose(1, 2);
+            return AttentionHeads.Split(p, heads, d);
         }
     }
 

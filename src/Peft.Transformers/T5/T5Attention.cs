@@ -33,19 +33,15 @@ public sealed class T5Attention : Module
     /// <summary>Projects [B, T, d_model] with q/k/v into heads [B, H, T, d_kv].</summary>
     public Tensor Project(string which, Tensor x)
     {
-        int b = x.Size(0), t = x.Size(1);
         using var p = Child<IUnaryModule>(which).Forward(x);
-        using var r = p.Reshape(b, t, _cfg.NumHeads, _cfg.DKv);
-        return r.Transpose(1, 2);
+        return AttentionHeads.Split(p, _cfg.NumHeads, _cfg.DKv);
     }
 
     /// <summary>softmax(q·kᵀ + bias)·v → o. <paramref name="bias"/> [1 or B, H, Tq, Tk] holds position bias and masks.</summary>
     public Tensor Attend(Tensor q, Tensor k, Tensor v, Tensor bias, double dropout)
     {
-        int b = q.Size(0), t = q.Size(2);
         using var y = Tensor.ScaledDotProductAttention(q, k, v, bias, scale: 1.0, dropoutP: IsTraining ? dropout : 0);
-        using var yt = y.Transpose(1, 2);
-        using var merged = yt.Reshape(b, t, _cfg.NumHeads * _cfg.DKv);
+        using var merged = AttentionHeads.Merge(y);
         return Child<IUnaryModule>("o").Forward(merged);
     }
 
