@@ -101,7 +101,11 @@ public sealed partial class PeftModel : Module
             }
             var (r, alpha) = lora.RankAndAlphaFor(name);
             try { layer.UpdateLayer(adapter, r, alpha, lora.LoraDropout, lora.InitLoraWeights, lora.UseRslora, lora.LoraBias, lora.UseDora); }
-            catch (Exception e) when (e is ArgumentException or NotSupportedException)
+            catch (NotSupportedException e)
+            {
+                throw new NotSupportedException($"cannot add adapter '{adapter}' to module '{name}': {e.Message}", e);
+            }
+            catch (ArgumentException e)
             {
                 throw new ArgumentException($"cannot add adapter '{adapter}' to module '{name}': {e.Message}", e);
             }
