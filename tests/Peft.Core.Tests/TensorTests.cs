@@ -92,6 +92,7 @@ public class TensorTests
     [Test]
     public void ScopesFreeEverythingTheyCreated()
     {
+        GC.Collect(); GC.WaitForPendingFinalizers(); GC.Collect(); // earlier tests' garbage must not move the baseline
         long before = MemoryStats.LiveBytes;
         Tensor kept;
         using (Tensor.NewScope())
@@ -173,6 +174,7 @@ public class NoLeakTests
     [Test]
     public void ConvertingCopiesAndViewsReleaseEverythingWithoutAScope()
     {
+        GC.Collect(); GC.WaitForPendingFinalizers(); GC.Collect(); // earlier tests' garbage must not move the baseline
         long before = MemoryStats.LiveBytes;
         using (var target = Tensor.Zeros([3, 4]))
         using (var source = Tensor.Randn([3, 4], 1, DType.F64))
