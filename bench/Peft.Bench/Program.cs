@@ -10,10 +10,15 @@ switch (suite)
     case "gpt2-step":
         ModelStepBench.Run(Console.Out);
         return 0;
+    case "gpt2-step-small":   // issue 10's comparison point: B = 4, T = 64, full fine-tuning and LoRA
+        ModelStepBench.Run(Console.Out, batch: 4, seq: 64, steps: 5, lora: false);
+        Console.WriteLine();
+        ModelStepBench.Run(Console.Out, batch: 4, seq: 64, steps: 5, lora: true);
+        return 0;
     case "gemm":
         GemmBench.Run(Console.Out);
         return 0;
     default:
-        Console.Error.WriteLine($"unknown suite '{suite}'. Suites: gemm, gemm-threads, gpt2-step");
+        Console.Error.WriteLine($"unknown suite '{suite}'. Suites: gemm, gemm-threads, gpt2-step, gpt2-step-small");
         return 2;
 }
