@@ -80,6 +80,42 @@ public class CliVerbTests
         Assert.That(Run("generate", "--model", Model, "--adapter", Adapter, "--prompt", "Hello world", "--max-new-tokens", "5").Out, Is.EqualTo(a.Out));
     }
 
+    /// <summary>README's "Models from Hugging Face folders" sample, line for line (folder path substituted).</summary>
+    [Test]
+    public void TheReadmeModelSampleRuns()
+    {
+        var cwd = Environment.CurrentDirectory;
+        Environment.CurrentDirectory = _dir;
+        var console = Console.Out;
+        var captured = new StringWriter();
+        Console.SetOut(captured);
+        try
+        {
+            Directory.CreateDirectory(Path.Combine(_dir, "path", "to"));
+            if (!Directory.Exists(Path.Combine(_dir, "path", "to", "gpt2"))) CopyDir(Model, Path.Combine(_dir, "path", "to", "gpt2"));
+
+            using var model = AutoModel.FromPretrained("path/to/gpt2");      // config.json + model.safetensors (or shards)
+            var tokenizer = AutoTokenizer.FromPretrained("path/to/gpt2");    // vocab.json + merges.txt / tokenizer.model / vocab.txt
+            using var ids = Tensor.FromArray(tokenizer.Encode("Hello world").Select(i => (long)i).ToArray(), [1, 2]);
+            var next = TextGeneration.Generate(model, ids, new GenerationOptions { MaxNewTokens = 20, EosTokenIds = [50256] });
+            Console.WriteLine(tokenizer.Decode(next[0]));
+
+            Assert.That(next[0], Is.Not.Empty);
+            Assert.That(captured.ToString(), Is.Not.Empty);
+        }
+        finally
+        {
+            Console.SetOut(console);
+            Environment.CurrentDirectory = cwd;
+        }
+    }
+
+    private static void CopyDir(string from, string to)
+    {
+        Directory.CreateDirectory(to);
+        foreach (var f in Directory.GetFiles(from)) File.Copy(f, Path.Combine(to, Path.GetFileName(f)));
+    }
+
     [Test]
     public void BadInputIsOneLineAndExitCode2()
     {
