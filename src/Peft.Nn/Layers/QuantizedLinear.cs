@@ -1,0 +1,121 @@
+using Peft.Core;
+using Peft.Core.Quantization;
+
+namespace Peft.Nn;
+
+/// <summary>A linear layer whose frozen weight is stored quantized and dequantized for each forward pass.</summary>
+public interface IQuantizedLinear : IUnaryModule
+{
+    /// <summary>Input features.</summary>
+    int InFeatures { get; }
+
+    /// <summary>Output features.</summary>
+    int OutFeatures { get; }
+
+    /// <summary>The weight as F32 [out, in] (a new tensor the caller disposes).</summary>
+    Tensor DequantizedWeight();
+
+    /// <summary>The bias, if any.</summary>
+    Tensor? Bias { get; }
+}
+
+/// <summary>
+/// LLM.int8-style weights: int8 <c>weight</c> [out, in] and float <c>SCB</c> [out] buffers (row-wise absmax); W = q·SCB/127.
+/// The weight is frozen; a bias stays a float parameter. Memory per weight: 1 byte + 4/in bytes.
+/// </summary>
+public sealed class Int8Linear : Module, IQuantizedLinear
+{
+    /// <summary>Quantizes <paramref name="source"/> (its weight must be F32).</summary>
+    public Int8Linear(Linear source)
+    {
+        InFeatures = source.InFeatures;
+        OutFeatures = source.OutFeatures;
+        var (q, scb) = Int8RowWise.Quantize(source.Weight.ToFloatArray(), OutFeatures, InFeatures);
+        RegisterBuffer("weight", Tensor.FromArray(q, [OutFeatures, InFeatures]));
+        RegisterBuffer("SCB", Tensor.FromArray(scb));
+        if (source.Bias is { } b) using (Autograd.NoGrad()) RegisterParameter("bias", b.Clone(), requiresGrad: false);
+    }
+
+    /// <inheritdoc/>
+    public int InFeatures { get; }
+
+    /// <inheritdoc/>
+    public int OutFeatures { get; }
+
+    /// <inheritdoc/>
+    public Tensor? Bias => NamedParameters().Any(p => p.Name == "bias") ? Parameter("bias") : null;
+
+    /// <inheritdoc/>
+    public Tensor DequantizedWeight() =>
+        Tensor.FromArray(Int8RowWise.Dequantize(Buffer("weight").ToArray<sbyte>(), Buffer("SCB").ToArray<float>(), OutFeatures, InFeatures), [OutFeatures, InFeatures]);
+
+    /// <inheritdoc/>
+    public Tensor Forward(Tensor input)
+    {
+        using var w = DequantizedWeight();
+        return input.Linear(w, Bias);
+    }
+}
+
+/// <summary>
+/// QLoRA's NF4 weights: packed 4-bit codes (<c>weight</c>, U8, two per byte) and float <c>absmax</c> per 64 values.
+/// The weight is frozen; a bias stays a float parameter. Memory per weight: 0.5 byte + 4/64 bytes.
+/// </summary>
+public sealed class Nf4Linear : Module, IQuantizedLinear
+{
+    /// <summary>Quantizes <paramref name="source"/> (its weight must be F32).</summary>
+    public Nf4Linear(Linear source)
+    {
+        InFeatures = source.InFeatures;
+        OutFeatures = source.OutFeatures;
+        var (packed, absmax) = Nf4.Quantize(source.Weight.ToFloatArray());
+        RegisterBuffer("weight", Tensor.FromArray(packed));
+        RegisterBuffer("absmax", Tensor.FromArray(absmax));
+        if (source.Bias is { } b) using (Autograd.NoGrad()) RegisterParameter("bias", b.Clone(), requiresGrad: false);
+    }
+
+    /// <inheritdoc/>
+    public int InFeatures { get; }
+
+    /// <inheritdoc/>
+    public int OutFeatures { get; }
+
+    /// <inheritdoc/>
+    public Tensor? Bias => NamedParameters().Any(p => p.Name == "bias") ? Parameter("bias") : null;
+
+    /// <inheritdoc/>
+    public Tensor DequantizedWeight() =>
+        Tensor.FromArray(Nf4.Dequantize(Buffer("weight").ToArray<byte>(), Buffer("absmax").ToArray<float>(), OutFeatures * InFeatures), [OutFeatures, InFeatures]);
+
+    /// <inheritdoc/>
+    public Tensor Forward(Tensor input)
+    {
+        using var w = DequantizedWeight();
+        return input.Linear(w, Bias);
+    }
+}
+
+/// <summary>Replaces Linear layers of a model by quantized ones (the frozen base of QLoRA-style training).</summary>
+public static class Quantize
+{
+    /// <summary>Quantizes every Linear whose dotted path satisfies <paramref name="include"/> (default: all but heads
+    /// named lm_head/score/classifier) to int8 or NF4; returns the paths replaced.</summary>
+    public static List<string> Linears(Module model, string method, Func<string, bool>? include = null)
+    {
+        include ??= path => !(path.EndsWith("lm_head", StringComparison.Ordinal) || path.EndsWith("score", StringComparison.Ordinal) || path.EndsWith("classifier", StringComparison.Ordinal));
+        var targets = model.NamedModules().Where(m => m.Module is Linear && m.Name.Length > 0 && include(m.Name)).Select(m => m.Name).ToList();
+        foreach (var path in targets)
+        {
+            var linear = (Linear)model.GetSubmodule(path);
+            Module q = method switch
+            {
+                "int8" => new Int8Linear(linear),
+                "nf4" => new Nf4Linear(linear),
+                _ => throw new ArgumentException($"quantization method must be 'int8' or 'nf4', got '{method}'"),
+            };
+            model.SetSubmodule(path, q);
+            linear.Dispose();
+        }
+        return targets;
+    }
+}
