@@ -85,8 +85,6 @@ public sealed class LlamaForSequenceClassification : LlamaPreTrainedModel
     public override ModelOutput Forward(Tensor input, Tensor? attentionMask = null, Tensor? labels = null, KvCache? cache = null)
     {
         using var hidden = Model.Forward(input, attentionMask, cache);
-        using var all = Child<IUnaryModule>("score").Forward(hidden);
-        var pooled = TaskHeads.PoolLastNonPad(all, input, Config.PadTokenId);
-        return new ModelOutput(pooled, labels == null ? null : TaskHeads.SequenceClassificationLoss(pooled, labels, Config.NumLabels));
+        return TaskHeads.ClassifyLastToken(Child<IUnaryModule>("score"), hidden, input, Config.PadTokenId, Config.NumLabels, labels);
     }
 }

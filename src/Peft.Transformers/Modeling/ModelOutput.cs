@@ -1,4 +1,5 @@
 using Peft.Core;
+using Peft.Nn;
 
 namespace Peft.Transformers;
 
@@ -64,6 +65,15 @@ public static class TaskHeads
         using var flat = logits.Reshape(b * t, logits.Size(-1));
         using var index = Tensor.FromArray(rows);
         return flat.IndexSelect(0, index);
+    }
+
+    /// <summary>transformers' decoder sequence classification: <paramref name="score"/> on every position, then the
+    /// last non-padding token's logits, and the loss when labels are given.</summary>
+    public static ModelOutput ClassifyLastToken(IUnaryModule score, Tensor hidden, Tensor inputIds, int? padTokenId, int numLabels, Tensor? labels)
+    {
+        using var all = score.Forward(hidden);
+        var pooled = PoolLastNonPad(all, inputIds, padTokenId);
+        return new ModelOutput(pooled, labels == null ? null : SequenceClassificationLoss(pooled, labels, numLabels));
     }
 
     /// <summary>Sequence-classification loss as transformers infers the problem type: MSE for one label,

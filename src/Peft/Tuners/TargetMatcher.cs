@@ -17,12 +17,11 @@ public static class TargetMatcher
     {
         bool allLinear = config.TargetModules is ["all-linear"] || config.TargetModulesRegex == "all-linear";
         var candidates = Candidates(model, allLinear);
-        var heads = OutputHeads(model);
         var found = new List<string>();
         foreach (var name in candidates)
         {
             if (protectedPrefixes.Any(p => name == p || name.StartsWith(p + ".", StringComparison.Ordinal))) continue;
-            bool hit = allLinear ? !heads.Contains(name) : Matches(name, config.TargetModules, config.TargetModulesRegex);
+            bool hit = allLinear ? !OutputHeads.Contains(name) : Matches(name, config.TargetModules, config.TargetModulesRegex);
             if (!hit) continue;
             if (Matches(name, config.ExcludeModules, config.ExcludeModulesRegex)) continue;
             if (config.LayersToTransform is { } layers)
@@ -88,9 +87,5 @@ public static class TargetMatcher
     }
 
     /// <summary>Layers "all-linear" leaves alone: the output embedding (LM / MLM decoder) and classification heads.</summary>
-    private static HashSet<string> OutputHeads(PreTrainedModel model)
-    {
-        var names = new HashSet<string> { "lm_head", "cls.predictions.decoder", "lm_head.decoder", "score", "classifier", "classifier.out_proj" };
-        return names;
-    }
+    private static readonly HashSet<string> OutputHeads = ["lm_head", "cls.predictions.decoder", "lm_head.decoder", "score", "classifier", "classifier.out_proj"];
 }
