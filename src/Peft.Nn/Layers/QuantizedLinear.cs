@@ -3,96 +3,82 @@ using Peft.Core.Quantization;
 
 namespace Peft.Nn;
 
-/// <summary>A linear layer whose frozen weight is stored quantized and dequantized for each forward pass.</summary>
-public interface IQuantizedLinear : IUnaryModule
+/// <summary>A linear layer whose frozen weight is stored quantized and dequantized for each forward pass.
+/// Subclasses register their quantized buffers and say how to dequantize them; shape, bias and forward live here.</summary>
+public abstract class QuantizedLinear : Module, IUnaryModule
 {
+    /// <summary>Takes the shape of <paramref name="source"/>; the subclass registers its buffers, then calls
+    /// <see cref="RegisterFrozenBias"/> (so the state dict keeps the order weight, quantization state, bias).</summary>
+    protected QuantizedLinear(Linear source)
+    {
+        InFeatures = source.InFeatures;
+        OutFeatures = source.OutFeatures;
+    }
+
     /// <summary>Input features.</summary>
-    int InFeatures { get; }
+    public int InFeatures { get; }
 
     /// <summary>Output features.</summary>
-    int OutFeatures { get; }
+    public int OutFeatures { get; }
+
+    /// <summary>The bias, if any (a float parameter, frozen like the weight).</summary>
+    public Tensor? Bias => NamedParameters().Any(p => p.Name == "bias") ? Parameter("bias") : null;
 
     /// <summary>The weight as F32 [out, in] (a new tensor the caller disposes).</summary>
-    Tensor DequantizedWeight();
+    public abstract Tensor DequantizedWeight();
 
-    /// <summary>The bias, if any.</summary>
-    Tensor? Bias { get; }
+    /// <inheritdoc/>
+    public Tensor Forward(Tensor input)
+    {
+        using var w = DequantizedWeight();
+        return input.Linear(w, Bias);
+    }
+
+    /// <summary>Copies <paramref name="source"/>'s bias, if any, as a frozen parameter.</summary>
+    protected void RegisterFrozenBias(Linear source)
+    {
+        if (source.Bias is { } b) using (Autograd.NoGrad()) RegisterParameter("bias", b.Clone(), requiresGrad: false);
+    }
 }
 
 /// <summary>
 /// LLM.int8-style weights: int8 <c>weight</c> [out, in] and float <c>SCB</c> [out] buffers (row-wise absmax); W = q·SCB/127.
 /// The weight is frozen; a bias stays a float parameter. Memory per weight: 1 byte + 4/in bytes.
 /// </summary>
-public sealed class Int8Linear : Module, IQuantizedLinear
+public sealed class Int8Linear : QuantizedLinear
 {
     /// <summary>Quantizes <paramref name="source"/> (its weight must be F32).</summary>
-    public Int8Linear(Linear source)
+    public Int8Linear(Linear source) : base(source)
     {
-        InFeatures = source.InFeatures;
-        OutFeatures = source.OutFeatures;
         var (q, scb) = Int8RowWise.Quantize(source.Weight.ToFloatArray(), OutFeatures, InFeatures);
         RegisterBuffer("weight", Tensor.FromArray(q, [OutFeatures, InFeatures]));
         RegisterBuffer("SCB", Tensor.FromArray(scb));
-        if (source.Bias is { } b) using (Autograd.NoGrad()) RegisterParameter("bias", b.Clone(), requiresGrad: false);
+        RegisterFrozenBias(source);
     }
 
     /// <inheritdoc/>
-    public int InFeatures { get; }
-
-    /// <inheritdoc/>
-    public int OutFeatures { get; }
-
-    /// <inheritdoc/>
-    public Tensor? Bias => NamedParameters().Any(p => p.Name == "bias") ? Parameter("bias") : null;
-
-    /// <inheritdoc/>
-    public Tensor DequantizedWeight() =>
+    public override Tensor DequantizedWeight() =>
         Tensor.FromArray(Int8RowWise.Dequantize(Buffer("weight").ToArray<sbyte>(), Buffer("SCB").ToArray<float>(), OutFeatures, InFeatures), [OutFeatures, InFeatures]);
-
-    /// <inheritdoc/>
-    public Tensor Forward(Tensor input)
-    {
-        using var w = DequantizedWeight();
-        return input.Linear(w, Bias);
-    }
 }
 
 /// <summary>
 /// QLoRA's NF4 weights: packed 4-bit codes (<c>weight</c>, U8, two per byte) and float <c>absmax</c> per 64 values.
 /// The weight is frozen; a bias stays a float parameter. Memory per weight: 0.5 byte + 4/64 bytes.
 /// </summary>
-public sealed class Nf4Linear : Module, IQuantizedLinear
+public sealed class Nf4Linear : QuantizedLinear
 {
     /// <summary>Quantizes <paramref name="source"/> (its weight must be F32).</summary>
-    public Nf4Linear(Linear source)
+    public Nf4Linear(Linear source) : base(source)
     {
-        InFeatures = source.InFeatures;
-        OutFeatures = source.OutFeatures;
         var (packed, absmax) = Nf4.Quantize(source.Weight.ToFloatArray());
         RegisterBuffer("weight", Tensor.FromArray(packed));
         RegisterBuffer("absmax", Tensor.FromArray(absmax));
-        if (source.Bias is { } b) using (Autograd.NoGrad()) RegisterParameter("bias", b.Clone(), requiresGrad: false);
+        RegisterFrozenBias(source);
     }
 
     /// <inheritdoc/>
-    public int InFeatures { get; }
-
-    /// <inheritdoc/>
-    public int OutFeatures { get; }
-
-    /// <inheritdoc/>
-    public Tensor? Bias => NamedParameters().Any(p => p.Name == "bias") ? Parameter("bias") : null;
-
-    /// <inheritdoc/>
-    public Tensor DequantizedWeight() =>
+    public override Tensor DequantizedWeight() =>
         Tensor.FromArray(Nf4.Dequantize(Buffer("weight").ToArray<byte>(), Buffer("absmax").ToArray<float>(), OutFeatures * InFeatures), [OutFeatures, InFeatures]);
-
-    /// <inheritdoc/>
-    public Tensor Forward(Tensor input)
-    {
-        using var w = DequantizedWeight();
-        return input.Linear(w, Bias);
-    }
 }
 
 /// <summary>Replaces Linear layers of a model by quantized ones (the frozen base of QLoRA-style training).</summary>

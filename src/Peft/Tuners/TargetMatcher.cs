@@ -52,7 +52,7 @@ public static class TargetMatcher
         {
             if (wrapped.Any(w => name.StartsWith(w + ".", StringComparison.Ordinal))) continue;
             if (module is LoraLayer or ModulesToSaveWrapper) wrapped.Add(name);
-            bool linear = module is Linear or Conv1D or LoraLinear or IQuantizedLinear;
+            bool linear = module is Linear or Conv1D or LoraLinear or QuantizedLinear;
             bool embedding = module is Embedding or LoraEmbedding;
             if (linear || (!allLinear && embedding)) result.Add(name);
         }

@@ -24,7 +24,7 @@ public abstract class LoraLayer : Module, IUnaryModule
     /// <summary>Wraps a supported layer in the matching LoRA layer.</summary>
     public static LoraLayer For(Module baseLayer) => baseLayer switch
     {
-        Linear or Conv1D or IQuantizedLinear => new LoraLinear(baseLayer),
+        Linear or Conv1D or QuantizedLinear => new LoraLinear(baseLayer),
         Embedding e => new LoraEmbedding(e),
         _ => throw new NotSupportedException($"LoRA supports Linear, Conv1D and Embedding layers, not {baseLayer.GetType().Name}"),
     };
@@ -143,7 +143,7 @@ public abstract class LoraLayer : Module, IUnaryModule
     /// </summary>
     public void Merge(IEnumerable<string> adapters, bool safe)
     {
-        if (BaseLayer is IQuantizedLinear)
+        if (BaseLayer is QuantizedLinear)
             throw new NotSupportedException("merging into a quantized base (dequantize → add ΔW → requantize) is not implemented yet");
         using var _ = Autograd.NoGrad();
         foreach (var name in adapters)

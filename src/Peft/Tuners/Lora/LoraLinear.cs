@@ -25,9 +25,9 @@ public sealed class LoraLinear : LoraLayer
         RegisterModule("lora_magnitude_vector", new ModuleDict<DoraMagnitude>());
     }
 
-    private static int InOf(Module m) => m switch { Conv1D c => c.InFeatures, Linear l => l.InFeatures, IQuantizedLinear q => q.InFeatures, _ => throw new NotSupportedException(m.GetType().Name) };
+    private static int InOf(Module m) => m switch { Conv1D c => c.InFeatures, Linear l => l.InFeatures, QuantizedLinear q => q.InFeatures, _ => throw new NotSupportedException(m.GetType().Name) };
 
-    private static int OutOf(Module m) => m switch { Conv1D c => c.OutFeatures, Linear l => l.OutFeatures, IQuantizedLinear q => q.OutFeatures, _ => throw new NotSupportedException(m.GetType().Name) };
+    private static int OutOf(Module m) => m switch { Conv1D c => c.OutFeatures, Linear l => l.OutFeatures, QuantizedLinear q => q.OutFeatures, _ => throw new NotSupportedException(m.GetType().Name) };
 
     /// <summary>True when the base weight is [in, out] (Conv1D), so ΔW is transposed before merging.</summary>
     public bool FanInFanOut { get; }
@@ -43,7 +43,7 @@ public sealed class LoraLinear : LoraLayer
     /// <summary>True when <paramref name="adapter"/> is a DoRA adapter (not allowed in mixed batches, as in PEFT).</summary>
     public bool UsesDora(string adapter) => Magnitudes.Contains(adapter);
 
-    private Tensor? BaseBias => BaseLayer switch { Linear l => l.Bias, Conv1D c => c.Bias, IQuantizedLinear q => q.Bias, _ => null };
+    private Tensor? BaseBias => BaseLayer switch { Linear l => l.Bias, Conv1D c => c.Bias, QuantizedLinear q => q.Bias, _ => null };
 
     /// <summary>
     /// Adds (or replaces) an adapter. <paramref name="init"/>: "true" (A ~ U(±1/√in) — kaiming_uniform(a=√5) — and B = 0,
@@ -54,7 +54,7 @@ public sealed class LoraLinear : LoraLayer
     {
         CheckRank(r);
         if (useDora && loraBias) throw new NotSupportedException("DoRA cannot be combined with lora_bias (as in PEFT)");
-        if (BaseLayer is IQuantizedLinear && (useDora || init is "olora" || init.StartsWith("pissa", StringComparison.Ordinal)))
+        if (BaseLayer is QuantizedLinear && (useDora || init is "olora" || init.StartsWith("pissa", StringComparison.Ordinal)))
             throw new NotSupportedException($"{(useDora ? "DoRA" : init)} on a quantized base is not implemented yet");
         var a = new Linear(InFeatures, r, bias: false);
         var b = new Linear(r, OutFeatures, bias: loraBias);
