@@ -51,18 +51,13 @@ public sealed class ModulesToSaveWrapper : Module, IUnaryModule
     /// <summary>Each sample runs through its adapter's copy ("__base__" or an adapter without a copy: the original).</summary>
     private Tensor MixedBatch(Tensor x, string[] perSample)
     {
-        if (perSample.Length != x.Size(0))
-            throw new ArgumentException($"adapter_names has {perSample.Length} entries but the batch has {x.Size(0)} samples");
+        MixedBatchRows.CheckLength(perSample, x);
         Tensor? result = null;
         foreach (var name in perSample.Distinct())
         {
             var m = name != PeftModel.BaseAdapterName && Copies.Contains(name) ? Copies[name] : Original;
             using var y = ((IUnaryModule)m).Forward(x);
-            var rows = perSample.Select(n => n == name ? 1.0 : 0.0).ToArray();
-            var shape = Enumerable.Repeat(1, y.Rank).ToArray();
-            shape[0] = rows.Length;
-            using var rawMask = Tensor.FromArray(rows, shape);
-            using var mask = rawMask.To(y.DType);
+            using var mask = MixedBatchRows.Mask(perSample, name, y);
             using var part = y.Mul(mask);
             if (result == null) result = part.Contiguous();
             else { var next = result.Add(part); result.Dispose(); result = next; }

@@ -108,18 +108,13 @@ public abstract class LoraLayer : Module, IUnaryModule
     private Tensor MixedBatch(Tensor x, Tensor result, string[] perSample)
     {
         if (Merged) throw new InvalidOperationException("a mixed-adapter batch cannot run while adapters are merged; unmerge first");
-        if (perSample.Length != x.Size(0))
-            throw new ArgumentException($"adapter_names has {perSample.Length} entries but the batch has {x.Size(0)} samples");
+        MixedBatchRows.CheckLength(perSample, x);
         foreach (var name in perSample.Distinct().Where(n => n != PeftModel.BaseAdapterName))
         {
             if (!Adapters.Contains(name)) continue; // this layer is not adapted by that adapter
             using var withAdapter = AddAdapterOutput(name, x, result);
             using var delta = withAdapter.Sub(result);
-            var rows = perSample.Select(n => n == name ? 1.0 : 0.0).ToArray();
-            var shape = Enumerable.Repeat(1, delta.Rank).ToArray();
-            shape[0] = rows.Length;
-            using var rawMask = Tensor.FromArray(rows, shape);
-            using var mask = rawMask.To(delta.DType);
+            using var mask = MixedBatchRows.Mask(perSample, name, delta);
             using var masked = delta.Mul(mask);
             var next = result.Add(masked);
             result.Dispose();
