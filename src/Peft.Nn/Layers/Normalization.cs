@@ -78,4 +78,31 @@ public sealed class ModuleList<T> : Module where T : Module
 
     /// <summary>Module <paramref name="index"/> (looked up by name, so replacements are seen).</summary>
     public T this[int index] => Child<T>(_names[index]);
+
+    /// <summary>Runs the modules in order, each on the previous one's output (a transformer's layer stack);
+    /// <paramref name="step"/> gets the module, its index and its input. Takes ownership of <paramref name="input"/>:
+    /// each intermediate, the input included, is disposed once the next module has produced its output, or when a
+    /// module throws. The caller owns the result (<paramref name="input"/> itself when the list is empty).</summary>
+    public Tensor Chain(Tensor input, Func<T, int, Tensor, Tensor> step)
+    {
+        var x = input;
+        try
+        {
+            for (int i = 0; i < Count; i++)
+            {
+                var next = step(this[i], i, x);
+                x.Dispose();
+                x = next;
+            }
+            return x;
+        }
+        catch
+        {
+            x.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary><see cref="Chain(Tensor, Func{T, int, Tensor, Tensor})"/> for modules that need no index.</summary>
+    public Tensor Chain(Tensor input, Func<T, Tensor, Tensor> step) => Chain(input, (m, _, x) => step(m, x));
 }

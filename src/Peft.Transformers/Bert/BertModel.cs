@@ -206,14 +206,8 @@ public sealed class BertModel : Module
     public (Tensor Sequence, Tensor? Pooled) Forward(Tensor ids, Tensor? attentionMask, Tensor? tokenTypeIds = null)
     {
         using var mask = TaskHeads.KeyPaddingMask(attentionMask);
-        var x = Embeddings.Forward(ids, tokenTypeIds);
-        var layers = Child<BertEncoder>("encoder").Layers;
-        for (int i = 0; i < layers.Count; i++)
-        {
-            var next = layers[i].Forward(x, mask);
-            x.Dispose();
-            x = next;
-        }
+        var embedded = Embeddings.Forward(ids, tokenTypeIds);
+        var x = Child<BertEncoder>("encoder").Layers.Chain(embedded, (layer, h) => layer.Forward(h, mask));
         return (x, HasPooler ? Child<BertPooler>("pooler").Forward(x) : null);
     }
 }

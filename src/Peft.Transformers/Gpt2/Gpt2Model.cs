@@ -124,14 +124,8 @@ public sealed class Gpt2Model : Module
         using var pos = Child<IUnaryModule>("wpe").Forward(positions);
         using var sum = tok.Add(pos);
         using var mask = TaskHeads.KeyPaddingMask(attentionMask);
-        var x = Child<IUnaryModule>("drop").Forward(sum);
-        var blocks = Child<ModuleList<Gpt2Block>>("h");
-        for (int i = 0; i < blocks.Count; i++)
-        {
-            var next = blocks[i].Forward(x, mask, cache);
-            x.Dispose();
-            x = next;
-        }
-        using (x) return Child<IUnaryModule>("ln_f").Forward(x);
+        var dropped = Child<IUnaryModule>("drop").Forward(sum);
+        using var x = Child<ModuleList<Gpt2Block>>("h").Chain(dropped, (block, h) => block.Forward(h, mask, cache));
+        return Child<IUnaryModule>("ln_f").Forward(x);
     }
 }

@@ -138,15 +138,9 @@ public sealed class LlamaModel : Module
         using (sin)
         using (var mask = TaskHeads.KeyPaddingMask(attentionMask))
         {
-            var x = Child<IUnaryModule>("embed_tokens").Forward(inputIds);
-            var layers = Child<ModuleList<LlamaDecoderLayer>>("layers");
-            for (int i = 0; i < layers.Count; i++)
-            {
-                var next = layers[i].Forward(x, cos, sin, mask, cache);
-                x.Dispose();
-                x = next;
-            }
-            using (x) return Child<IUnaryModule>("norm").Forward(x);
+            var embedded = Child<IUnaryModule>("embed_tokens").Forward(inputIds);
+            using var x = Child<ModuleList<LlamaDecoderLayer>>("layers").Chain(embedded, (layer, h) => layer.Forward(h, cos, sin, mask, cache));
+            return Child<IUnaryModule>("norm").Forward(x);
         }
     }
 }

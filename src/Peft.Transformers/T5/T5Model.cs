@@ -135,16 +135,10 @@ public sealed class T5Stack : Module
         using var positionBias = blocks[0].SelfAttention.PositionBias(past, t, past + t);
         using var selfBias = CombineMasks(positionBias, selfMask, causal: _decoder, past);
         using var crossBias = encoderOutput == null ? null : CombineMasks(null, encoderMask, causal: false, 0, encoderOutput.Size(1), embeddings.DType);
-        var x = Child<IUnaryModule>("dropout").Forward(embeddings);
-        for (int i = 0; i < blocks.Count; i++)
-        {
-            var next = blocks[i].Forward(x, selfBias, i, encoderOutput, crossBias, cache, crossCache);
-            x.Dispose();
-            x = next;
-        }
-        using (x)
-        using (var n = Child<IUnaryModule>("final_layer_norm").Forward(x))
-            return Child<IUnaryModule>("dropout").Forward(n);
+        var dropped = Child<IUnaryModule>("dropout").Forward(embeddings);
+        using var x = blocks.Chain(dropped, (block, i, h) => block.Forward(h, selfBias, i, encoderOutput, crossBias, cache, crossCache));
+        using var n = Child<IUnaryModule>("final_layer_norm").Forward(x);
+        return Child<IUnaryModule>("dropout").Forward(n);
     }
 
     /// <summary>Position bias plus −∞ where a key is padding or (decoder) in the future, as one additive [B|1, H|1, q, k] tensor.</summary>

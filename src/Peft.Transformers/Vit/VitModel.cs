@@ -294,15 +294,9 @@ public sealed class VitModel : Module
     /// <summary>pixels → normalised sequence [B, 1 + patches, H].</summary>
     public Tensor Forward(Tensor pixels)
     {
-        var x = Child<VitEmbeddings>("embeddings").Forward(pixels);
-        var layers = Child<VitEncoder>("encoder").Layers;
-        for (int i = 0; i < layers.Count; i++)
-        {
-            var next = layers[i].Forward(x);
-            x.Dispose();
-            x = next;
-        }
-        using (x) return Child<IUnaryModule>("layernorm").Forward(x);
+        var embedded = Child<VitEmbeddings>("embeddings").Forward(pixels);
+        using var x = Child<VitEncoder>("encoder").Layers.Chain(embedded, (layer, h) => layer.Forward(h));
+        return Child<IUnaryModule>("layernorm").Forward(x);
     }
 }
 
