@@ -25,15 +25,22 @@ public class LoraInvariantTests
         return p.Forward(x).Logits.ToFloatArray();
     }
 
+    /// <summary>The base model's logits, in eval mode (it stays in eval mode for the adapter wrapped around it).</summary>
+    private static float[] BaseOutput(PreTrainedModel model, Tensor x)
+    {
+        model.Eval();
+        using var _ = Autograd.NoGrad();
+        using var s = Tensor.NewScope();
+        return model.Forward(x).Logits.ToFloatArray();
+    }
+
     [TestCaseSource(nameof(All))]
     public void DefaultInitIsExactlyTheBaseModel(PeftCase c)
     {
         using var scope = Tensor.NewScope();
         var model = c.Model();
-        model.Eval();
         var x = c.Input();
-        float[] baseOut;
-        using (Autograd.NoGrad()) baseOut = model.Forward(x).Logits.ToFloatArray();
+        var baseOut = BaseOutput(model, x);
         var cfg = c.Config();
         cfg.InitLoraWeights = "true";
         using var peft = PeftModel.Create(model, cfg);
@@ -83,10 +90,8 @@ public class LoraInvariantTests
     {
         using var scope = Tensor.NewScope();
         var model = c.Model();
-        model.Eval();
         var x = c.Input();
-        float[] baseOut;
-        using (Autograd.NoGrad()) baseOut = model.Forward(x).Logits.ToFloatArray();
+        var baseOut = BaseOutput(model, x);
         using var peft = PeftModel.Create(model, c.Config());
         var adapted = Run(peft, x);
         using (peft.DisableAdapter()) Assert.That(Run(peft, x), Is.EqualTo(baseOut));
