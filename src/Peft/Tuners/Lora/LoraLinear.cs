@@ -1,4 +1,5 @@
 using Peft.Core;
+using Peft.Core.Linalg;
 using Peft.Nn;
 
 namespace Peft;
@@ -54,7 +55,7 @@ public sealed class LoraLinear : LoraLayer
     {
         CheckRank(r);
         if (useDora && loraBias) throw new NotSupportedException("DoRA cannot be combined with lora_bias (as in PEFT)");
-        if (BaseLayer is QuantizedLinear && (useDora || init is "olora" || init.StartsWith("pissa", StringComparison.Ordinal)))
+        if (BaseLayer is QuantizedLinear && (useDora || IsDataDriven(init)))
             throw new NotSupportedException($"{(useDora ? "DoRA" : init)} on a quantized base is not implemented yet");
         var a = new Linear(InFeatures, r, bias: false);
         var b = new Linear(r, OutFeatures, bias: loraBias);
@@ -85,7 +86,7 @@ public sealed class LoraLinear : LoraLayer
         LoraB.Set(adapter, b);
         DropoutDict.Set(adapter, new Dropout(dropout));
         SetRankAndScaling(adapter, r, alpha, useRslora);
-        if (init == "olora" || init.StartsWith("pissa", StringComparison.Ordinal)) DataDrivenInit(adapter, r, init);
+        if (IsDataDriven(init)) DataDrivenInit(adapter, r, init);
         if (useDora)
         {
             using var norm = WeightNorm(adapter);
@@ -93,6 +94,9 @@ public sealed class LoraLinear : LoraLayer
         }
         else if (Magnitudes.Contains(adapter)) Magnitudes.Remove(adapter);
     }
+
+    /// <summary>PiSSA and OLoRA inits factorise the base weight (and change it), unlike the random ones.</summary>
+    private static bool IsDataDriven(string init) => init == "olora" || init.StartsWith("pissa", StringComparison.Ordinal);
 
     /// <summary>
     /// PiSSA (W ≈ U·S·Vᵀ: A = √(S_r/s)·V_rᵀ, B = U_r·√(S_r/s)) or OLoRA (W = Q·R: A = R[:r], B = Q[:, :r]); the base keeps
@@ -115,7 +119,7 @@ public sealed class LoraLinear : LoraLayer
         var bVals = new double[outF * r];
         if (init == "olora")
         {
-            var (q, rr) = Peft.Core.Linalg.Decompositions.Qr(w);
+            var (q, rr) = Decompositions.Qr(w);
             for (int k = 0; k < r; k++)
             {
                 for (int j = 0; j < inF; j++) aVals[k * inF + j] = rr[k, j];
@@ -141,8 +145,8 @@ public sealed class LoraLinear : LoraLayer
 
     private static (double[,] U, double[] S, double[,] Vt) ExactTopR(double[,] w, int r)
     {
-        var (u, s, v) = Peft.Core.Linalg.Decompositions.Svd(w);
-        return (u, s, Peft.Core.Linalg.Decompositions.Transpose(v));
+        var (u, s, v) = Decompositions.Svd(w);
+        return (u, s, Decompositions.Transpose(v));
     }
 
     /// <summary>Halko et al.'s randomized SVD: orthonormal basis of W·Ω refined by power iterations, then an exact SVD
@@ -156,16 +160,16 @@ public sealed class LoraLinear : LoraLayer
         omegaT.Dispose();
         var omega = new double[n, q];
         for (int i = 0; i < n; i++) for (int j = 0; j < q; j++) omega[i, j] = omegaV[i * q + j];
-        var wt = Peft.Core.Linalg.Decompositions.Transpose(w);
-        var (basis, _) = Peft.Core.Linalg.Decompositions.Qr(Peft.Core.Linalg.Decompositions.MatMul(w, omega));
+        var wt = Decompositions.Transpose(w);
+        var (basis, _) = Decompositions.Qr(Decompositions.MatMul(w, omega));
         for (int it = 0; it < powerIterations; it++)
         {
-            var (z, _) = Peft.Core.Linalg.Decompositions.Qr(Peft.Core.Linalg.Decompositions.MatMul(wt, basis));
-            (basis, _) = Peft.Core.Linalg.Decompositions.Qr(Peft.Core.Linalg.Decompositions.MatMul(w, z));
+            var (z, _) = Decompositions.Qr(Decompositions.MatMul(wt, basis));
+            (basis, _) = Decompositions.Qr(Decompositions.MatMul(w, z));
         }
-        var small = Peft.Core.Linalg.Decompositions.MatMul(Peft.Core.Linalg.Decompositions.Transpose(basis), w); // q×n
-        var (ub, s, v) = Peft.Core.Linalg.Decompositions.Svd(small);
-        return (Peft.Core.Linalg.Decompositions.MatMul(basis, ub), s, Peft.Core.Linalg.Decompositions.Transpose(v));
+        var small = Decompositions.MatMul(Decompositions.Transpose(basis), w); // q×n
+        var (ub, s, v) = Decompositions.Svd(small);
+        return (Decompositions.MatMul(basis, ub), s, Decompositions.Transpose(v));
     }
 
 
@@ -187,13 +191,19 @@ public sealed class LoraLinear : LoraLayer
     /// <summary>The base weight as [out, in] whatever its storage layout.</summary>
     private Tensor WeightOutIn() => FanInFanOut ? BaseWeight.Transpose(0, 1) : BaseWeight.Contiguous();
 
+    /// <summary>W + s·BA as [out, in].</summary>
+    private Tensor WeightPlusDelta(string adapter)
+    {
+        using var w = WeightOutIn();
+        using var delta = ScaledBa(adapter);
+        return w.Add(delta);
+    }
+
     /// <summary>‖W + s·BA‖ per output row, as PEFT's DoRA get_weight_norm (computed without gradients).</summary>
     private Tensor WeightNorm(string adapter)
     {
         using var _ = Autograd.NoGrad();
-        using var w = WeightOutIn();
-        using var delta = ScaledBa(adapter);
-        using var sum = w.Add(delta);
+        using var sum = WeightPlusDelta(adapter);
         return sum.Norm(2, [1]);
     }
 
@@ -236,10 +246,8 @@ public sealed class LoraLinear : LoraLayer
     protected override Tensor MergedWeight(string adapter)
     {
         if (!UsesDora(adapter)) return base.MergedWeight(adapter);
-        using var norm = WeightNorm(adapter);
-        using var w = WeightOutIn();
-        using var delta = ScaledBa(adapter);
-        using var sum = w.Add(delta);
+        using var sum = WeightPlusDelta(adapter);   // Merge runs without gradients, so this is WeightNorm's input
+        using var norm = sum.Norm(2, [1]);
         using var scale = Magnitudes[adapter].Weight.Div(norm);
         using var col = scale.Unsqueeze(1);
         using var merged = sum.Mul(col);
