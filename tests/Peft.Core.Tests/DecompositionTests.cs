@@ -65,4 +65,13 @@ public class DecompositionTests
         for (int i = 0; i < 40; i++) for (int j = 0; j < 30; j++) err += Math.Pow(approx[i, j] - full[i, j], 2);
         Assert.That(Math.Sqrt(err), Is.EqualTo(s[2]).Within(1e-9), "Eckart–Young: the error is the dropped singular value");
     }
+
+    [Test]
+    public void MatrixReadsATensorThroughItsStrides()
+    {
+        using var scope = Tensor.NewScope();
+        var t = Tensor.FromArray(new float[] { 1, 2, 3, 4, 5, 6 }, [2, 3]).Transpose(0, 1); // [3, 2] view
+        Assert.That(Decompositions.Matrix(t), Is.EqualTo(new double[,] { { 1, 4 }, { 2, 5 }, { 3, 6 } }));
+        Assert.Throws<ArgumentException>(() => Decompositions.Matrix(Tensor.Ones([2, 2, 2])));
+    }
 }

@@ -9,15 +9,6 @@ public class DataDrivenInitTests
 
     private static float[] Logits(Func<Tensor, float[]> run) => run(Ids);
 
-    private static double[,] Matrix(Tensor t)
-    {
-        var v = t.ToDoubleArray();
-        int m = t.Size(0), n = t.Size(1);
-        var a = new double[m, n];
-        for (int i = 0; i < m; i++) for (int j = 0; j < n; j++) a[i, j] = v[i * n + j];
-        return a;
-    }
-
     [TestCase("pissa")]
     [TestCase("pissa_niter_4")]
     [TestCase("olora")]
@@ -38,14 +29,14 @@ public class DataDrivenInitTests
         Assert.That(residual.ToFloatArray(), Is.Not.EqualTo(original.ToFloatArray()), "the base holds W − s·B·A");
         if (init == "pissa")
         {
-            var (_, sW, _) = Decompositions.Svd(Matrix(original));
-            var (_, sRes, _) = Decompositions.Svd(Matrix(residual));
+            var (_, sW, _) = Decompositions.Svd(Decompositions.Matrix(original));
+            var (_, sRes, _) = Decompositions.Svd(Decompositions.Matrix(residual));
             Assert.That(sRes[0], Is.EqualTo(sW[3]).Within(1e-4), "PiSSA moved exactly the top-3 singular directions into the adapter");
         }
         if (init == "olora")
         {
             var (_, b) = layer.Factors("default");
-            var bm = Matrix(b);
+            var bm = Decompositions.Matrix(b);
             var btb = Decompositions.MatMul(Decompositions.Transpose(bm), bm);
             for (int i = 0; i < 3; i++) for (int j = 0; j < 3; j++) Assert.That(btb[i, j], Is.EqualTo(i == j ? 1 : 0).Within(1e-5), "B = first r columns of Q");
         }

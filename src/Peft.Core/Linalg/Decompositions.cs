@@ -107,6 +107,17 @@ public static class Decompositions
         return (u, so, vo);
     }
 
+    /// <summary>A 2-D tensor's values (any dtype, any strides) as a matrix.</summary>
+    public static double[,] Matrix(Tensor t)
+    {
+        if (t.Rank != 2) throw new ArgumentException($"a matrix needs a 2-D tensor, got rank {t.Rank}", nameof(t));
+        var v = t.ToDoubleArray();
+        int m = t.Size(0), n = t.Size(1);
+        var a = new double[m, n];
+        for (int i = 0; i < m; i++) for (int j = 0; j < n; j++) a[i, j] = v[i * n + j];
+        return a;
+    }
+
     /// <summary>Aᵀ.</summary>
     public static double[,] Transpose(double[,] a)
     {

@@ -110,10 +110,8 @@ public sealed class LoraLinear : LoraLayer
         if (init == "olora" && FanInFanOut)
             throw new NotSupportedException("OLoRA init on a Conv1D (fan_in_fan_out) layer is not supported (PEFT factorises the stored [in, out] weight, which does not fit lora_B)");
         int outF = OutFeatures, inF = InFeatures;
-        using var wOutIn = WeightOutIn();
-        var wv = wOutIn.ToDoubleArray();
-        var w = new double[outF, inF];
-        for (int i = 0; i < outF; i++) for (int j = 0; j < inF; j++) w[i, j] = wv[i * inF + j];
+        double[,] w;
+        using (var wOutIn = WeightOutIn()) w = Decompositions.Matrix(wOutIn);
         double s = Scaling(adapter);
         var aVals = new double[r * inF];
         var bVals = new double[outF * r];
@@ -155,11 +153,8 @@ public sealed class LoraLinear : LoraLayer
     {
         int m = w.GetLength(0), n = w.GetLength(1);
         int q = Math.Min(Math.Min(m, n), r + 4); // a little oversampling, as svd_lowrank's q ≥ r
-        var omegaT = Tensor.Randn([n, q], null, DType.F64);
-        var omegaV = omegaT.ToDoubleArray();
-        omegaT.Dispose();
-        var omega = new double[n, q];
-        for (int i = 0; i < n; i++) for (int j = 0; j < q; j++) omega[i, j] = omegaV[i * q + j];
+        double[,] omega;
+        using (var omegaT = Tensor.Randn([n, q], null, DType.F64)) omega = Decompositions.Matrix(omegaT);
         var wt = Decompositions.Transpose(w);
         var (basis, _) = Decompositions.Qr(Decompositions.MatMul(w, omega));
         for (int it = 0; it < powerIterations; it++)
