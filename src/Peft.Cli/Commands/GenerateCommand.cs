@@ -23,38 +23,30 @@ internal static class GenerateCommand
         var seed = new Option<ulong>("--seed") { DefaultValueFactory = _ => 0UL };
         var cmd = new Command("generate", "Generate text with a model (and optionally an adapter)");
         foreach (var o in new Option[] { model, adapter, prompt, maxNew, temperature, topK, topP, seed }) cmd.Options.Add(o);
-        cmd.SetAction(r =>
+        cmd.SetAction(r => ModelLoading.ReportingBadInput(stderr, () =>
         {
-            try
+            var folder = r.GetValue(model)!;
+            var tok = AutoTokenizer.FromPretrained(folder);
+            var (m, peft) = ModelLoading.Load(folder, r.GetValue(adapter));
+            using (peft == null ? m : null)
+            using (peft)
             {
-                var folder = r.GetValue(model)!;
-                var tok = AutoTokenizer.FromPretrained(folder);
-                var (m, peft) = ModelLoading.Load(folder, r.GetValue(adapter));
-                using (peft == null ? m : null)
-                using (peft)
+                double t = r.GetValue(temperature);
+                var eos = tok.EosTokenId is int e ? new[] { e } : Array.Empty<int>();
+                var options = new GenerationOptions
                 {
-                    double t = r.GetValue(temperature);
-                    var eos = tok.EosTokenId is int e ? new[] { e } : Array.Empty<int>();
-                    var options = new GenerationOptions
-                    {
-                        MaxNewTokens = r.GetValue(maxNew), DoSample = t > 0, Temperature = t > 0 ? t : 1, TopK = r.GetValue(topK), TopP = r.GetValue(topP),
-                        EosTokenIds = eos, Generator = new Generator(r.GetValue(seed)),
-                    };
-                    var ids = tok.Encode(r.GetValue(prompt)!).Select(i => (long)i).ToArray();
-                    using var input = Tensor.FromArray(ids, [1, ids.Length]);
-                    var result = m is T5ForConditionalGeneration t5
-                        ? Seq2SeqGeneration.Generate(t5, input, options: options with { EosTokenIds = [t5.Config.EosTokenId] })
-                        : TextGeneration.Generate(m, input, options);
-                    stdout.WriteLine(tok.Decode(result[0], skipSpecialTokens: true));
-                }
-                return 0;
+                    MaxNewTokens = r.GetValue(maxNew), DoSample = t > 0, Temperature = t > 0 ? t : 1, TopK = r.GetValue(topK), TopP = r.GetValue(topP),
+                    EosTokenIds = eos, Generator = new Generator(r.GetValue(seed)),
+                };
+                var ids = tok.Encode(r.GetValue(prompt)!).Select(i => (long)i).ToArray();
+                using var input = Tensor.FromArray(ids, [1, ids.Length]);
+                var result = m is T5ForConditionalGeneration t5
+                    ? Seq2SeqGeneration.Generate(t5, input, options: options with { EosTokenIds = [t5.Config.EosTokenId] })
+                    : TextGeneration.Generate(m, input, options);
+                stdout.WriteLine(tok.Decode(result[0], skipSpecialTokens: true));
             }
-            catch (Exception e) when (ModelLoading.IsBadInput(e))
-            {
-                stderr.WriteLine($"error: {e.Message.Split('\n')[0]}");
-                return Program.BadInput;
-            }
-        });
+            return 0;
+        }));
         return cmd;
     }
 
@@ -66,31 +58,23 @@ internal static class GenerateCommand
         var json = new Option<bool>("--json") { Description = "print the logits of the last position as a JSON array" };
         var cmd = new Command("forward", "Run one forward pass and print the last position's logits (for interop checks)");
         foreach (var o in new Option[] { model, adapter, ids, json }) cmd.Options.Add(o);
-        cmd.SetAction(r =>
+        cmd.SetAction(r => ModelLoading.ReportingBadInput(stderr, () =>
         {
-            try
+            var tokens = ModelLoading.ParseIds(r.GetValue(ids)!);
+            var (m, peft) = ModelLoading.Load(r.GetValue(model)!, r.GetValue(adapter));
+            using (peft == null ? m : null)
+            using (peft)
+            using (Autograd.NoGrad())
             {
-                var tokens = ModelLoading.ParseIds(r.GetValue(ids)!);
-                var (m, peft) = ModelLoading.Load(r.GetValue(model)!, r.GetValue(adapter));
-                using (peft == null ? m : null)
-                using (peft)
-                using (Autograd.NoGrad())
-                {
-                    using var input = Tensor.FromArray(tokens, [1, tokens.Length]);
-                    using var logits = m.Forward(input).Logits;
-                    using var last = logits.Rank == 3 ? logits.Select(1, logits.Size(1) - 1).Select(0, 0) : logits.Select(0, 0);
-                    var values = last.ToFloatArray();
-                    if (r.GetValue(json)) stdout.WriteLine(new JsonArray(values.Select(v => (JsonNode)JsonValue.Create(v)).ToArray()).ToJsonString());
-                    else stdout.WriteLine(string.Join(" ", values.Select(v => v.ToString("G6", CultureInfo.InvariantCulture))));
-                }
-                return 0;
+                using var input = Tensor.FromArray(tokens, [1, tokens.Length]);
+                using var logits = m.Forward(input).Logits;
+                using var last = logits.Rank == 3 ? logits.Select(1, logits.Size(1) - 1).Select(0, 0) : logits.Select(0, 0);
+                var values = last.ToFloatArray();
+                if (r.GetValue(json)) stdout.WriteLine(new JsonArray(values.Select(v => (JsonNode)JsonValue.Create(v)).ToArray()).ToJsonString());
+                else stdout.WriteLine(string.Join(" ", values.Select(v => v.ToString("G6", CultureInfo.InvariantCulture))));
             }
-            catch (Exception e) when (ModelLoading.IsBadInput(e))
-            {
-                stderr.WriteLine($"error: {e.Message.Split('\n')[0]}");
-                return Program.BadInput;
-            }
-        });
+            return 0;
+        }));
         return cmd;
     }
 }

@@ -14,29 +14,21 @@ internal static class MergeCommand
         cmd.Options.Add(model);
         cmd.Options.Add(adapter);
         cmd.Options.Add(output);
-        cmd.SetAction(r =>
+        cmd.SetAction(r => ModelLoading.ReportingBadInput(stderr, () =>
         {
-            try
+            string src = r.GetValue(model)!, dst = r.GetValue(output)!;
+            var (_, peft) = ModelLoading.Load(src, r.GetValue(adapter));
+            using (peft)
+            using (var merged = peft!.MergeAndUnload(safeMerge: true))
             {
-                string src = r.GetValue(model)!, dst = r.GetValue(output)!;
-                var (_, peft) = ModelLoading.Load(src, r.GetValue(adapter));
-                using (peft)
-                using (var merged = peft!.MergeAndUnload(safeMerge: true))
-                {
-                    merged.SavePretrained(dst);
-                }
-                // The tokenizer does not change: copy its files so the merged folder is complete.
-                foreach (var f in new[] { "vocab.json", "merges.txt", "tokenizer.model", "vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json" })
-                    if (File.Exists(Path.Combine(src, f))) File.Copy(Path.Combine(src, f), Path.Combine(dst, f), overwrite: true);
-                stdout.WriteLine($"merged model written to {dst}");
-                return 0;
+                merged.SavePretrained(dst);
             }
-            catch (Exception e) when (ModelLoading.IsBadInput(e))
-            {
-                stderr.WriteLine($"error: {e.Message.Split('\n')[0]}");
-                return Program.BadInput;
-            }
-        });
+            // The tokenizer does not change: copy its files so the merged folder is complete.
+            foreach (var f in new[] { "vocab.json", "merges.txt", "tokenizer.model", "vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json" })
+                if (File.Exists(Path.Combine(src, f))) File.Copy(Path.Combine(src, f), Path.Combine(dst, f), overwrite: true);
+            stdout.WriteLine($"merged model written to {dst}");
+            return 0;
+        }));
         return cmd;
     }
 }

@@ -42,8 +42,23 @@ internal static class ModelLoading
         catch (OverflowException) { throw new ArgumentException($"--input-ids must be comma-separated integers, got '{text}'"); }
     }
 
+    /// <summary>Runs a verb's body: bad input becomes one <c>error:</c> line on stderr and exit code 2; anything else
+    /// propagates (a bug, with its stack trace).</summary>
+    public static int ReportingBadInput(TextWriter stderr, Func<int> body)
+    {
+        try
+        {
+            return body();
+        }
+        catch (Exception e) when (IsBadInput(e))
+        {
+            stderr.WriteLine($"error: {e.Message.Split('\n')[0]}");
+            return Program.BadInput;
+        }
+    }
+
     /// <summary>True for exceptions that mean "bad input" (exit code 2, one line) rather than a bug.</summary>
-    public static bool IsBadInput(Exception e) => e is IOException or UnauthorizedAccessException or ArgumentException or ConfigException
+    private static bool IsBadInput(Exception e) => e is IOException or UnauthorizedAccessException or ArgumentException or ConfigException
         or PeftConfigException or AdapterLoadException or Peft.Nn.StateDictException or Peft.Core.SafeTensors.SafeTensorsFormatException
         or NotSupportedException or KeyNotFoundException or InvalidOperationException;
 }
