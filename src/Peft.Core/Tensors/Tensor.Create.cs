@@ -137,10 +137,10 @@ public sealed partial class Tensor
             for (long i = chunk * 16384; i < end; i += 4)
             {
                 var (a, b, c, d) = gen.Block(first + i / 4);
-                uint[] words = [a, b, c, d];
                 for (int j = 0; j < 4 && i + j < end; j++)
                 {
-                    double keep = Philox.ToUnitFloat(words[j]) >= p ? scale : 0;
+                    uint word = j switch { 0 => a, 1 => b, 2 => c, _ => d }; // no per-block array on this hot loop
+                    double keep = Philox.ToUnitFloat(word) >= p ? scale : 0;
                     if (dtype == DType.F64) ((double*)basePtr)[i + j] = keep;
                     else ((float*)basePtr)[i + j] = (float)keep;
                 }
