@@ -113,11 +113,7 @@ public sealed class BertSelfAttention : Module
         using var y = Tensor.ScaledDotProductAttention(q, k, v, keyPaddingMask, dropoutP: IsTraining ? drop.P : 0, generator: drop.Generator);
         return AttentionHeads.Merge(y);
 
-        Tensor Heads(string name)
-        {
-            using var p = Child<IUnaryModule>(name).Forward(x);
-            return AttentionHeads.Split(p, h, d);
-        }
+        Tensor Heads(string name) => AttentionHeads.Project(Child<IUnaryModule>(name), x, h, d);
     }
 }
 

@@ -41,11 +41,7 @@ public sealed class LlamaAttention : Module
         using var merged = AttentionHeads.Merge(y);
         return Child<IUnaryModule>("o_proj").Forward(merged);
 
-        Tensor Heads(string proj, int heads)
-        {
-            using var p = Child<IUnaryModule>(proj).Forward(x);
-            return AttentionHeads.Split(p, heads, d);
-        }
+        Tensor Heads(string proj, int heads) => AttentionHeads.Project(Child<IUnaryModule>(proj), x, heads, d);
     }
 
     /// <summary>[B, KVH, S, D] → [B, KVH·n, S, D], each k/v head serving n query heads (transformers' repeat_kv).</summary>

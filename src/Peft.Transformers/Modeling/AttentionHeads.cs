@@ -1,4 +1,5 @@
 using Peft.Core;
+using Peft.Nn;
 
 namespace Peft.Transformers;
 
@@ -10,6 +11,13 @@ public static class AttentionHeads
     {
         using var r = projected.Reshape(projected.Size(0), projected.Size(1), heads, headDim);
         return r.Transpose(1, 2);
+    }
+
+    /// <summary>x [B, T, C] through <paramref name="projection"/>, split into heads [B, H, T, D].</summary>
+    public static Tensor Project(IUnaryModule projection, Tensor x, int heads, int headDim)
+    {
+        using var p = projection.Forward(x);
+        return Split(p, heads, headDim);
     }
 
     /// <summary>[B, H, T, D] → [B, T, H·D].</summary>

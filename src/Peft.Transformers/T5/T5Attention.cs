@@ -31,11 +31,7 @@ public sealed class T5Attention : Module
     public bool HasRelativeBias { get; }
 
     /// <summary>Projects [B, T, d_model] with q/k/v into heads [B, H, T, d_kv].</summary>
-    public Tensor Project(string which, Tensor x)
-    {
-        using var p = Child<IUnaryModule>(which).Forward(x);
-        return AttentionHeads.Split(p, _cfg.NumHeads, _cfg.DKv);
-    }
+    public Tensor Project(string which, Tensor x) => AttentionHeads.Project(Child<IUnaryModule>(which), x, _cfg.NumHeads, _cfg.DKv);
 
     /// <summary>softmax(q·kᵀ + bias)·v → o. <paramref name="bias"/> [1 or B, H, Tq, Tk] holds position bias and masks.</summary>
     public Tensor Attend(Tensor q, Tensor k, Tensor v, Tensor bias, double dropout)

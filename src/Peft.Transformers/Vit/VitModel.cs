@@ -209,11 +209,7 @@ public sealed class VitSelfAttention : Module
         using var y = Tensor.ScaledDotProductAttention(q, k, v, dropoutP: IsTraining ? _cfg.AttentionProbsDropoutProb : 0);
         return AttentionHeads.Merge(y);
 
-        Tensor Heads(string name)
-        {
-            using var p = Child<IUnaryModule>(name).Forward(x);
-            return AttentionHeads.Split(p, h, d);
-        }
+        Tensor Heads(string name) => AttentionHeads.Project(Child<IUnaryModule>(name), x, h, d);
     }
 }
 
