@@ -55,8 +55,7 @@ public sealed partial class PeftModel
         {
             var key = SavedKey(path, adapter);
             if (key != null) result[key] = tensor;
-            else if (path.EndsWith(".bias", StringComparison.Ordinal) && AdapterOf(path) == null && !path.Contains(".original_module.", StringComparison.Ordinal)
-                     && (config.Bias == "all" || (config.Bias == "lora_only" && path.Contains(".base_layer.", StringComparison.Ordinal))))
+            else if (BiasRuleCovers(path, config) && !path.Contains(".original_module.", StringComparison.Ordinal))
                 result[path] = tensor;
         }
         return result;

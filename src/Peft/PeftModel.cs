@@ -153,16 +153,23 @@ public sealed partial class PeftModel : Module
         {
             if (_configs[adapter] is not LoraConfig { Bias: not "none" } lc || lc.InferenceMode) continue;
             foreach (var (name, p) in NamedParameters())
-                if (name.EndsWith(".bias", StringComparison.Ordinal) && AdapterOf(name) == null &&
-                    (lc.Bias == "all" || name.Contains(".base_layer.", StringComparison.Ordinal)))
-                    p.RequiresGrad = true;
+                if (BiasRuleCovers(name, lc)) p.RequiresGrad = true;
         }
     }
 
+    /// <summary>Whether <paramref name="config"/>'s bias rule ("all": every bias; "lora_only": biases of adapted
+    /// layers) covers the parameter at <paramref name="path"/>: those biases train and are saved with the adapter.</summary>
+    private static bool BiasRuleCovers(string path, LoraConfig config) =>
+        path.EndsWith(".bias", StringComparison.Ordinal) && AdapterOf(path) == null &&
+        (config.Bias == "all" || (config.Bias == "lora_only" && path.Contains(".base_layer.", StringComparison.Ordinal)));
+
+    private static readonly string[] AdapterMarkers =
+        [".lora_A.", ".lora_B.", ".lora_embedding_A.", ".lora_embedding_B.", ".lora_magnitude_vector.", ".modules_to_save."];
+
     /// <summary>The adapter a parameter path belongs to (".lora_A.name.", ".modules_to_save.name."), or null.</summary>
-    private string? AdapterOf(string path)
+    private static string? AdapterOf(string path)
     {
-        foreach (var marker in new[] { ".lora_A.", ".lora_B.", ".lora_embedding_A.", ".lora_embedding_B.", ".lora_magnitude_vector.", ".modules_to_save." })
+        foreach (var marker in AdapterMarkers)
         {
             int i = path.IndexOf(marker, StringComparison.Ordinal);
             if (i < 0) continue;
