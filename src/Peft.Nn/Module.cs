@@ -77,6 +77,12 @@ public abstract class Module : IDisposable
         _children.TryGetValue(name, out var m) ? m as T ?? throw new InvalidCastException($"{GetType().Name}.{name} is a {m.GetType().Name}, not a {typeof(T).Name}")
         : throw new KeyNotFoundException($"{GetType().Name} has no child '{name}'");
 
+    /// <summary>Whether this module itself registered a parameter named <paramref name="name"/>.</summary>
+    protected bool HasParameter(string name) => _params.ContainsKey(name);
+
+    /// <summary>Whether this module has a direct child named <paramref name="name"/>.</summary>
+    protected bool HasChild(string name) => _children.ContainsKey(name);
+
     /// <summary>The parameter registered as <paramref name="name"/> on this module.</summary>
     public Tensor Parameter(string name) => _params.TryGetValue(name, out var p) ? p
         : throw new KeyNotFoundException($"{GetType().Name} has no parameter '{name}'");

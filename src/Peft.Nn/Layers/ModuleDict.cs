@@ -13,7 +13,7 @@ public sealed class ModuleDict<T> : Module where T : Module
     }
 
     /// <summary>True when <paramref name="key"/> is present.</summary>
-    public bool Contains(string key) => NamedChildren().Any(c => c.Name == key);
+    public bool Contains(string key) => HasChild(key);
 
     /// <summary>The module under <paramref name="key"/>.</summary>
     public T this[string key] => Child<T>(key);

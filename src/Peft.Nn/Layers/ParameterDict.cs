@@ -13,7 +13,7 @@ public sealed class ParameterDict : Module
     }
 
     /// <summary>True when <paramref name="key"/> is present.</summary>
-    public bool Contains(string key) => NamedParameters().Any(p => p.Name == key);
+    public bool Contains(string key) => HasParameter(key);
 
     /// <summary>The parameter under <paramref name="key"/>.</summary>
     public Tensor this[string key] => Parameter(key);

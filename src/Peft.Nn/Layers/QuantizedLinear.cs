@@ -22,7 +22,7 @@ public abstract class QuantizedLinear : Module, IUnaryModule
     public int OutFeatures { get; }
 
     /// <summary>The bias, if any (a float parameter, frozen like the weight).</summary>
-    public Tensor? Bias => NamedParameters().Any(p => p.Name == "bias") ? Parameter("bias") : null;
+    public Tensor? Bias => HasParameter("bias") ? Parameter("bias") : null;
 
     /// <summary>The weight as F32 [out, in] (a new tensor the caller disposes).</summary>
     public abstract Tensor DequantizedWeight();

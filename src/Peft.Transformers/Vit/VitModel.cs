@@ -227,7 +227,7 @@ public sealed class VitDense : Module
     public Tensor Forward(Tensor x)
     {
         var d = Child<IUnaryModule>("dense").Forward(x);
-        if (!NamedChildren().Any(c => c.Name == "dropout")) return d;
+        if (!HasChild("dropout")) return d;
         using (d) return Child<IUnaryModule>("dropout").Forward(d);
     }
 }
