@@ -153,10 +153,7 @@ public abstract class Module : IDisposable
     {
         var d = new Dictionary<string, Tensor>();
         foreach (var (path, m) in NamedModules())
-        {
-            foreach (var n in m._paramOrder) d[Join(path, n)] = m._params[n];
-            foreach (var n in m._bufferOrder) if (m._buffers[n].Persistent) d[Join(path, n)] = m._buffers[n].Tensor;
-        }
+            foreach (var (n, t, _) in m.OwnTensors()) d[Join(path, n)] = t;
         return d;
     }
 
@@ -290,7 +287,8 @@ public abstract class Module : IDisposable
 
     internal static string Join(string prefix, string name) => prefix.Length == 0 ? name : prefix + "." + name;
 
-    /// <summary>Tensors this module holds directly, for <see cref="StateDictLoader"/>.</summary>
+    /// <summary>This module's own state-dict entries (parameters, then persistent buffers), for <see cref="StateDict"/>
+    /// and <see cref="StateDictLoader"/>.</summary>
     internal IEnumerable<(string Name, Tensor Tensor, bool IsParameter)> OwnTensors() =>
         _paramOrder.Select(n => (n, _params[n], true)).Concat(_bufferOrder.Where(n => _buffers[n].Persistent).Select(n => (n, _buffers[n].Tensor, false)));
 
