@@ -233,6 +233,17 @@ public abstract class Module : IDisposable
         p.Dispose();
     }
 
+    /// <summary>Removes and disposes a buffer.</summary>
+    protected void RemoveBuffer(string name)
+    {
+        if (!_buffers.Remove(name, out var b)) throw new KeyNotFoundException($"{GetType().Name} has no buffer '{name}'");
+        _bufferOrder.Remove(name);
+        b.Tensor.Dispose();
+    }
+
+    /// <summary>True when a buffer named <paramref name="name"/> is registered.</summary>
+    protected bool HasBuffer(string name) => _buffers.ContainsKey(name);
+
     /// <summary>Removes a child module (returned, not disposed).</summary>
     protected Module RemoveModule(string name)
     {

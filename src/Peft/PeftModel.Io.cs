@@ -49,7 +49,7 @@ public sealed partial class PeftModel
     /// <summary>The adapter's tensors under their saved (PEFT file) keys.</summary>
     private Dictionary<string, Tensor> AdapterState(string adapter)
     {
-        var config = (LoraConfig)_configs[adapter];
+        var config = (TunerConfig)_configs[adapter];
         var result = new Dictionary<string, Tensor>();
         foreach (var (path, tensor) in StateDict())
         {
@@ -61,18 +61,21 @@ public sealed partial class PeftModel
         return result;
     }
 
-    /// <summary>PEFT's on-disk key for an in-memory parameter path of <paramref name="adapter"/>, or null.</summary>
+    /// <summary>
+    /// PEFT's on-disk key for an in-memory path of <paramref name="adapter"/>, or null: the adapter name is dropped
+    /// (<c>.lora_A.default.weight</c> → <c>.lora_A.weight</c>, <c>.hada_w1_a.default</c> → <c>.hada_w1_a</c>,
+    /// <c>base_model.vera_A.default</c> → <c>base_model.vera_A</c>); DoRA's magnitude also loses its ".weight";
+    /// modules_to_save copies are saved under the original module's keys.
+    /// </summary>
     private static string? SavedKey(string path, string adapter)
     {
-        foreach (var marker in new[] { ".lora_A.", ".lora_B." })
-            if (path.Contains(marker + adapter + ".", StringComparison.Ordinal)) return path.Replace(marker + adapter + ".", marker, StringComparison.Ordinal);
-        // Bare parameters lose the adapter name at the end; DoRA's magnitude also loses its ".weight".
-        foreach (var bare in new[] { ".lora_embedding_A", ".lora_embedding_B" })
-            if (path.EndsWith(bare + "." + adapter, StringComparison.Ordinal)) return path[..^(adapter.Length + 1)];
-        if (path.EndsWith(".lora_magnitude_vector." + adapter + ".weight", StringComparison.Ordinal))
-            return path[..^(adapter.Length + ".weight".Length + 1)];
-        var mts = ".modules_to_save." + adapter + ".";
-        return path.Contains(mts, StringComparison.Ordinal) ? path.Replace(mts, ".", StringComparison.Ordinal) : null;
+        var segments = path.Split('.').ToList();
+        int i = AdapterSegmentIndex(segments.ToArray());
+        if (i < 0 || segments[i] != adapter) return null;
+        segments.RemoveAt(i);
+        if (segments[i - 1] == "modules_to_save") segments.RemoveAt(i - 1);
+        else if (segments[i - 1] == "lora_magnitude_vector" && i < segments.Count && segments[i] == "weight") segments.RemoveAt(i);
+        return string.Join('.', segments);
     }
 
     /// <summary>

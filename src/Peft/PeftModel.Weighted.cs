@@ -56,7 +56,7 @@ public sealed partial class PeftModel
         Inject(adapterName, config);
 
         using var _ = Autograd.NoGrad();
-        foreach (var (_, layer) in LoraLayers())
+        foreach (var layer in TunerLayers().Select(l => l.Layer).OfType<LoraLayer>())
         {
             if (!layer.Adapters.Contains(adapterName)) continue;
             var present = adapters.Select((a, i) => (Name: a, Weight: weights[i], Rank: ranks[i])).Where(p => layer.Adapters.Contains(p.Name)).ToList();

@@ -71,8 +71,8 @@ public sealed partial class PeftModel : Module
         return cfg;
     }
 
-    private IEnumerable<(string Name, LoraLayer Layer)> LoraLayers() =>
-        Model.NamedModules().Where(m => m.Module is LoraLayer).Select(m => (m.Name, (LoraLayer)m.Module));
+    private IEnumerable<(string Name, TunerLayer Layer)> TunerLayers() =>
+        Model.NamedModules().Where(m => m.Module is TunerLayer).Select(m => (m.Name, (TunerLayer)m.Module));
 
     private IEnumerable<(string Name, ModulesToSaveWrapper Wrapper)> Wrappers() =>
         Model.NamedModules().Where(m => m.Module is ModulesToSaveWrapper).Select(m => (m.Name, (ModulesToSaveWrapper)m.Module));
@@ -81,26 +81,30 @@ public sealed partial class PeftModel : Module
     {
         if (_configs.ContainsKey(adapter)) throw new ArgumentException($"an adapter named '{adapter}' already exists");
         if (adapter.Contains('.') || adapter.Length == 0) throw new ArgumentException($"adapter names must be non-empty and contain no '.', got '{adapter}'");
-        if (config is not LoraConfig lora) throw new NotSupportedException($"peft_type {config.PeftType} is not supported yet");
+        if (config is not TunerConfig tuner) throw new NotSupportedException($"peft_type {config.PeftType} is not supported yet");
+        if (_configs.Values.FirstOrDefault() is { } existing && existing.PeftType != config.PeftType)
+            throw new ArgumentException($"cannot add a {config.PeftType} adapter next to {existing.PeftType} adapters: one PeftModel holds one method, as in PEFT (without PeftMixedModel)");
         var mtsNames = config.ModulesToSave ?? [];
         WrapModulesToSave(adapter, mtsNames, trainable: !config.InferenceMode);
         var protectedPaths = Wrappers().Select(w => w.Name).ToList();
-        var targets = TargetMatcher.Targets(Model, lora, protectedPaths);
-        // PEFT corrects fan_in_fan_out to the layers it meets (with a warning) and saves the corrected value.
-        var kinds = targets.Select(t => Model.GetSubmodule(t)).Select(m => m is LoraLinear l ? l.BaseLayer : m).ToList();
-        if (kinds.Any(m => m is Conv1D)) lora.FanInFanOut = true;
-        else if (kinds.Any(m => m is Linear)) lora.FanInFanOut = false;
+        var targets = TargetMatcher.Targets(Model, tuner, protectedPaths);
+        var baseLayers = targets.Select(t => Model.GetSubmodule(t)).Select(m => m is TunerLayer l ? l.BaseLayer : m).ToList();
+        for (int i = 0; i < targets.Count; i++)
+            if (!tuner.CanWrap(baseLayers[i]))
+                throw new NotSupportedException($"cannot add {config.PeftType} adapter '{adapter}' to module '{targets[i]}': {baseLayers[i].GetType().Name} layers are not supported by this method");
+        tuner.FitTo(baseLayers);
+        foreach (var (dict, tensor) in tuner.SharedTensors(baseLayers)) BaseModelLevel.AddShared(dict, adapter, tensor);
+        var shared = BaseModelLevel.Shared;
         foreach (var name in targets)
         {
             var module = Model.GetSubmodule(name);
-            var layer = module as LoraLayer;
+            var layer = module as TunerLayer;
             if (layer == null)
             {
-                layer = LoraLayer.For(module);
+                layer = tuner.NewLayer(module);
                 Model.SetSubmodule(name, layer);
             }
-            var (r, alpha) = lora.RankAndAlphaFor(name);
-            try { layer.UpdateLayer(adapter, r, alpha, lora.LoraDropout, lora.InitLoraWeights, lora.UseRslora, lora.LoraBias, lora.UseDora); }
+            try { tuner.AddTo(layer, adapter, name, shared); }
             catch (NotSupportedException e)
             {
                 throw new NotSupportedException($"cannot add adapter '{adapter}' to module '{name}': {e.Message}", e);
@@ -112,6 +116,8 @@ public sealed partial class PeftModel : Module
         }
         _configs[adapter] = config;
     }
+
+    private TunerModel BaseModelLevel => Child<TunerModel>("base_model");
 
     private void WrapModulesToSave(string adapter, string[] names, bool trainable)
     {
@@ -137,7 +143,7 @@ public sealed partial class PeftModel : Module
     /// </summary>
     private void ApplyActiveState()
     {
-        foreach (var (_, layer) in LoraLayers())
+        foreach (var (_, layer) in TunerLayers())
         {
             layer.ActiveAdapters.Clear();
             layer.ActiveAdapters.AddRange(_active.Where(a => layer.Adapters.Contains(a)));
@@ -151,33 +157,39 @@ public sealed partial class PeftModel : Module
         }
         foreach (var adapter in _active)
         {
-            if (_configs[adapter] is not LoraConfig { Bias: not "none" } lc || lc.InferenceMode) continue;
+            if (_configs[adapter] is not TunerConfig { BiasRule: not "none" } lc || lc.InferenceMode) continue;
             foreach (var (name, p) in NamedParameters())
                 if (BiasRuleCovers(name, lc)) p.RequiresGrad = true;
         }
     }
 
-    /// <summary>Whether <paramref name="config"/>'s bias rule ("all": every bias; "lora_only": biases of adapted
-    /// layers) covers the parameter at <paramref name="path"/>: those biases train and are saved with the adapter.</summary>
-    private static bool BiasRuleCovers(string path, LoraConfig config) =>
+    /// <summary>Whether <paramref name="config"/>'s bias rule ("all": every bias; "lora_only" and the like: biases of
+    /// adapted layers) covers the parameter at <paramref name="path"/>: those biases train and are saved with the adapter.</summary>
+    private static bool BiasRuleCovers(string path, TunerConfig config) =>
         path.EndsWith(".bias", StringComparison.Ordinal) && AdapterOf(path) == null &&
-        (config.Bias == "all" || (config.Bias == "lora_only" && path.Contains(".base_layer.", StringComparison.Ordinal)));
+        (config.BiasRule == "all" || (config.BiasRule.EndsWith("_only", StringComparison.Ordinal) && path.Contains(".base_layer.", StringComparison.Ordinal)));
 
-    private static readonly string[] AdapterMarkers =
-        [".lora_A.", ".lora_B.", ".lora_embedding_A.", ".lora_embedding_B.", ".lora_magnitude_vector.", ".modules_to_save."];
+    /// <summary>Path segments after which the next segment names the adapter: every method's parameter prefix,
+    /// modules_to_save copies and VeRA's shared projections.</summary>
+    private static readonly string[] AdapterSegmentPrefixes = ["lora_", "hada_", "lokr_", "ia3_", "vera_lambda_", "oft_", "boft_"];
 
-    /// <summary>The adapter a parameter path belongs to (".lora_A.name.", ".modules_to_save.name."), or null.</summary>
+    private static bool IsAdapterSegment(string segment) =>
+        segment is "modules_to_save" or "vera_A" or "vera_B" || AdapterSegmentPrefixes.Any(p => segment.StartsWith(p, StringComparison.Ordinal));
+
+    /// <summary>The index of the segment holding the adapter name in a dotted path (".lora_A.name.", ".modules_to_save.name."), or −1.</summary>
+    private static int AdapterSegmentIndex(string[] segments)
+    {
+        for (int i = 0; i + 1 < segments.Length; i++)
+            if (IsAdapterSegment(segments[i])) return i + 1;
+        return -1;
+    }
+
+    /// <summary>The adapter a parameter path belongs to, or null.</summary>
     private static string? AdapterOf(string path)
     {
-        foreach (var marker in AdapterMarkers)
-        {
-            int i = path.IndexOf(marker, StringComparison.Ordinal);
-            if (i < 0) continue;
-            var rest = path[(i + marker.Length)..];
-            int dot = rest.IndexOf('.');
-            return dot < 0 ? rest : rest[..dot];
-        }
-        return null;
+        var segments = path.Split('.');
+        int i = AdapterSegmentIndex(segments);
+        return i < 0 ? null : segments[i];
     }
 
     /// <summary>The name that, in a mixed batch, means "no adapter" for a sample.</summary>
@@ -193,7 +205,7 @@ public sealed partial class PeftModel : Module
         if (adapterNames == null) return Model.Forward(input, attentionMask, labels, cache);
         foreach (var n in adapterNames.Distinct())
             if (n != BaseAdapterName && !_configs.ContainsKey(n)) throw new KeyNotFoundException($"adapter_names mentions unknown adapter '{n}'");
-        var layers = LoraLayers().Select(l => l.Layer).ToList();
+        var layers = TunerLayers().Select(l => l.Layer).ToList();
         if (layers.OfType<LoraLinear>().Any(l => adapterNames.Any(l.UsesDora)))
             throw new InvalidOperationException("mixed-adapter batches cannot use DoRA adapters (as in PEFT)");
         var wrappers = Wrappers().Select(w => w.Wrapper).ToList();
@@ -251,10 +263,11 @@ public sealed partial class PeftModel : Module
     public void DeleteAdapter(string adapterName)
     {
         if (!_configs.ContainsKey(adapterName)) throw new KeyNotFoundException($"no adapter named '{adapterName}'");
-        foreach (var (_, layer) in LoraLayers())
+        foreach (var (_, layer) in TunerLayers())
             if (layer.MergedAdapters.Contains(adapterName)) throw new InvalidOperationException($"adapter '{adapterName}' is merged; unmerge before deleting it");
-        foreach (var (_, layer) in LoraLayers()) layer.DeleteAdapter(adapterName);
+        foreach (var (_, layer) in TunerLayers()) layer.DeleteAdapter(adapterName);
         foreach (var (_, w) in Wrappers()) if (w.Copies.Contains(adapterName)) w.Copies.Remove(adapterName);
+        BaseModelLevel.RemoveShared(adapterName);
         _configs.Remove(adapterName);
         _active.Remove(adapterName);
         if (_active.Count == 0 && _configs.Count > 0) _active.Add(_configs.Keys.First());
@@ -265,7 +278,7 @@ public sealed partial class PeftModel : Module
     /// <example><code>using (peft.DisableAdapter()) { var baseLogits = peft.Forward(ids).Logits; }</code></example>
     public IDisposable DisableAdapter()
     {
-        var layers = LoraLayers().Select(l => l.Layer).ToList();
+        var layers = TunerLayers().Select(l => l.Layer).ToList();
         var wrappers = Wrappers().Select(w => w.Wrapper).ToList();
         var before = layers.Select(l => l.DisableAdapters).ToList();
         foreach (var l in layers) l.DisableAdapters = true;
@@ -293,13 +306,13 @@ public sealed partial class PeftModel : Module
     public void MergeAdapter(IEnumerable<string>? adapterNames = null, bool safeMerge = false)
     {
         var names = (adapterNames ?? _active).ToList();
-        foreach (var (_, layer) in LoraLayers()) layer.Merge(names, safeMerge);
+        foreach (var (_, layer) in TunerLayers()) layer.Merge(names, safeMerge);
     }
 
     /// <summary>Subtracts every merged adapter again (last merged first).</summary>
     public void UnmergeAdapter()
     {
-        foreach (var (_, layer) in LoraLayers()) layer.Unmerge();
+        foreach (var (_, layer) in TunerLayers()) layer.Unmerge();
     }
 
     /// <summary>Merges the adapters and returns the plain model without adapter layers (this PeftModel is then empty).</summary>
@@ -313,7 +326,7 @@ public sealed partial class PeftModel : Module
     /// are replaced by the active adapter's trained copy, as PEFT does. This PeftModel is then empty.</summary>
     public PreTrainedModel Unload()
     {
-        foreach (var (name, layer) in LoraLayers().ToList())
+        foreach (var (name, layer) in TunerLayers().ToList())
         {
             var baseLayer = layer.TakeBaseLayer();
             Model.SetSubmodule(name, baseLayer);
@@ -336,6 +349,24 @@ public sealed partial class PeftModel : Module
     private sealed class TunerModel : Module
     {
         public TunerModel(PreTrainedModel model) => RegisterModule("model", model);
+
+        /// <summary>Stores a tensor the method shares across layers as <c>&lt;dict&gt;.&lt;adapter&gt;</c> (a persistent buffer).</summary>
+        public void AddShared(string dict, string adapter, Tensor value)
+        {
+            if (!HasChild(dict)) RegisterModule(dict, new SharedTensorDict());
+            Child<SharedTensorDict>(dict).Set(adapter, value);
+        }
+
+        /// <summary>The shared tensor dictionaries by name.</summary>
+        public IReadOnlyDictionary<string, SharedTensorDict> Shared =>
+            NamedChildren().Where(c => c.Module is SharedTensorDict).ToDictionary(c => c.Name, c => (SharedTensorDict)c.Module);
+
+        /// <summary>Drops an adapter's shared tensors.</summary>
+        public void RemoveShared(string adapter)
+        {
+            foreach (var (_, m) in NamedChildren().ToList())
+                if (m is SharedTensorDict s && s.Contains(adapter)) s.Remove(adapter);
+        }
 
         /// <summary>Hands the transformer back so disposing the PeftModel no longer disposes it.</summary>
         public void Release() => RemoveModule("model");

@@ -12,8 +12,8 @@ namespace Peft;
 /// </summary>
 public static class TargetMatcher
 {
-    /// <summary>The module names of <paramref name="model"/> a LoRA config targets, in model order.</summary>
-    public static List<string> Targets(PreTrainedModel model, LoraConfig config, IReadOnlyCollection<string> protectedPrefixes)
+    /// <summary>The module names of <paramref name="model"/> a config targets, in model order.</summary>
+    public static List<string> Targets(PreTrainedModel model, TunerConfig config, IReadOnlyCollection<string> protectedPrefixes)
     {
         bool allLinear = config.TargetModules is ["all-linear"] || config.TargetModulesRegex == "all-linear";
         var candidates = Candidates(model, allLinear);
@@ -42,7 +42,7 @@ public static class TargetMatcher
 
     /// <summary>
     /// Adaptable layers by path: plain Linear/Conv1D (and Embedding unless "all-linear"), and layers already wrapped by
-    /// LoRA under their own path — never the modules inside a wrapper (its base_layer, lora_A.x, ...).
+    /// a tuner under their own path — never the modules inside a wrapper (its base_layer, lora_A.x, ...).
     /// </summary>
     private static List<string> Candidates(PreTrainedModel model, bool allLinear)
     {
@@ -51,9 +51,10 @@ public static class TargetMatcher
         foreach (var (name, module) in model.NamedModules())
         {
             if (wrapped.Any(w => name.StartsWith(w + ".", StringComparison.Ordinal))) continue;
-            if (module is LoraLayer or ModulesToSaveWrapper) wrapped.Add(name);
-            bool linear = module is Linear or Conv1D or LoraLinear or QuantizedLinear;
-            bool embedding = module is Embedding or LoraEmbedding;
+            if (module is TunerLayer or ModulesToSaveWrapper) wrapped.Add(name);
+            var layer = module is TunerLayer t ? t.BaseLayer : module;
+            bool linear = layer is Linear or Conv1D or QuantizedLinear;
+            bool embedding = layer is Embedding;
             if (linear || (!allLinear && embedding)) result.Add(name);
         }
         return result;

@@ -11,7 +11,7 @@ namespace Peft;
 public sealed class LoraEmbedding : LoraLayer
 {
     /// <summary>Wraps <paramref name="baseLayer"/>.</summary>
-    public LoraEmbedding(Embedding baseLayer) : base(baseLayer, baseLayer.NumEmbeddings, baseLayer.EmbeddingDim)
+    public LoraEmbedding(Embedding baseLayer) : base(baseLayer)
     {
         RegisterModule("lora_embedding_A", new ParameterDict());
         RegisterModule("lora_embedding_B", new ParameterDict());

@@ -16,22 +16,13 @@ public sealed class LoraLinear : LoraLayer
 
     /// <summary>Wraps <paramref name="baseLayer"/> (a <see cref="Linear"/> or <see cref="Conv1D"/>).</summary>
     public LoraLinear(Module baseLayer)
-        : base(baseLayer, InOf(baseLayer), OutOf(baseLayer))
+        : base(baseLayer)
     {
-        // The layer decides, as PEFT corrects a wrong fan_in_fan_out (with a warning): Conv1D stores [in, out], Linear [out, in].
-        FanInFanOut = baseLayer is Conv1D;
         RegisterModule("lora_dropout", new ModuleDict<Dropout>());
         RegisterModule("lora_A", new ModuleDict<Linear>());
         RegisterModule("lora_B", new ModuleDict<Linear>());
         RegisterModule("lora_magnitude_vector", new ModuleDict<DoraMagnitude>());
     }
-
-    private static int InOf(Module m) => m switch { Conv1D c => c.InFeatures, Linear l => l.InFeatures, QuantizedLinear q => q.InFeatures, _ => throw new NotSupportedException(m.GetType().Name) };
-
-    private static int OutOf(Module m) => m switch { Conv1D c => c.OutFeatures, Linear l => l.OutFeatures, QuantizedLinear q => q.OutFeatures, _ => throw new NotSupportedException(m.GetType().Name) };
-
-    /// <summary>True when the base weight is [in, out] (Conv1D), so ΔW is transposed before merging.</summary>
-    public bool FanInFanOut { get; }
 
     private ModuleDict<Linear> LoraA => Child<ModuleDict<Linear>>("lora_A");
     private ModuleDict<Linear> LoraB => Child<ModuleDict<Linear>>("lora_B");
@@ -43,8 +34,6 @@ public sealed class LoraLinear : LoraLayer
 
     /// <summary>True when <paramref name="adapter"/> is a DoRA adapter (not allowed in mixed batches, as in PEFT).</summary>
     public bool UsesDora(string adapter) => Magnitudes.Contains(adapter);
-
-    private Tensor? BaseBias => BaseLayer switch { Linear l => l.Bias, Conv1D c => c.Bias, QuantizedLinear q => q.Bias, _ => null };
 
     /// <summary>
     /// Adds (or replaces) an adapter. <paramref name="init"/>: "true" (A ~ U(±1/√in) — kaiming_uniform(a=√5) — and B = 0,
@@ -174,17 +163,6 @@ public sealed class LoraLinear : LoraLayer
         using var ba = LoraB[adapter].Weight.MatMul(LoraA[adapter].Weight);
         return ba.Mul(Scaling(adapter));
     }
-
-    /// <summary>An [out, in] matrix in the base weight's layout (transposed for Conv1D), as a new tensor.</summary>
-    private Tensor InBaseLayout(Tensor outIn)
-    {
-        if (!FanInFanOut) return outIn.Contiguous();
-        using var t = outIn.Transpose(0, 1);
-        return t.Contiguous();
-    }
-
-    /// <summary>The base weight as [out, in] whatever its storage layout.</summary>
-    private Tensor WeightOutIn() => FanInFanOut ? BaseWeight.Transpose(0, 1) : BaseWeight.Contiguous();
 
     /// <summary>W + s·BA as [out, in].</summary>
     private Tensor WeightPlusDelta(string adapter)
