@@ -28,8 +28,9 @@ internal sealed class Mlp : PreTrainedModel
     }
 }
 
-/// <summary>One row of the invariant matrix: a model, a LoRA config and inputs.</summary>
-public sealed record PeftCase(string Name, Func<PreTrainedModel> Model, Func<LoraConfig> Config, Func<Tensor> Input, Func<Tensor> Labels)
+/// <summary>One row of the invariant matrix: a model, a config and inputs. <c>Config(true)</c> gives a non-trivial
+/// (randomly initialised) adapter, <c>Config(false)</c> the method's default init, which must leave the model unchanged.</summary>
+public sealed record PeftCase(string Name, Func<PreTrainedModel> Model, Func<bool, TunerConfig> Config, Func<Tensor> Input, Func<Tensor> Labels)
 {
     public override string ToString() => Name;
 }
@@ -60,41 +61,82 @@ internal static class Cases
 
     private static Tensor Ids() => Tensor.FromArray(new long[] { 3, 9, 4, 12, 7, 1, 5, 2, 8, 6 }, [2, 5]);
 
-    private static LoraConfig Lora(string task, string[] targets, string init = "false", Action<LoraConfig>? more = null)
+    private static Func<bool, TunerConfig> Lora(string task, string[] targets, Action<LoraConfig>? more = null) => random =>
     {
-        var c = new LoraConfig { R = 4, LoraAlpha = 8, TargetModules = targets, TaskType = task, InitLoraWeights = init };
+        var c = new LoraConfig { R = 4, LoraAlpha = 8, TargetModules = targets, TaskType = task, InitLoraWeights = random ? "false" : "true" };
         more?.Invoke(c);
         return c;
+    };
+
+    private static Func<bool, TunerConfig> LoHa(string task, string[] targets, Action<LoHaConfig>? more = null) => random =>
+    {
+        var c = new LoHaConfig { R = 3, Alpha = 6, TargetModules = targets, TaskType = task, InitWeights = !random };
+        more?.Invoke(c);
+        return c;
+    };
+
+    private static Func<bool, TunerConfig> LoKr(string task, string[] targets, Action<LoKrConfig>? more = null) => random =>
+    {
+        var c = new LoKrConfig { R = 2, Alpha = 4, TargetModules = targets, TaskType = task, InitWeights = random ? "false" : "true" };
+        more?.Invoke(c);
+        return c;
+    };
+
+    private static PreTrainedModel NewMlp()
+    {
+        Generator.Default.ManualSeed(1);
+        return new Mlp();
     }
+
+    private static Tensor MlpInput() => Tensor.Randn([4, 10], 3);
+
+    private static Tensor MlpLabels() => Tensor.FromArray(new long[] { 0, 1, 1, 0 });
+
+    private static Tensor SeqClsLabels() => Tensor.FromArray(new long[] { 2, 0 });
 
     public static IEnumerable<PeftCase> All()
     {
-        yield return new("gpt2_c_attn_conv1d", () => Create(Gpt2), () => Lora("CAUSAL_LM", ["c_attn"]), Ids, Ids);
-        yield return new("gpt2_all_linear_rslora", () => Create(Gpt2), () => Lora("CAUSAL_LM", ["all-linear"], more: c => c.UseRslora = true), Ids, Ids);
-        yield return new("gpt2_regex_layer1_mlp", () => Create(Gpt2), () =>
+        yield return new("gpt2_c_attn_conv1d", () => Create(Gpt2), Lora("CAUSAL_LM", ["c_attn"]), Ids, Ids);
+        yield return new("gpt2_all_linear_rslora", () => Create(Gpt2), Lora("CAUSAL_LM", ["all-linear"], more: c => c.UseRslora = true), Ids, Ids);
+        yield return new("gpt2_regex_layer1_mlp", () => Create(Gpt2), Lora("CAUSAL_LM", ["c_fc"], c =>
         {
-            var c = Lora("CAUSAL_LM", ["c_fc"]);
             c.TargetModules = null;
             c.TargetModulesRegex = @".*\.1\.mlp\.c_(fc|proj)";
-            return c;
-        }, Ids, Ids);
-        yield return new("llama_qv_gaussian_patterns", () => Create(Llama), () => Lora("CAUSAL_LM", ["q_proj", "v_proj"], "false", c =>
+        }), Ids, Ids);
+        yield return new("llama_qv_gaussian_patterns", () => Create(Llama), Lora("CAUSAL_LM", ["q_proj", "v_proj"], c =>
         {
             c.RankPattern = new() { ["v_proj"] = 2 };
             c.AlphaPattern = new() { [@"layers\.1\.self_attn\.q_proj"] = 3 };
         }), Ids, Ids);
-        yield return new("llama_layers_to_transform_exclude", () => Create(Llama), () => Lora("CAUSAL_LM", ["q_proj", "k_proj", "v_proj", "o_proj"], more: c =>
+        yield return new("llama_layers_to_transform_exclude", () => Create(Llama), Lora("CAUSAL_LM", ["q_proj", "k_proj", "v_proj", "o_proj"], more: c =>
         {
             c.LayersToTransform = [1];
             c.LayersPattern = ["layers"];
             c.ExcludeModules = ["k_proj"];
         }), Ids, Ids);
-        yield return new("gpt2_dora_conv1d", () => Create(Gpt2), () => Lora("CAUSAL_LM", ["c_attn", "c_fc"], more: c => c.UseDora = true), Ids, Ids);
-        yield return new("llama_dora_linear", () => Create(Llama), () => Lora("CAUSAL_LM", ["q_proj", "v_proj", "down_proj"], more: c => c.UseDora = true), Ids, Ids);
-        yield return new("llama_embedding_and_q", () => Create(Llama), () => Lora("CAUSAL_LM", ["embed_tokens", "q_proj"]), Ids, Ids);
-        yield return new("bert_seqcls_with_head", () => Create(Bert, ModelTask.SequenceClassification), () => Lora("SEQ_CLS", ["query", "value"]), Ids,
-            () => Tensor.FromArray(new long[] { 2, 0 }));
-        yield return new("mlp_lin0_bias_all", () => { Generator.Default.ManualSeed(1); return new Mlp(); }, () => Lora(null!, ["lin0"], more: c => c.Bias = "all"),
-            () => Tensor.Randn([4, 10], 3), () => Tensor.FromArray(new long[] { 0, 1, 1, 0 }));
+        yield return new("gpt2_dora_conv1d", () => Create(Gpt2), Lora("CAUSAL_LM", ["c_attn", "c_fc"], more: c => c.UseDora = true), Ids, Ids);
+        yield return new("llama_dora_linear", () => Create(Llama), Lora("CAUSAL_LM", ["q_proj", "v_proj", "down_proj"], more: c => c.UseDora = true), Ids, Ids);
+        yield return new("llama_embedding_and_q", () => Create(Llama), Lora("CAUSAL_LM", ["embed_tokens", "q_proj"]), Ids, Ids);
+        yield return new("bert_seqcls_with_head", () => Create(Bert, ModelTask.SequenceClassification), Lora("SEQ_CLS", ["query", "value"]), Ids, SeqClsLabels);
+        yield return new("mlp_lin0_bias_all", NewMlp, Lora(null!, ["lin0"], more: c => c.Bias = "all"), MlpInput, MlpLabels);
+
+        yield return new("loha_mlp", NewMlp, LoHa(null!, ["lin0", "lin1"]), MlpInput, MlpLabels);
+        yield return new("loha_gpt2_conv1d_patterns", () => Create(Gpt2), LoHa("CAUSAL_LM", ["c_attn", "c_proj"], c =>
+        {
+            c.RankPattern = new() { ["c_proj"] = 2 };
+            c.AlphaPattern = new() { [@"h\.1\.attn\.c_attn"] = 5 };
+        }), Ids, Ids);
+        yield return new("loha_llama_all_linear", () => Create(Llama), LoHa("CAUSAL_LM", ["all-linear"]), Ids, Ids);
+        yield return new("loha_bert_seqcls", () => Create(Bert, ModelTask.SequenceClassification), LoHa("SEQ_CLS", ["query", "value"]), Ids, SeqClsLabels);
+        yield return new("lokr_mlp", NewMlp, LoKr(null!, ["lin0", "lin1"]), MlpInput, MlpLabels);
+        yield return new("lokr_gpt2_conv1d", () => Create(Gpt2), LoKr("CAUSAL_LM", ["c_attn", "c_fc"]), Ids, Ids);
+        yield return new("lokr_llama_decompose_both_factor", () => Create(Llama), LoKr("CAUSAL_LM", ["q_proj", "v_proj", "down_proj"], c =>
+        {
+            c.R = 1;
+            c.DecomposeBoth = true;
+            c.DecomposeFactor = 4;
+        }), Ids, Ids);
+        yield return new("lokr_llama_lycoris_init", () => Create(Llama), LoKr("CAUSAL_LM", ["gate_proj", "o_proj"], c => { if (c.InitWeights == "true") c.InitWeights = "lycoris"; }), Ids, Ids);
+        yield return new("lokr_bert_seqcls", () => Create(Bert, ModelTask.SequenceClassification), LoKr("SEQ_CLS", ["query", "key", "intermediate.dense"]), Ids, SeqClsLabels);
     }
 }

@@ -61,7 +61,9 @@ public abstract class PeftConfig
             return type switch
             {
                 "LORA" => new LoraConfig(json),
-                _ => throw new PeftConfigException(path, $"peft_type '{type}' is not supported yet (supported: LORA)"),
+                "LOHA" => new LoHaConfig(json),
+                "LOKR" => new LoKrConfig(json),
+                _ => throw new PeftConfigException(path, $"peft_type '{type}' is not supported yet (supported: LORA, LOHA, LOKR)"),
             };
         }
         catch (Exception e) when (e is InvalidOperationException or FormatException)

@@ -3,9 +3,9 @@ using Peft.Transformers;
 
 namespace Peft.Tests;
 
-/// <summary>PEFT's property checks, run over every row of <see cref="Cases"/>.</summary>
+/// <summary>PEFT's property checks, run over every row of <see cref="Cases"/> (every method, model and config).</summary>
 [TestFixture]
-public class LoraInvariantTests
+public class TunerInvariantTests
 {
     public static IEnumerable<PeftCase> All() => Cases.All();
 
@@ -41,17 +41,15 @@ public class LoraInvariantTests
         var model = c.Model();
         var x = c.Input();
         var baseOut = BaseOutput(model, x);
-        var cfg = c.Config();
-        cfg.InitLoraWeights = "true";
-        using var peft = PeftModel.Create(model, cfg);
-        Assert.That(Run(peft, x), Is.EqualTo(baseOut), "B = 0 at init: the adapted model starts as the base");
+        using var peft = PeftModel.Create(model, c.Config(false));
+        Assert.That(Run(peft, x), Is.EqualTo(baseOut), "the default init (LoRA B = 0, LoHa W2b = 0, LoKr W1 = 0, ...) starts as the base");
     }
 
     [TestCaseSource(nameof(All))]
     public void MergedEqualsUnmergedAndUnmergeRestoresTheBase(PeftCase c)
     {
         using var scope = Tensor.NewScope();
-        using var peft = PeftModel.Create(c.Model(), c.Config());
+        using var peft = PeftModel.Create(c.Model(), c.Config(true));
         peft.Eval();
         var x = c.Input();
         var unmerged = Run(peft, x);
@@ -60,8 +58,8 @@ public class LoraInvariantTests
         Assert.That(RelErr(unmerged, baseOut), Is.GreaterThan(1e-4), "a non-trivial adapter changes the output");
         var weightsBefore = peft.Model.StateDict().Where(kv => kv.Key.Contains("base_layer")).ToDictionary(kv => kv.Key, kv => kv.Value.ToFloatArray());
         // Float32 (W + ΔW) − ΔW is exact only up to rounding of |W + ΔW|: normalise by ‖W‖ + ‖ΔW‖ (the values rounded).
-        var deltaNorms = peft.Model.NamedModules().Where(m => m.Module is LoraLayer).ToDictionary(
-            m => m.Name + ".base_layer.weight", m => Math.Sqrt(((LoraLayer)m.Module).DeltaWeight("default").ToFloatArray().Sum(v => (double)v * v)));
+        var deltaNorms = peft.Model.NamedModules().Where(m => m.Module is TunerLayer).ToDictionary(
+            m => m.Name + ".base_layer.weight", m => Math.Sqrt(((TunerLayer)m.Module).DeltaWeight("default").ToFloatArray().Sum(v => (double)v * v)));
 
         peft.MergeAdapter();
         Assert.That(RelErr(Run(peft, x), unmerged), Is.LessThanOrEqualTo(1e-5));
@@ -79,7 +77,7 @@ public class LoraInvariantTests
         var merged = peft.MergeAndUnload(safeMerge: true);
         using (merged)
         {
-            Assert.That(merged.NamedModules().Any(m => m.Module is LoraLayer || m.Module is ModulesToSaveWrapper), Is.False);
+            Assert.That(merged.NamedModules().Any(m => m.Module is TunerLayer || m.Module is ModulesToSaveWrapper), Is.False);
             using var _ = Autograd.NoGrad();
             Assert.That(RelErr(merged.Forward(x).Logits.ToFloatArray(), unmerged), Is.LessThanOrEqualTo(1e-5));
         }
@@ -92,14 +90,14 @@ public class LoraInvariantTests
         var model = c.Model();
         var x = c.Input();
         var baseOut = BaseOutput(model, x);
-        using var peft = PeftModel.Create(model, c.Config());
+        using var peft = PeftModel.Create(model, c.Config(true));
         var adapted = Run(peft, x);
         using (peft.DisableAdapter()) Assert.That(Run(peft, x), Is.EqualTo(baseOut));
         Assert.That(Run(peft, x), Is.EqualTo(adapted), "leaving the scope restores the adapter");
         // Disabling a merged adapter unmerges it; float32 restores W only up to rounding of |W + ΔW|.
-        double ratio = peft.Model.NamedModules().Where(m => m.Module is LoraLayer).Select(m =>
+        double ratio = peft.Model.NamedModules().Where(m => m.Module is TunerLayer).Select(m =>
         {
-            var l = (LoraLayer)m.Module;
+            var l = (TunerLayer)m.Module;
             using var d = l.DeltaWeight("default");
             return Norm(d) / Norm(l.BaseLayer.Parameter("weight"));
         }).Max();
@@ -116,7 +114,7 @@ public class LoraInvariantTests
             using var scope = Tensor.NewScope();
             var x = c.Input();
             float[] expected;
-            using (var peft = PeftModel.Create(c.Model(), c.Config()))
+            using (var peft = PeftModel.Create(c.Model(), c.Config(true)))
             {
                 peft.Eval();
                 expected = Run(peft, x);
@@ -146,10 +144,11 @@ public class LoraInvariantTests
     [TestCaseSource(nameof(All))]
     public void OnlyAdapterParametersGetGradientsAndTrainingLowersTheLoss(PeftCase c)
     {
-        using var peft = PeftModel.Create(c.Model(), c.Config());
+        using var peft = PeftModel.Create(c.Model(), c.Config(true));
         var x = c.Input();
         var labels = c.Labels();
-        var cfg = (LoraConfig)peft.PeftConfigs["default"];
+        var cfg = (TunerConfig)peft.PeftConfigs["default"];
+        bool biasAll = cfg is LoraConfig { Bias: "all" };
         double first = 0, last = 0;
         for (int step = 0; step < 8; step++)
         {
@@ -161,7 +160,7 @@ public class LoraInvariantTests
             {
                 foreach (var (name, p) in peft.NamedParameters())
                 {
-                    bool adapterParam = name.Contains(".lora_") || name.Contains(".modules_to_save.") || (cfg.Bias == "all" && name.EndsWith(".bias") && !name.Contains("original_module"));
+                    bool adapterParam = name.Contains("." + cfg.Prefix) || name.Contains(".modules_to_save.") || (biasAll && name.EndsWith(".bias") && !name.Contains("original_module"));
                     Assert.That(p.Grad != null, Is.EqualTo(adapterParam), name);
                 }
                 first = loss.Item();
@@ -173,19 +172,36 @@ public class LoraInvariantTests
         Assert.That(last, Is.LessThan(first), "SGD on the adapter lowers the loss");
     }
 
-    [TestCaseSource(nameof(All))]
-    public void TrainableCountsFollowTheLoraFormula(PeftCase c)
+    /// <summary>Each method's trainable-parameter count per adapted layer, written from PEFT's shapes.</summary>
+    private static long AdapterParameters(TunerLayer layer) => layer switch
     {
-        using var peft = PeftModel.Create(c.Model(), c.Config());
+        LoraLinear d when d.UsesDora("default") => d.Rank("default") * (long)(d.InFeatures + d.OutFeatures) + d.OutFeatures,
+        LoraLayer l => l.Rank("default") * (long)(l.InFeatures + l.OutFeatures),
+        LoHaLayer h => 2L * h.Rank("default") * (h.InFeatures + h.OutFeatures),
+        LoKrLayer k => LoKrParameters(k),
+        _ => throw new NotSupportedException(layer.GetType().Name),
+    };
+
+    private static long LoKrParameters(LoKrLayer k)
+    {
+        var (a, b, c, d) = k.KroneckerShape("default");
+        var (split1, split2) = k.Decomposed("default");
+        int r = k.Rank("default");
+        return (split1 ? r * (long)(a + c) : a * (long)c) + (split2 ? r * (long)(b + d) : b * (long)d);
+    }
+
+    [TestCaseSource(nameof(All))]
+    public void TrainableCountsFollowEachMethodsFormula(PeftCase c)
+    {
+        using var peft = PeftModel.Create(c.Model(), c.Config(true));
         long expected = 0;
         foreach (var (name, m) in peft.Model.NamedModules())
         {
-            if (m is LoraLayer l) expected += l.Rank("default") * (long)(l.InFeatures + l.OutFeatures);
-            if (m is LoraLinear d && d.UsesDora("default")) expected += d.OutFeatures; // the magnitude vector
+            if (m is TunerLayer l) expected += AdapterParameters(l);
             if (m is ModulesToSaveWrapper w) expected += w.Original.CountParameters();
         }
-        var cfg = (LoraConfig)peft.PeftConfigs["default"];
-        if (cfg.Bias == "all") expected += peft.NamedParameters().Where(p => p.Name.EndsWith(".bias") && !p.Name.Contains(".lora_") && !p.Name.Contains("modules_to_save") && !p.Name.Contains("original_module")).Sum(p => p.Parameter.NumEl);
+        if (peft.PeftConfigs["default"] is LoraConfig { Bias: "all" })
+            expected += peft.NamedParameters().Where(p => p.Name.EndsWith(".bias") && !p.Name.Contains(".lora_") && !p.Name.Contains("modules_to_save") && !p.Name.Contains("original_module")).Sum(p => p.Parameter.NumEl);
         var (trainable, all) = peft.GetNbTrainableParameters();
         Assert.That(trainable, Is.EqualTo(expected));
         Assert.That(peft.TrainableParametersLine(), Does.Match(@"^trainable params: [\d,]+ \|\| all params: [\d,]+ \|\| trainable%: \d+\.\d{4}$"));
