@@ -101,7 +101,7 @@ public sealed partial class PeftModel : Module
             var layer = module as TunerLayer;
             if (layer == null)
             {
-                layer = tuner.NewLayer(module);
+                layer = tuner.NewLayer(module, name);
                 Model.SetSubmodule(name, layer);
             }
             try { tuner.AddTo(layer, adapter, name, shared); }

@@ -82,6 +82,16 @@ internal static class Cases
         return c;
     };
 
+    private static Func<bool, TunerConfig> IA3(string task, string[] targets, string[] feedforward) => random =>
+        new IA3Config { TargetModules = targets, FeedforwardModules = feedforward, TaskType = task, InitIa3Weights = !random };
+
+    private static Func<bool, TunerConfig> Vera(string task, string[] targets, Action<VeraConfig>? more = null) => random =>
+    {
+        var c = new VeraConfig { R = 4, TargetModules = targets, TaskType = task, InitWeights = !random };
+        more?.Invoke(c);
+        return c;
+    };
+
     private static PreTrainedModel NewMlp()
     {
         Generator.Default.ManualSeed(1);
@@ -137,6 +147,14 @@ internal static class Cases
             c.DecomposeFactor = 4;
         }), Ids, Ids);
         yield return new("lokr_llama_lycoris_init", () => Create(Llama), LoKr("CAUSAL_LM", ["gate_proj", "o_proj"], c => { if (c.InitWeights == "true") c.InitWeights = "lycoris"; }), Ids, Ids);
+        yield return new("ia3_mlp", NewMlp, IA3(null!, ["lin0", "lin1"], ["lin1"]), MlpInput, MlpLabels);
+        yield return new("ia3_gpt2_conv1d", () => Create(Gpt2), IA3("CAUSAL_LM", ["c_attn", "mlp.c_proj"], ["mlp.c_proj"]), Ids, Ids);
+        yield return new("ia3_llama", () => Create(Llama), IA3("CAUSAL_LM", ["k_proj", "v_proj", "down_proj"], ["down_proj"]), Ids, Ids);
+        yield return new("ia3_bert_seqcls", () => Create(Bert, ModelTask.SequenceClassification), IA3("SEQ_CLS", ["key", "value", "output.dense"], ["output.dense"]), Ids, SeqClsLabels);
+        yield return new("vera_mlp", NewMlp, Vera(null!, ["lin0", "lin1"]), MlpInput, MlpLabels);
+        yield return new("vera_gpt2_conv1d_mixed_sizes", () => Create(Gpt2), Vera("CAUSAL_LM", ["c_attn", "c_proj"], c => c.ProjectionPrngKey = 7), Ids, Ids);
+        yield return new("vera_llama_mixed_sizes", () => Create(Llama), Vera("CAUSAL_LM", ["q_proj", "v_proj", "up_proj"], c => c.VeraDropout = 0.0), Ids, Ids);
+        yield return new("vera_bert_seqcls_bias", () => Create(Bert, ModelTask.SequenceClassification), Vera("SEQ_CLS", ["query", "value"], c => c.Bias = "vera_only"), Ids, SeqClsLabels);
         yield return new("lokr_bert_seqcls", () => Create(Bert, ModelTask.SequenceClassification), LoKr("SEQ_CLS", ["query", "key", "intermediate.dense"]), Ids, SeqClsLabels);
     }
 }

@@ -5,13 +5,27 @@ namespace Peft.Tests;
 [TestFixture]
 public class MixedBatchTests
 {
-    [Test]
-    public void EachSampleGetsItsOwnAdapterAndBaseMeansNone()
+    /// <summary>Two non-trivial adapters of one method, on overlapping layers.</summary>
+    private static IEnumerable<TestCaseData> Methods()
+    {
+        yield return new TestCaseData(new LoraConfig { R = 4, TargetModules = ["query", "value"], TaskType = "SEQ_CLS", InitLoraWeights = "false" },
+            new LoraConfig { R = 2, TargetModules = ["query", "key"], TaskType = "SEQ_CLS", InitLoraWeights = "false" }).SetArgDisplayNames("lora");
+        yield return new TestCaseData(new LoHaConfig { R = 4, TargetModules = ["query", "value"], TaskType = "SEQ_CLS", InitWeights = false },
+            new LoHaConfig { R = 2, TargetModules = ["query", "key"], TaskType = "SEQ_CLS", InitWeights = false }).SetArgDisplayNames("loha");
+        yield return new TestCaseData(new LoKrConfig { R = 1, TargetModules = ["query", "value"], TaskType = "SEQ_CLS", InitWeights = "false" },
+            new LoKrConfig { R = 2, TargetModules = ["query", "key"], TaskType = "SEQ_CLS", InitWeights = "false", DecomposeBoth = true }).SetArgDisplayNames("lokr");
+        yield return new TestCaseData(new IA3Config { TargetModules = ["query", "value", "output.dense"], FeedforwardModules = ["output.dense"], TaskType = "SEQ_CLS", InitIa3Weights = false },
+            new IA3Config { TargetModules = ["query", "key"], TaskType = "SEQ_CLS", InitIa3Weights = false }).SetArgDisplayNames("ia3");
+        yield return new TestCaseData(new VeraConfig { R = 4, TargetModules = ["query", "value"], TaskType = "SEQ_CLS", InitWeights = false },
+            new VeraConfig { R = 4, TargetModules = ["query", "key"], TaskType = "SEQ_CLS", InitWeights = false, ProjectionPrngKey = 3 }).SetArgDisplayNames("vera");
+    }
+
+    [TestCaseSource(nameof(Methods))]
+    public void EachSampleGetsItsOwnAdapterAndBaseMeansNone(TunerConfig first, TunerConfig second)
     {
         using var scope = Tensor.NewScope();
-        using var peft = PeftModel.Create(Cases.Create(Cases.Bert, ModelTask.SequenceClassification),
-            new LoraConfig { R = 4, TargetModules = ["query", "value"], TaskType = "SEQ_CLS", InitLoraWeights = "false" });
-        peft.AddAdapter("other", new LoraConfig { R = 2, TargetModules = ["query", "key"], TaskType = "SEQ_CLS", InitLoraWeights = "false" });
+        using var peft = PeftModel.Create(Cases.Create(Cases.Bert, ModelTask.SequenceClassification), first);
+        peft.AddAdapter("other", second);
         using (Autograd.NoGrad()) peft.GetSubmodule("base_model.model.classifier.modules_to_save.other").Parameter("weight").MulInPlace(-1);
         peft.Eval();
         var ids = Tensor.FromArray(new long[] { 3, 9, 4, 12, 7, 1, 5, 2, 8, 6, 11, 13 }, [3, 4]);

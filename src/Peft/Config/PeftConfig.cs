@@ -63,7 +63,9 @@ public abstract class PeftConfig
                 "LORA" => new LoraConfig(json),
                 "LOHA" => new LoHaConfig(json),
                 "LOKR" => new LoKrConfig(json),
-                _ => throw new PeftConfigException(path, $"peft_type '{type}' is not supported yet (supported: LORA, LOHA, LOKR)"),
+                "IA3" => new IA3Config(json),
+                "VERA" => new VeraConfig(json),
+                _ => throw new PeftConfigException(path, $"peft_type '{type}' is not supported yet (supported: LORA, LOHA, LOKR, IA3, VERA)"),
             };
         }
         catch (Exception e) when (e is InvalidOperationException or FormatException)

@@ -60,8 +60,8 @@ public abstract class TunerConfig : PeftConfig
     /// <summary>True when the method can wrap <paramref name="baseLayer"/> (an unwrapped Linear, Conv1D, Embedding...).</summary>
     internal abstract bool CanWrap(Module baseLayer);
 
-    /// <summary>A fresh, adapter-less layer of this method around <paramref name="baseLayer"/>.</summary>
-    internal abstract TunerLayer NewLayer(Module baseLayer);
+    /// <summary>A fresh, adapter-less layer of this method around <paramref name="baseLayer"/> (at <paramref name="moduleName"/>).</summary>
+    internal abstract TunerLayer NewLayer(Module baseLayer, string moduleName);
 
     /// <summary>Adds adapter <paramref name="adapter"/> to <paramref name="layer"/> (at module path
     /// <paramref name="moduleName"/>, for rank/alpha patterns); <paramref name="shared"/> holds the tensors made by

@@ -24,7 +24,7 @@ public sealed class LoHaConfig : LycorisConfig
     /// <inheritdoc/>
     public override PeftConfig Clone() => new LoHaConfig((JsonObject)Json.DeepClone());
 
-    internal override TunerLayer NewLayer(Module baseLayer) => new LoHaLayer(baseLayer);
+    internal override TunerLayer NewLayer(Module baseLayer, string moduleName) => new LoHaLayer(baseLayer);
 
     internal override void AddTo(TunerLayer layer, string adapter, string moduleName, IReadOnlyDictionary<string, SharedTensorDict> shared)
     {

@@ -60,7 +60,7 @@ public sealed class LoKrConfig : LycorisConfig
         if (DecomposeFactor == 0 || DecomposeFactor < -1) throw new InvalidOperationException($"decompose_factor must be −1 or positive, got {DecomposeFactor}");
     }
 
-    internal override TunerLayer NewLayer(Module baseLayer) => new LoKrLayer(baseLayer);
+    internal override TunerLayer NewLayer(Module baseLayer, string moduleName) => new LoKrLayer(baseLayer);
 
     internal override void AddTo(TunerLayer layer, string adapter, string moduleName, IReadOnlyDictionary<string, SharedTensorDict> shared)
     {

@@ -102,7 +102,7 @@ public sealed class LoraConfig : TunerConfig
 
     internal override bool CanWrap(Module baseLayer) => baseLayer is Linear or Conv1D or QuantizedLinear or Embedding;
 
-    internal override TunerLayer NewLayer(Module baseLayer) => LoraLayer.For(baseLayer);
+    internal override TunerLayer NewLayer(Module baseLayer, string moduleName) => LoraLayer.For(baseLayer);
 
     internal override void AddTo(TunerLayer layer, string adapter, string moduleName, IReadOnlyDictionary<string, SharedTensorDict> shared)
     {
