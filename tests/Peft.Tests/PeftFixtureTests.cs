@@ -20,6 +20,10 @@ public class PeftFixtureTests
 
     [TestCase("peft-lora-gpt2")]
     [TestCase("peft-lora-gpt2-rslora-patterns")]
+    [TestCase("peft-loha-llama")]
+    [TestCase("peft-lokr-llama")]
+    [TestCase("peft-ia3-llama")]
+    [TestCase("peft-vera-gpt2")]
     public void AnAdapterWrittenByPythonPeftGivesPeftsLogits(string name)
     {
         var dir = Path.Combine(Fixtures(), name);
