@@ -75,3 +75,22 @@ public class DecompositionTests
         Assert.Throws<ArgumentException>(() => Decompositions.Matrix(Tensor.Ones([2, 2, 2])));
     }
 }
+
+[TestFixture]
+public class InverseTests
+{
+    [Test]
+    public void InverseTimesTheMatrixIsTheIdentityAndSingularMatricesThrow()
+    {
+        using var scope = Tensor.NewScope();
+        var a = Tensor.Randn([3, 5, 5], 4) + Tensor.FromArray(Enumerable.Range(0, 25).Select(i => i % 6 == 0 ? 2f : 0f).ToArray(), [5, 5]);
+        var product = a.MatMul(a.Inverse()).ToArray<float>();
+        for (int b = 0; b < 3; b++)
+            for (int i = 0; i < 5; i++)
+                for (int j = 0; j < 5; j++)
+                    Assert.That(product[(b * 5 + i) * 5 + j], Is.EqualTo(i == j ? 1f : 0f).Within(1e-5));
+        var singular = Tensor.FromArray(new float[] { 1, 2, 2, 4 }, [2, 2]);
+        Assert.That(Assert.Throws<InvalidOperationException>(() => singular.Inverse())!.Message, Does.Contain("singular"));
+        Assert.Throws<ShapeMismatchException>(() => Tensor.Randn([2, 3], 1).Inverse());
+    }
+}

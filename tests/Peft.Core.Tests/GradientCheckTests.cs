@@ -9,6 +9,18 @@ public class GradientCheckTests
 {
     private static Tensor L(params int[] shape) => GradCheck.Leaf(shape, (ulong)Environment.TickCount64 ^ (ulong)shape.Sum() * 7919);
     private static Tensor Pos(params int[] shape) { using var a = L(shape); using (Autograd.NoGrad()) { using var b = a.Abs(); return (b + 0.5).Detach().RequiresGradient(); } }
+    /// <summary>Random matrices plus 3·I: invertible and well conditioned, so finite differences are accurate.</summary>
+    private static Tensor WellConditioned(int batch, int n)
+    {
+        using var a = L(batch, n, n);
+        using var _ = Autograd.NoGrad();
+        var eye = new double[batch * n * n];
+        for (int b = 0; b < batch; b++) for (int i = 0; i < n; i++) eye[(b * n + i) * n + i] = 3;
+        using var e = Tensor.FromArray(eye, [batch, n, n]);
+        using var sum = a + e;
+        return sum.Detach().RequiresGradient();
+    }
+
     private static Tensor Ids(long[] v, int[] shape) => Tensor.FromArray(v, shape);
     private static Tensor Mask(byte[] v, int[] shape) => Tensor.FromArray(v, shape);
 
@@ -57,6 +69,7 @@ public class GradientCheckTests
         yield return new("norm_l3", () => [L(4, 6)], x => x[0].Norm(3, [0]));
         // Products.
         yield return new("matmul_2d", () => [L(3, 4), L(4, 5)], x => x[0].MatMul(x[1]));
+        yield return new("inverse_batched", () => [WellConditioned(2, 4)], x => x[0].Inverse());
         yield return new("matmul_batched_broadcast", () => [L(2, 3, 4), L(4, 5)], x => x[0].MatMul(x[1]));
         yield return new("matmul_batch_broadcast_both", () => [L(2, 1, 3, 4), L(1, 3, 4, 2)], x => x[0].MatMul(x[1]));
         yield return new("matmul_transposed_views", () => [L(4, 3), L(5, 4)], x => x[0].Transpose(0, 1).MatMul(x[1].Transpose(0, 1)));
