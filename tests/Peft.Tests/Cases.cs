@@ -92,6 +92,13 @@ internal static class Cases
         return c;
     };
 
+    private static Func<bool, TunerConfig> Oft(string task, string[] targets, Action<OftConfig>? more = null) => random =>
+    {
+        var c = new OftConfig { OftBlockSize = 4, TargetModules = targets, TaskType = task, InitWeights = !random };
+        more?.Invoke(c);
+        return c;
+    };
+
     private static PreTrainedModel NewMlp()
     {
         Generator.Default.ManualSeed(1);
@@ -155,6 +162,24 @@ internal static class Cases
         yield return new("vera_gpt2_conv1d_mixed_sizes", () => Create(Gpt2), Vera("CAUSAL_LM", ["c_attn", "c_proj"], c => c.ProjectionPrngKey = 7), Ids, Ids);
         yield return new("vera_llama_mixed_sizes", () => Create(Llama), Vera("CAUSAL_LM", ["q_proj", "v_proj", "up_proj"], c => c.VeraDropout = 0.0), Ids, Ids);
         yield return new("vera_bert_seqcls_bias", () => Create(Bert, ModelTask.SequenceClassification), Vera("SEQ_CLS", ["query", "value"], c => c.Bias = "vera_only"), Ids, SeqClsLabels);
+        yield return new("oft_mlp_block5", NewMlp, Oft(null!, ["lin0", "lin1"], c => c.OftBlockSize = 5), MlpInput, MlpLabels);
+        yield return new("oft_gpt2_conv1d", () => Create(Gpt2), Oft("CAUSAL_LM", ["c_attn", "c_fc"]), Ids, Ids);
+        yield return new("oft_llama_exact_cayley_block_share", () => Create(Llama), Oft("CAUSAL_LM", ["q_proj", "down_proj"], c =>
+        {
+            c.UseCayleyNeumann = false;
+            c.BlockShare = true;
+        }), Ids, Ids);
+        yield return new("oft_llama_coft_adjusted_block", () => Create(Llama), Oft("CAUSAL_LM", ["v_proj", "down_proj"], c =>
+        {
+            c.OftBlockSize = 5;   // 16 and 24 inputs: adjusted to 4 as PEFT does
+            c.Coft = true;
+            c.Eps = 0.5;
+        }), Ids, Ids);
+        yield return new("oft_bert_seqcls_r", () => Create(Bert, ModelTask.SequenceClassification), Oft("SEQ_CLS", ["query", "value"], c =>
+        {
+            c.R = 4;
+            c.OftBlockSize = 0;
+        }), Ids, SeqClsLabels);
         yield return new("lokr_bert_seqcls", () => Create(Bert, ModelTask.SequenceClassification), LoKr("SEQ_CLS", ["query", "key", "intermediate.dense"]), Ids, SeqClsLabels);
     }
 }

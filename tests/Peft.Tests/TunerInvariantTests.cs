@@ -191,8 +191,11 @@ public class TunerInvariantTests
         LoKrLayer k => LoKrParameters(k),
         IA3Layer i => i.IsFeedforward ? i.InFeatures : i.OutFeatures,
         VeraLayer v => v.OutFeatures + v.Rank("default"),
+        OftLayer o => OftParameters(o.Rotation("default")),
         _ => throw new NotSupportedException(layer.GetType().Name),
     };
+
+    private static long OftParameters(OftRotation r) => (r.BlockShare ? 1 : r.Blocks) * (long)(r.BlockSize * (r.BlockSize - 1) / 2);
 
     private static long LoKrParameters(LoKrLayer k)
     {

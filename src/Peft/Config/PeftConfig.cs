@@ -65,7 +65,8 @@ public abstract class PeftConfig
                 "LOKR" => new LoKrConfig(json),
                 "IA3" => new IA3Config(json),
                 "VERA" => new VeraConfig(json),
-                _ => throw new PeftConfigException(path, $"peft_type '{type}' is not supported yet (supported: LORA, LOHA, LOKR, IA3, VERA)"),
+                "OFT" => new OftConfig(json),
+                _ => throw new PeftConfigException(path, $"peft_type '{type}' is not supported yet (supported: LORA, LOHA, LOKR, IA3, VERA, OFT)"),
             };
         }
         catch (Exception e) when (e is InvalidOperationException or FormatException)
