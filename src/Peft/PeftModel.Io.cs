@@ -36,7 +36,9 @@ public sealed partial class PeftModel
             var dir = name == "default" ? folder : Path.Combine(folder, name);
             Directory.CreateDirectory(dir);
             using var scope = Tensor.NewScope();
-            var tensors = AdapterState(name).ToDictionary(kv => kv.Key, kv => kv.Value.Clone());
+            var state = AdapterState(name);
+            SliceByRankPattern(name, state);   // slices are new tensors: the scope disposes them
+            var tensors = state.ToDictionary(kv => kv.Key, kv => kv.Value.Clone());
             SafeTensorsWriter.Save(Path.Combine(dir, WeightsFileName), tensors, new Dictionary<string, string> { ["format"] = "pt" });
             var saved = config.Clone();
             saved.InferenceMode = true;
@@ -117,6 +119,7 @@ public sealed partial class PeftModel
                 ? $"'{folder}' holds only adapter_model.bin (pickle), which Peft.Native does not read; re-save it with safe_serialization=True"
                 : $"no {WeightsFileName} in '{folder}'", file);
         using var st = SafeTensorsFile.Open(file);
+        ResizeByRankPattern(adapter);
         var expected = AdapterState(adapter);
         var missing = expected.Keys.Where(k => !st.Contains(k)).Order(StringComparer.Ordinal).ToList();
         var unexpected = st.Tensors.Select(t => t.Name).Where(k => !expected.ContainsKey(k)).Order(StringComparer.Ordinal).ToList();

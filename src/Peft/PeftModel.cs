@@ -84,6 +84,8 @@ public sealed partial class PeftModel : Module
         if (config is not TunerConfig tuner) throw new NotSupportedException($"peft_type {config.PeftType} is not supported yet");
         if (_configs.Values.FirstOrDefault() is { } existing && existing.PeftType != config.PeftType)
             throw new ArgumentException($"cannot add a {config.PeftType} adapter next to {existing.PeftType} adapters: one PeftModel holds one method, as in PEFT (without PeftMixedModel)");
+        if (config is AdaLoraConfig { InferenceMode: false } && _trainableAdaLora != null)
+            throw new ArgumentException($"AdaLoRA supports one trainable adapter ('{_trainableAdaLora}' is); add further AdaLoRA adapters with inference_mode = true");
         var mtsNames = config.ModulesToSave ?? [];
         WrapModulesToSave(adapter, mtsNames, trainable: !config.InferenceMode);
         var protectedPaths = Wrappers().Select(w => w.Name).ToList();
@@ -115,6 +117,7 @@ public sealed partial class PeftModel : Module
             }
         }
         _configs[adapter] = config;
+        if (config is AdaLoraConfig ada) PrepareAdaLora(adapter, ada);
     }
 
     private TunerModel BaseModelLevel => Child<TunerModel>("base_model");
@@ -202,7 +205,7 @@ public sealed partial class PeftModel : Module
     /// </summary>
     public ModelOutput Forward(Tensor input, Tensor? attentionMask = null, Tensor? labels = null, KvCache? cache = null, string[]? adapterNames = null)
     {
-        if (adapterNames == null) return Model.Forward(input, attentionMask, labels, cache);
+        if (adapterNames == null) return WithOrthogonalityLoss(Model.Forward(input, attentionMask, labels, cache));
         foreach (var n in adapterNames.Distinct())
             if (n != BaseAdapterName && !_configs.ContainsKey(n)) throw new KeyNotFoundException($"adapter_names mentions unknown adapter '{n}'");
         var layers = TunerLayers().Select(l => l.Layer).ToList();
@@ -211,7 +214,7 @@ public sealed partial class PeftModel : Module
         var wrappers = Wrappers().Select(w => w.Wrapper).ToList();
         foreach (var l in layers) l.SampleAdapters = adapterNames;
         foreach (var w in wrappers) w.SampleAdapters = adapterNames;
-        try { return Model.Forward(input, attentionMask, labels, cache); }
+        try { return WithOrthogonalityLoss(Model.Forward(input, attentionMask, labels, cache)); }
         finally
         {
             foreach (var l in layers) l.SampleAdapters = null;
@@ -268,6 +271,7 @@ public sealed partial class PeftModel : Module
         foreach (var (_, layer) in TunerLayers()) layer.DeleteAdapter(adapterName);
         foreach (var (_, w) in Wrappers()) if (w.Copies.Contains(adapterName)) w.Copies.Remove(adapterName);
         BaseModelLevel.RemoveShared(adapterName);
+        if (_trainableAdaLora == adapterName) (_trainableAdaLora, _rankAllocator) = (null, null);
         _configs.Remove(adapterName);
         _active.Remove(adapterName);
         if (_active.Count == 0 && _configs.Count > 0) _active.Add(_configs.Keys.First());

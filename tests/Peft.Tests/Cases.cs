@@ -99,6 +99,9 @@ internal static class Cases
         return c;
     };
 
+    private static Func<bool, TunerConfig> AdaLora(string task, string[] targets) => random =>
+        new AdaLoraConfig { InitR = 4, TargetR = 2, TotalStep = 20, LoraAlpha = 8, TargetModules = targets, TaskType = task, InitLoraWeights = !random };
+
     private static PreTrainedModel NewMlp()
     {
         Generator.Default.ManualSeed(1);
@@ -180,6 +183,10 @@ internal static class Cases
             c.R = 4;
             c.OftBlockSize = 0;
         }), Ids, SeqClsLabels);
+        yield return new("adalora_mlp", NewMlp, AdaLora(null!, ["lin0", "lin1"]), MlpInput, MlpLabels);
+        yield return new("adalora_gpt2_conv1d", () => Create(Gpt2), AdaLora("CAUSAL_LM", ["c_attn", "c_fc"]), Ids, Ids);
+        yield return new("adalora_llama", () => Create(Llama), AdaLora("CAUSAL_LM", ["q_proj", "v_proj", "down_proj"]), Ids, Ids);
+        yield return new("adalora_bert_seqcls", () => Create(Bert, ModelTask.SequenceClassification), AdaLora("SEQ_CLS", ["query", "value"]), Ids, SeqClsLabels);
         yield return new("lokr_bert_seqcls", () => Create(Bert, ModelTask.SequenceClassification), LoKr("SEQ_CLS", ["query", "key", "intermediate.dense"]), Ids, SeqClsLabels);
     }
 }

@@ -24,6 +24,8 @@ public class PeftFixtureTests
     [TestCase("peft-lokr-llama")]
     [TestCase("peft-ia3-llama")]
     [TestCase("peft-vera-gpt2")]
+    [TestCase("peft-adalora-llama")]
+    [TestCase("peft-oft-llama")]
     public void AnAdapterWrittenByPythonPeftGivesPeftsLogits(string name)
     {
         var dir = Path.Combine(Fixtures(), name);

@@ -192,6 +192,7 @@ public class TunerInvariantTests
         IA3Layer i => i.IsFeedforward ? i.InFeatures : i.OutFeatures,
         VeraLayer v => v.OutFeatures + v.Rank("default"),
         OftLayer o => OftParameters(o.Rotation("default")),
+        AdaLoraLayer a => a.Rank("default") * (long)(a.InFeatures + a.OutFeatures + 1),
         _ => throw new NotSupportedException(layer.GetType().Name),
     };
 

@@ -66,7 +66,8 @@ public abstract class PeftConfig
                 "IA3" => new IA3Config(json),
                 "VERA" => new VeraConfig(json),
                 "OFT" => new OftConfig(json),
-                _ => throw new PeftConfigException(path, $"peft_type '{type}' is not supported yet (supported: LORA, LOHA, LOKR, IA3, VERA, OFT)"),
+                "ADALORA" => new AdaLoraConfig(json),
+                _ => throw new PeftConfigException(path, $"peft_type '{type}' is not supported yet (supported: LORA, LOHA, LOKR, IA3, VERA, OFT, ADALORA)"),
             };
         }
         catch (Exception e) when (e is InvalidOperationException or FormatException)
