@@ -102,6 +102,13 @@ internal static class Cases
     private static Func<bool, TunerConfig> AdaLora(string task, string[] targets) => random =>
         new AdaLoraConfig { InitR = 4, TargetR = 2, TotalStep = 20, LoraAlpha = 8, TargetModules = targets, TaskType = task, InitLoraWeights = !random };
 
+    private static Func<bool, TunerConfig> Boft(string task, string[] targets, Action<BoftConfig>? more = null) => random =>
+    {
+        var c = new BoftConfig { BoftBlockSize = 4, TargetModules = targets, TaskType = task, InitWeights = !random };
+        more?.Invoke(c);
+        return c;
+    };
+
     private static PreTrainedModel NewMlp()
     {
         Generator.Default.ManualSeed(1);
@@ -187,6 +194,19 @@ internal static class Cases
         yield return new("adalora_gpt2_conv1d", () => Create(Gpt2), AdaLora("CAUSAL_LM", ["c_attn", "c_fc"]), Ids, Ids);
         yield return new("adalora_llama", () => Create(Llama), AdaLora("CAUSAL_LM", ["q_proj", "v_proj", "down_proj"]), Ids, Ids);
         yield return new("adalora_bert_seqcls", () => Create(Bert, ModelTask.SequenceClassification), AdaLora("SEQ_CLS", ["query", "value"]), Ids, SeqClsLabels);
+        yield return new("boft_mlp_block5", NewMlp, Boft(null!, ["lin0", "lin1"], c => c.BoftBlockSize = 5), MlpInput, MlpLabels);
+        yield return new("boft_gpt2_butterfly2", () => Create(Gpt2), Boft("CAUSAL_LM", ["c_attn", "c_fc"], c => c.BoftNButterflyFactor = 2), Ids, Ids);
+        yield return new("boft_llama_blocknum_butterfly3", () => Create(Llama), Boft("CAUSAL_LM", ["q_proj", "down_proj"], c =>
+        {
+            c.BoftBlockSize = 0;
+            c.BoftBlockNum = 4;
+            c.BoftNButterflyFactor = 3;
+        }), Ids, Ids);
+        yield return new("boft_bert_seqcls_bias", () => Create(Bert, ModelTask.SequenceClassification), Boft("SEQ_CLS", ["query", "value"], c =>
+        {
+            c.BoftNButterflyFactor = 2;
+            c.Bias = "boft_only";
+        }), Ids, SeqClsLabels);
         yield return new("lokr_bert_seqcls", () => Create(Bert, ModelTask.SequenceClassification), LoKr("SEQ_CLS", ["query", "key", "intermediate.dense"]), Ids, SeqClsLabels);
     }
 }

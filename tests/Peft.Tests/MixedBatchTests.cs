@@ -18,6 +18,10 @@ public class MixedBatchTests
             new IA3Config { TargetModules = ["query", "key"], TaskType = "SEQ_CLS", InitIa3Weights = false }).SetArgDisplayNames("ia3");
         yield return new TestCaseData(new VeraConfig { R = 4, TargetModules = ["query", "value"], TaskType = "SEQ_CLS", InitWeights = false },
             new VeraConfig { R = 4, TargetModules = ["query", "key"], TaskType = "SEQ_CLS", InitWeights = false, ProjectionPrngKey = 3 }).SetArgDisplayNames("vera");
+        yield return new TestCaseData(new OftConfig { OftBlockSize = 4, TargetModules = ["query", "value"], TaskType = "SEQ_CLS", InitWeights = false },
+            new OftConfig { OftBlockSize = 8, TargetModules = ["query", "key"], TaskType = "SEQ_CLS", InitWeights = false }).SetArgDisplayNames("oft");
+        yield return new TestCaseData(new BoftConfig { BoftBlockSize = 4, BoftNButterflyFactor = 2, TargetModules = ["query", "value"], TaskType = "SEQ_CLS", InitWeights = false },
+            new BoftConfig { BoftBlockSize = 2, TargetModules = ["query", "key"], TaskType = "SEQ_CLS", InitWeights = false }).SetArgDisplayNames("boft");
     }
 
     [TestCaseSource(nameof(Methods))]

@@ -26,6 +26,7 @@ public class PeftFixtureTests
     [TestCase("peft-vera-gpt2")]
     [TestCase("peft-adalora-llama")]
     [TestCase("peft-oft-llama")]
+    [TestCase("peft-boft-llama")]
     public void AnAdapterWrittenByPythonPeftGivesPeftsLogits(string name)
     {
         var dir = Path.Combine(Fixtures(), name);

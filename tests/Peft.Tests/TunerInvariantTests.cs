@@ -157,7 +157,7 @@ public class TunerInvariantTests
         var labels = c.Labels();
         var cfg = (TunerConfig)peft.PeftConfigs["default"];
         bool biasAll = cfg is LoraConfig { Bias: "all" };
-        bool biasOfAdapted = cfg is VeraConfig { Bias: "vera_only" };
+        bool biasOfAdapted = cfg is VeraConfig { Bias: "vera_only" } or BoftConfig { Bias: "boft_only" };
         double first = 0, last = 0;
         for (int step = 0; step < 8; step++)
         {
@@ -193,10 +193,17 @@ public class TunerInvariantTests
         VeraLayer v => v.OutFeatures + v.Rank("default"),
         OftLayer o => OftParameters(o.Rotation("default")),
         AdaLoraLayer a => a.Rank("default") * (long)(a.InFeatures + a.OutFeatures + 1),
+        BoftLayer b => BoftParameters(b),
         _ => throw new NotSupportedException(layer.GetType().Name),
     };
 
     private static long OftParameters(OftRotation r) => (r.BlockShare ? 1 : r.Blocks) * (long)(r.BlockSize * (r.BlockSize - 1) / 2);
+
+    private static long BoftParameters(BoftLayer b)
+    {
+        var (size, blocks, factors) = b.Shape("default");
+        return factors * (long)blocks * size * size + b.OutFeatures;
+    }
 
     private static long LoKrParameters(LoKrLayer k)
     {
@@ -216,7 +223,7 @@ public class TunerInvariantTests
             if (m is TunerLayer l) expected += AdapterParameters(l);
             if (m is ModulesToSaveWrapper w) expected += w.Original.CountParameters();
         }
-        if (peft.PeftConfigs["default"] is VeraConfig { Bias: "vera_only" })
+        if (peft.PeftConfigs["default"] is VeraConfig { Bias: "vera_only" } or BoftConfig { Bias: "boft_only" })
             expected += peft.NamedParameters().Where(p => p.Name.EndsWith(".base_layer.bias")).Sum(p => p.Parameter.NumEl);
         if (peft.PeftConfigs["default"] is LoraConfig { Bias: "all" })
             expected += peft.NamedParameters().Where(p => p.Name.EndsWith(".bias") && !p.Name.Contains(".lora_") && !p.Name.Contains("modules_to_save") && !p.Name.Contains("original_module")).Sum(p => p.Parameter.NumEl);

@@ -67,7 +67,8 @@ public abstract class PeftConfig
                 "VERA" => new VeraConfig(json),
                 "OFT" => new OftConfig(json),
                 "ADALORA" => new AdaLoraConfig(json),
-                _ => throw new PeftConfigException(path, $"peft_type '{type}' is not supported yet (supported: LORA, LOHA, LOKR, IA3, VERA, OFT, ADALORA)"),
+                "BOFT" => new BoftConfig(json),
+                _ => throw new PeftConfigException(path, $"peft_type '{type}' is not supported yet (supported: LORA, LOHA, LOKR, IA3, VERA, OFT, BOFT, ADALORA)"),
             };
         }
         catch (Exception e) when (e is InvalidOperationException or FormatException)
