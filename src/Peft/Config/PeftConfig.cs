@@ -105,6 +105,18 @@ public abstract class PeftConfig
         var n => throw new InvalidOperationException($"field '{key}' should be true or false, got {n.ToJsonString()}"),
     };
 
+    /// <summary>A field PEFT types as bool or string (init_lora_weights, init_weights): "true"/"false" or the string.</summary>
+    protected string GetBoolOrString(string key) => Json[key] switch
+    {
+        null => "true",
+        JsonValue v when v.TryGetValue<bool>(out var b) => b ? "true" : "false",
+        JsonValue v when v.TryGetValue<string>(out var s) => s,
+        var n => throw new InvalidOperationException($"field '{key}' should be a bool or a string, got {n.ToJsonString()}"),
+    };
+
+    /// <summary>Writes a bool-or-string field: "true"/"false" become JSON booleans, as PEFT writes them.</summary>
+    protected void SetBoolOrString(string key, string value) => Json[key] = value switch { "true" => true, "false" => false, _ => value };
+
     /// <summary>A number field.</summary>
     protected double GetDouble(string key, double fallback) => Json[key] switch
     {

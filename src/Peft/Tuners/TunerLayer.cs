@@ -93,6 +93,21 @@ public abstract class TunerLayer : Module, IUnaryModule
         return result;
     }
 
+    /// <summary>The element-wise product of <paramref name="vectors"/> flattened (several active scaling adapters
+    /// multiply, as (IA)³'s l and BOFT's s), as a new tensor recorded by autograd.</summary>
+    protected static Tensor FlatProduct(IEnumerable<Tensor> vectors)
+    {
+        Tensor? product = null;
+        foreach (var v in vectors)
+        {
+            using var flat = v.Flatten();
+            var next = product == null ? flat.Contiguous() : product.Mul(flat);
+            product?.Dispose();
+            product = next;
+        }
+        return product ?? throw new ArgumentException("no vectors to multiply");
+    }
+
     /// <summary>True when an adapter's effect is an added term (so a mixed batch can reuse the base output).</summary>
     protected virtual bool IsAdditive => true;
 

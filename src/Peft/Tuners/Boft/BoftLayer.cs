@@ -168,15 +168,7 @@ public sealed class BoftLayer : TunerLayer
             current.Dispose();
             current = next;
         }
-        Tensor scale = S[adapters[0]].Flatten();
-        foreach (var a in adapters.Skip(1))
-        {
-            using var sa = S[a].Flatten();
-            var next = scale.Mul(sa);
-            scale.Dispose();
-            scale = next;
-        }
-        using (scale)
+        using (var scale = FlatProduct(adapters.Select(a => S[a])))
         using (current)
         {
             using var y = BaseForward(current);

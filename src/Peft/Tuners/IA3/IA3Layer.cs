@@ -41,15 +41,7 @@ public sealed class IA3Layer : TunerLayer
     protected override Tensor AdaptedForward(Tensor x, IReadOnlyList<string> adapters)
     {
         if (adapters.Count == 0) return BaseForward(x);
-        Tensor scaling = L[adapters[0]].Flatten();
-        foreach (var a in adapters.Skip(1))
-        {
-            using var flat = L[a].Flatten();
-            var next = scaling.Mul(flat);
-            scaling.Dispose();
-            scaling = next;
-        }
-        using (scaling)
+        using (var scaling = FlatProduct(adapters.Select(a => L[a])))
         {
             if (IsFeedforward)
             {

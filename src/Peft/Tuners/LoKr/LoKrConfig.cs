@@ -36,14 +36,8 @@ public sealed class LoKrConfig : LycorisConfig
     /// <summary>"true" (W1 = 0), "lycoris" (W2 = 0) or "false" (all random).</summary>
     public string InitWeights
     {
-        get => Json["init_weights"] switch
-        {
-            null => "true",
-            JsonValue v when v.TryGetValue<bool>(out var b) => b ? "true" : "false",
-            JsonValue v when v.TryGetValue<string>(out var s) => s,
-            var n => throw new InvalidOperationException($"init_weights should be a bool or \"lycoris\", got {n.ToJsonString()}"),
-        };
-        set => Json["init_weights"] = value switch { "true" => true, "false" => false, _ => value };
+        get => GetBoolOrString("init_weights");
+        set => SetBoolOrString("init_weights", value);
     }
 
     /// <inheritdoc/>

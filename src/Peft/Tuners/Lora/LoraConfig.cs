@@ -52,14 +52,8 @@ public sealed class LoraConfig : TunerConfig
     /// <summary>"true" (kaiming A, zero B), "false" (both random: a non-trivial adapter), "gaussian", "pissa", "olora", ...</summary>
     public string InitLoraWeights
     {
-        get => Json["init_lora_weights"] switch
-        {
-            null => "true",
-            JsonValue v when v.TryGetValue<bool>(out var b) => b ? "true" : "false",
-            JsonValue v when v.TryGetValue<string>(out var s) => s,
-            var n => throw new InvalidOperationException($"init_lora_weights should be a bool or a string, got {n.ToJsonString()}"),
-        };
-        set => Json["init_lora_weights"] = value switch { "true" => true, "false" => false, _ => value };
+        get => GetBoolOrString("init_lora_weights");
+        set => SetBoolOrString("init_lora_weights", value);
     }
 
     /// <summary>Per-module rank overrides: pattern → r.</summary>
