@@ -57,7 +57,7 @@ public sealed partial class PeftModel
         {
             var key = SavedKey(path, adapter);
             if (key != null) result[key] = tensor;
-            else if (BiasRuleCovers(path, config) && !path.Contains(".original_module.", StringComparison.Ordinal))
+            else if (BiasRuleCovers(path, config))
                 result[path] = tensor;
         }
         return result;

@@ -168,8 +168,9 @@ public sealed partial class PeftModel : Module
 
     /// <summary>Whether <paramref name="config"/>'s bias rule ("all": every bias; "lora_only" and the like: biases of
     /// adapted layers) covers the parameter at <paramref name="path"/>: those biases train and are saved with the adapter.</summary>
+    /// The frozen original of a modules_to_save wrapper is never covered (PEFT's wrapper freezes it after the bias rule ran).
     private static bool BiasRuleCovers(string path, TunerConfig config) =>
-        path.EndsWith(".bias", StringComparison.Ordinal) && AdapterOf(path) == null &&
+        path.EndsWith(".bias", StringComparison.Ordinal) && AdapterOf(path) == null && !path.Contains(".original_module.", StringComparison.Ordinal) &&
         (config.BiasRule == "all" || (config.BiasRule.EndsWith("_only", StringComparison.Ordinal) && path.Contains(".base_layer.", StringComparison.Ordinal)));
 
     /// <summary>Path segments after which the next segment names the adapter: every method's parameter prefix,

@@ -145,6 +145,8 @@ internal static class Cases
         yield return new("llama_dora_linear", () => Create(Llama), Lora("CAUSAL_LM", ["q_proj", "v_proj", "down_proj"], more: c => c.UseDora = true), Ids, Ids);
         yield return new("llama_embedding_and_q", () => Create(Llama), Lora("CAUSAL_LM", ["embed_tokens", "q_proj"]), Ids, Ids);
         yield return new("bert_seqcls_with_head", () => Create(Bert, ModelTask.SequenceClassification), Lora("SEQ_CLS", ["query", "value"]), Ids, SeqClsLabels);
+        yield return new("bert_seqcls_bias_all_keeps_head_original_frozen", () => Create(Bert, ModelTask.SequenceClassification),
+            Lora("SEQ_CLS", ["query"], c => c.Bias = "all"), Ids, SeqClsLabels);
         yield return new("mlp_lin0_bias_all", NewMlp, Lora(null!, ["lin0"], more: c => c.Bias = "all"), MlpInput, MlpLabels);
 
         yield return new("loha_mlp", NewMlp, LoHa(null!, ["lin0", "lin1"]), MlpInput, MlpLabels);
