@@ -89,6 +89,7 @@ public sealed partial class PeftModel : Module
         var mtsNames = config.ModulesToSave ?? [];
         WrapModulesToSave(adapter, mtsNames, trainable: !config.InferenceMode);
         var protectedPaths = Wrappers().Select(w => w.Name).ToList();
+        TargetModuleDefaults.Apply(tuner, Model.ModelType);
         var targets = TargetMatcher.Targets(Model, tuner, protectedPaths);
         var baseLayers = targets.Select(t => Model.GetSubmodule(t)).Select(m => m is TunerLayer l ? l.BaseLayer : m).ToList();
         for (int i = 0; i < targets.Count; i++)

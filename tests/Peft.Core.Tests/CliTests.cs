@@ -86,11 +86,11 @@ public class CliTests
     }
 
     [Test]
-    public void TrainOnAUserModelSaysPlainlyThatItIsNotAvailableYetAndBadEpochsAreExitCode2()
+    public void TrainOnAMissingFolderOrWithBadEpochsIsExitCode2()
     {
-        var (code, _, stderr) = Run("train", "--model", "some-folder");
-        Assert.That(code, Is.EqualTo(3));
-        Assert.That(stderr, Does.Contain("not yet"));
+        var (code, _, stderr) = Run("train", "--model", "some-folder", "--data", "x.jsonl");
+        Assert.That(code, Is.EqualTo(2));
+        Assert.That(stderr, Does.StartWith("error: ").And.Contain("some-folder"));
         Assert.That(Run("train", "--epochs", "0").Code, Is.EqualTo(2));
     }
 }

@@ -1,0 +1,204 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Text.Json.Nodes;
+using Peft.Core;
+using Peft.Core.Random;
+using Peft.Core.SafeTensors;
+using Peft.Nn;
+using Peft.Transformers;
+
+namespace Peft.Cli.Training;
+
+/// <summary>
+/// <c>peft train --model &lt;folder&gt; --data &lt;file&gt;</c>: loads the model for the task, wraps it with the chosen
+/// PEFT method, trains with AdamW, evaluates before and after (accuracy for classification, loss and perplexity for
+/// generation tasks), saves the adapter in the Hugging Face PEFT format and the loss curve as loss.png.
+/// </summary>
+internal static class TrainRunner
+{
+    public static int Run(TrainOptions o, IProgressView view, TextWriter stdout)
+    {
+        var sw = Stopwatch.StartNew();
+        var inv = CultureInfo.InvariantCulture;
+        if (!Directory.Exists(o.Model)) throw new DirectoryNotFoundException($"no model folder at '{o.Model}'");
+        var hf = HfConfig.Load(o.Model);
+        string task = o.Task ?? DefaultTask(hf);
+        var examples = TrainingData.Load(o.Data, task);
+        var (train, eval) = Split(examples, o.EvalData == null ? null : TrainingData.Load(o.EvalData, task), o.EvalFraction, o.Seed);
+        var labels = LabelNames(task, hf, examples.Concat(eval).ToList());
+        var tokenizer = AutoTokenizer.FromPretrained(o.Model);
+        tokenizer.PadTokenId ??= tokenizer.EosTokenId;   // GPT-2 and LLaMA tokenizers ship without a pad token
+        var batcher = new TaskBatcher(task, tokenizer, o.MaxLength, labels);
+        stdout.WriteLine($"model: {o.Model} ({hf.ModelType}), task {task}, method {o.Method}; data: {train.Count} training / {eval.Count} evaluation examples");
+
+        Generator.Default.ManualSeed(o.Seed);
+        var model = LoadModel(o.Model, hf, task, labels);
+        if (o.Quantize != "none")
+            stdout.WriteLine($"quantized {Quantize.Linears(model, o.Quantize).Count} linear layers to {o.Quantize} (frozen base)");
+        int stepsPerEpoch = (train.Count + o.BatchSize - 1) / o.BatchSize;
+        var config = MethodConfigs.Create(o.Method, task, o.R, o.Alpha, o.TargetModules, stepsPerEpoch * o.Epochs);
+        using var peft = PeftModel.Create(model, config);
+        stdout.WriteLine(peft.TrainableParametersLine());
+        var before = Evaluate(peft, batcher, eval, o.BatchSize);
+        stdout.WriteLine($"before training: {before.Describe(inv)}");
+
+        using var optimizer = new AdamW(peft.Parameters().Where(p => p.RequiresGrad), lr: o.LearningRate, weightDecay: 0.0);
+        var order = Enumerable.Range(0, train.Count).ToArray();
+        var shuffle = new System.Random((int)(o.Seed % int.MaxValue));
+        var stepLosses = new List<double>();
+        var evalLosses = new List<(int, double)> { (0, before.Loss) };
+        int step = 0;
+        view.Start(o.Epochs * stepsPerEpoch);
+        for (int epoch = 1; epoch <= o.Epochs; epoch++)
+        {
+            shuffle.Shuffle(order);
+            peft.Train();
+            foreach (var chunk in order.Chunk(o.BatchSize))
+            {
+                using var scope = Tensor.NewScope();
+                using var batch = batcher.Make(chunk.Select(i => train[i]).ToList());
+                optimizer.ZeroGrad();
+                var loss = peft.Forward(batch.InputIds, batch.AttentionMask, batch.Labels).Loss!;
+                loss.Backward();
+                optimizer.Step();
+                if (config is AdaLoraConfig) peft.UpdateAndAllocate(step);
+                double value = loss.Item();
+                if (!double.IsFinite(value)) throw new InvalidOperationException($"the loss became {value} at step {step + 1}; lower --lr");
+                stepLosses.Add(value);
+                step++;
+                view.Step(epoch, value);
+            }
+            var m = Evaluate(peft, batcher, eval, o.BatchSize);
+            evalLosses.Add((step, m.Loss));
+            view.EpochDone(epoch, o.Epochs, stepLosses.Skip(stepLosses.Count - stepsPerEpoch).Average(), m.Describe(inv));
+        }
+        view.Stop();
+        var after = Evaluate(peft, batcher, eval, o.BatchSize);
+        stdout.WriteLine($"after training: {after.Describe(inv)}");
+
+        Directory.CreateDirectory(o.Output);
+        peft.SavePretrained(o.Output);
+        long bytes = new FileInfo(Path.Combine(o.Output, PeftModel.WeightsFileName)).Length;
+        stdout.WriteLine($"adapter saved: {o.Output} (adapter_model.safetensors {bytes / 1024.0:F1} KiB + adapter_config.json, Hugging Face PEFT format)");
+        var png = Path.Combine(o.Output, "loss.png");
+        LossPlot.Save(png, stepLosses, evalLosses, $"peft train — {o.Method}, {hf.ModelType}, {task}");
+        stdout.WriteLine($"loss curve: {png}");
+        stdout.WriteLine($"done in {sw.Elapsed.TotalSeconds.ToString("F1", inv)} s");
+        return 0;
+    }
+
+    /// <summary>The task named by config.json's architectures (AutoModelFor* naming).</summary>
+    private static string DefaultTask(HfConfig hf)
+    {
+        var arch = (hf.Json["architectures"] as JsonArray)?.FirstOrDefault()?.GetValue<string>() ?? "";
+        if (arch.EndsWith("ForSequenceClassification", StringComparison.Ordinal)) return "seq-cls";
+        if (arch.EndsWith("ForTokenClassification", StringComparison.Ordinal)) return "token-cls";
+        if (arch.EndsWith("ForConditionalGeneration", StringComparison.Ordinal)) return "seq2seq";
+        if (arch.EndsWith("ForCausalLM", StringComparison.Ordinal) || arch.EndsWith("LMHeadModel", StringComparison.Ordinal)) return "causal-lm";
+        throw new ArgumentException($"cannot tell the task from config.json's architectures ('{arch}'): pass --task causal-lm|seq-cls|token-cls|seq2seq");
+    }
+
+    private static (List<Example> Train, List<Example> Eval) Split(List<Example> all, List<Example>? eval, double fraction, ulong seed)
+    {
+        if (eval != null) return (all, eval);
+        if (all.Count < 2) return (all, all);
+        var order = Enumerable.Range(0, all.Count).ToArray();
+        new System.Random((int)(seed % int.MaxValue) + 1).Shuffle(order);
+        int n = Math.Clamp((int)Math.Round(all.Count * fraction), 1, all.Count - 1);
+        return (order.Skip(n).Select(i => all[i]).ToList(), order.Take(n).Select(i => all[i]).ToList());
+    }
+
+    /// <summary>Class names: config.json's id2label when it covers the data's labels, else the data's labels sorted
+    /// (numerically when they are all integers).</summary>
+    private static List<string> LabelNames(string task, HfConfig hf, List<Example> examples)
+    {
+        if (task is not ("seq-cls" or "token-cls")) return [];
+        var seen = (task == "seq-cls" ? examples.Select(e => e.Label!) : examples.SelectMany(e => e.Tags!)).Distinct().ToList();
+        if (hf.Json["id2label"] is JsonObject map)
+        {
+            var names = map.OrderBy(kv => int.Parse(kv.Key, CultureInfo.InvariantCulture)).Select(kv => kv.Value!.GetValue<string>()).ToList();
+            if (seen.All(names.Contains)) return names;
+            var ids = Enumerable.Range(0, names.Count).Select(i => i.ToString(CultureInfo.InvariantCulture)).ToList();
+            if (seen.All(ids.Contains)) return ids;
+        }
+        return seen.All(s => int.TryParse(s, out _)) ? seen.OrderBy(s => int.Parse(s, CultureInfo.InvariantCulture)).ToList() : seen.Order(StringComparer.Ordinal).ToList();
+    }
+
+    /// <summary>The model with the task's head sized to the labels (a head absent from the checkpoint starts fresh,
+    /// as transformers' from_pretrained(num_labels=...)).</summary>
+    private static PreTrainedModel LoadModel(string folder, HfConfig hf, string task, List<string> labels)
+    {
+        int configured = hf.NumLabels;
+        if (labels.Count > 0)
+        {
+            hf.Json["num_labels"] = labels.Count;
+            hf.Json["id2label"] = new JsonObject(labels.Select((l, i) => KeyValuePair.Create(i.ToString(CultureInfo.InvariantCulture), (JsonNode?)l)));
+            hf.Json["label2id"] = new JsonObject(labels.Select((l, i) => KeyValuePair.Create(l, (JsonNode?)i)));
+        }
+        var modelTask = task switch
+        {
+            "causal-lm" => ModelTask.CausalLM, "seq-cls" => ModelTask.SequenceClassification,
+            "token-cls" => ModelTask.TokenClassification, _ => ModelTask.Seq2SeqLM,
+        };
+        var model = AutoModel.Create(hf, modelTask);
+        try
+        {
+            using var checkpoint = SafeTensorsCheckpoint.Open(folder);
+            AutoModel.LoadWeights(model, new CheckpointStateSource(checkpoint), hf.Path);
+            return model;
+        }
+        catch (StateDictException) when (labels.Count > 0 && labels.Count != configured)
+        {
+            model.Dispose();
+            throw new ArgumentException($"the data has {labels.Count} labels ({string.Join(", ", labels.Take(8))}) but the checkpoint's classification head has {configured}: use the model's labels or a checkpoint without a task head");
+        }
+        catch
+        {
+            model.Dispose();
+            throw;
+        }
+    }
+
+    private sealed record Metrics(double Loss, double? Accuracy, string Task)
+    {
+        public string Describe(IFormatProvider f) => Accuracy is { } a
+            ? string.Format(f, "loss {0:F4}, accuracy {1:P1}", Loss, a)
+            : string.Format(f, "loss {0:F4}, perplexity {1:F2}", Loss, Math.Exp(Loss));
+    }
+
+    private static Metrics Evaluate(PeftModel peft, TaskBatcher batcher, List<Example> eval, int batchSize)
+    {
+        peft.Eval();
+        using var _ = Autograd.NoGrad();
+        double lossSum = 0;
+        long correct = 0, counted = 0;
+        int batches = 0;
+        foreach (var chunk in eval.Chunk(batchSize))
+        {
+            using var scope = Tensor.NewScope();
+            using var batch = batcher.Make(chunk);
+            var output = peft.Forward(batch.InputIds, batch.AttentionMask, batch.Labels);
+            lossSum += output.Loss!.Item();
+            batches++;
+            if (batcher.Task is "seq-cls" or "token-cls") (correct, counted) = Count(output.Logits, batch.Labels, correct, counted);
+        }
+        return new Metrics(lossSum / batches, counted > 0 ? (double)correct / counted : null, batcher.Task);
+    }
+
+    /// <summary>Arg-max predictions against the labels, skipping −100.</summary>
+    private static (long, long) Count(Tensor logits, Tensor labels, long correct, long counted)
+    {
+        var l = logits.ToFloatArray();
+        var y = labels.ToArray<long>();
+        int classes = l.Length / y.Length;
+        for (int i = 0; i < y.Length; i++)
+        {
+            if (y[i] == TaskBatcher.Ignore) continue;
+            int best = 0;
+            for (int c = 1; c < classes; c++) if (l[i * classes + c] > l[i * classes + best]) best = c;
+            correct += best == y[i] ? 1 : 0;
+            counted++;
+        }
+        return (correct, counted);
+    }
+}
