@@ -36,7 +36,7 @@ public sealed partial class PeftModel
             var dir = name == "default" ? folder : Path.Combine(folder, name);
             Directory.CreateDirectory(dir);
             using var scope = Tensor.NewScope();
-            var state = AdapterState(name);
+            var state = config is PromptLearningConfig ? PromptState(name, forSaving: true) : AdapterState(name);
             SliceByRankPattern(name, state);   // slices are new tensors: the scope disposes them
             var tensors = state.ToDictionary(kv => kv.Key, kv => kv.Value.Clone());
             SafeTensorsWriter.Save(Path.Combine(dir, WeightsFileName), tensors, new Dictionary<string, string> { ["format"] = "pt" });
@@ -87,6 +87,8 @@ public sealed partial class PeftModel
     public static PeftModel FromPretrained(PreTrainedModel model, string adapterFolder, string adapterName = "default", bool isTrainable = false)
     {
         var config = PeftConfig.Load(adapterFolder);
+        if (config is PromptLearningConfig && isTrainable)
+            throw new ArgumentException("a prompt-learning adapter cannot be loaded as trainable (as in PEFT: its file holds the encoder's output, not the encoder)");
         config.InferenceMode = !isTrainable;
         var peft = Create(model, config, adapterName);
         try
@@ -106,6 +108,8 @@ public sealed partial class PeftModel
     public void LoadAdapter(string adapterFolder, string adapterName, bool isTrainable = false)
     {
         var config = PeftConfig.Load(adapterFolder);
+        if (config is PromptLearningConfig && isTrainable)
+            throw new ArgumentException("a prompt-learning adapter cannot be loaded as trainable (as in PEFT: its file holds the encoder's output, not the encoder)");
         config.InferenceMode = !isTrainable;
         AddAdapter(adapterName, config);
         LoadAdapterWeights(adapterFolder, adapterName);
@@ -120,7 +124,7 @@ public sealed partial class PeftModel
                 : $"no {WeightsFileName} in '{folder}'", file);
         using var st = SafeTensorsFile.Open(file);
         ResizeByRankPattern(adapter);
-        var expected = AdapterState(adapter);
+        var expected = _configs[adapter] is PromptLearningConfig ? PromptState(adapter, forSaving: false) : AdapterState(adapter);
         var missing = expected.Keys.Where(k => !st.Contains(k)).Order(StringComparer.Ordinal).ToList();
         var unexpected = st.Tensors.Select(t => t.Name).Where(k => !expected.ContainsKey(k)).Order(StringComparer.Ordinal).ToList();
         var mismatched = expected.Where(kv => st.Contains(kv.Key) && !st.Info(kv.Key).Shape.AsSpan().SequenceEqual(kv.Value.Shape))

@@ -81,9 +81,14 @@ public sealed partial class PeftModel : Module
     {
         if (_configs.ContainsKey(adapter)) throw new ArgumentException($"an adapter named '{adapter}' already exists");
         if (adapter.Contains('.') || adapter.Length == 0) throw new ArgumentException($"adapter names must be non-empty and contain no '.', got '{adapter}'");
-        if (config is not TunerConfig tuner) throw new NotSupportedException($"peft_type {config.PeftType} is not supported yet");
         if (_configs.Values.FirstOrDefault() is { } existing && existing.PeftType != config.PeftType)
             throw new ArgumentException($"cannot add a {config.PeftType} adapter next to {existing.PeftType} adapters: one PeftModel holds one method, as in PEFT (without PeftMixedModel)");
+        if (config is PromptLearningConfig prompt)
+        {
+            InjectPrompt(adapter, prompt);
+            return;
+        }
+        if (config is not TunerConfig tuner) throw new NotSupportedException($"peft_type {config.PeftType} is not supported yet");
         if (config is AdaLoraConfig { InferenceMode: false } && _trainableAdaLora != null)
             throw new ArgumentException($"AdaLoRA supports one trainable adapter ('{_trainableAdaLora}' is); add further AdaLoRA adapters with inference_mode = true");
         var mtsNames = config.ModulesToSave ?? [];
@@ -179,7 +184,7 @@ public sealed partial class PeftModel : Module
     private static readonly string[] AdapterSegmentPrefixes = ["lora_", "hada_", "lokr_", "ia3_", "vera_lambda_", "oft_", "boft_"];
 
     private static bool IsAdapterSegment(string segment) =>
-        segment is "modules_to_save" or "vera_A" or "vera_B" || AdapterSegmentPrefixes.Any(p => segment.StartsWith(p, StringComparison.Ordinal));
+        segment is "modules_to_save" or "vera_A" or "vera_B" or "prompt_encoder" || AdapterSegmentPrefixes.Any(p => segment.StartsWith(p, StringComparison.Ordinal));
 
     /// <summary>The index of the segment holding the adapter name in a dotted path (".lora_A.name.", ".modules_to_save.name."), or −1.</summary>
     private static int AdapterSegmentIndex(string[] segments)
@@ -205,8 +210,13 @@ public sealed partial class PeftModel : Module
     /// <paramref name="adapterNames"/>, one name per sample, each sample uses its own adapter (a mixed batch; "__base__"
     /// for none), as PEFT's <c>adapter_names</c> argument; merged and DoRA adapters are refused there, as in PEFT.
     /// </summary>
-    public ModelOutput Forward(Tensor input, Tensor? attentionMask = null, Tensor? labels = null, KvCache? cache = null, string[]? adapterNames = null)
+    public ModelOutput Forward(Tensor input, Tensor? attentionMask = null, Tensor? labels = null, KvCache? cache = null, string[]? adapterNames = null, long[]? taskIds = null)
     {
+        if (ActivePromptConfig is { } prompt)
+        {
+            if (adapterNames != null) throw new NotSupportedException("mixed-adapter batches are not supported for prompt-learning adapters (as in PEFT)");
+            return PromptForward(prompt, input, attentionMask, labels, cache, taskIds);
+        }
         if (adapterNames == null) return WithOrthogonalityLoss(Model.Forward(input, attentionMask, labels, cache));
         foreach (var n in adapterNames.Distinct())
             if (n != BaseAdapterName && !_configs.ContainsKey(n)) throw new KeyNotFoundException($"adapter_names mentions unknown adapter '{n}'");
@@ -260,6 +270,8 @@ public sealed partial class PeftModel : Module
     {
         foreach (var n in adapterNames)
             if (!_configs.ContainsKey(n)) throw new KeyNotFoundException($"no adapter named '{n}' (adapters: {string.Join(", ", _configs.Keys)})");
+        if (adapterNames.Length > 1 && adapterNames.Any(n => _configs[n] is PromptLearningConfig))
+            throw new ArgumentException("prompt-learning adapters are active one at a time");
         _active = adapterNames.ToList();
         ApplyActiveState();
     }
@@ -287,12 +299,15 @@ public sealed partial class PeftModel : Module
         var layers = TunerLayers().Select(l => l.Layer).ToList();
         var wrappers = Wrappers().Select(w => w.Wrapper).ToList();
         var before = layers.Select(l => l.DisableAdapters).ToList();
+        bool promptBefore = _promptDisabled;
         foreach (var l in layers) l.DisableAdapters = true;
         foreach (var w in wrappers) w.Disabled = true;
+        _promptDisabled = true;
         return new Restore(() =>
         {
             for (int i = 0; i < layers.Count; i++) layers[i].DisableAdapters = before[i];
             foreach (var w in wrappers) w.Disabled = false;
+            _promptDisabled = promptBefore;
         });
     }
 
@@ -312,6 +327,7 @@ public sealed partial class PeftModel : Module
     public void MergeAdapter(IEnumerable<string>? adapterNames = null, bool safeMerge = false)
     {
         var names = (adapterNames ?? _active).ToList();
+        RefusePromptLearning(names, "merged into the base weights");
         foreach (var (_, layer) in TunerLayers()) layer.Merge(names, safeMerge);
     }
 
@@ -332,6 +348,7 @@ public sealed partial class PeftModel : Module
     /// are replaced by the active adapter's trained copy, as PEFT does. This PeftModel is then empty.</summary>
     public PreTrainedModel Unload()
     {
+        RefusePromptLearning(_configs.Keys, "unloaded (their prompts are not part of the model's weights)");
         foreach (var (name, layer) in TunerLayers().ToList())
         {
             var baseLayer = layer.TakeBaseLayer();
@@ -349,6 +366,12 @@ public sealed partial class PeftModel : Module
         _configs.Clear();
         _active.Clear();
         return model;
+    }
+
+    private void RefusePromptLearning(IEnumerable<string> adapters, string what)
+    {
+        if (adapters.FirstOrDefault(a => _configs.TryGetValue(a, out var c) && c is PromptLearningConfig) is { } name)
+            throw new NotSupportedException($"prompt-learning adapters such as '{name}' ({_configs[name].PeftType}) cannot be {what}, as in PEFT");
     }
 
     /// <summary>PEFT's <c>base_model</c> level (LoraModel in Python): holds the transformer as <c>model</c>.</summary>

@@ -38,21 +38,28 @@ public static class TextGeneration
     /// Continues each prompt row of <paramref name="inputIds"/> [B, T] (equal-length prompts) and returns the new tokens
     /// of each row; a row stops at an EOS token (which is included) or after MaxNewTokens.
     /// </summary>
-    public static int[][] Generate(PreTrainedModel model, Tensor inputIds, GenerationOptions? options = null)
+    public static int[][] Generate(PreTrainedModel model, Tensor inputIds, GenerationOptions? options = null) =>
+        Generate(model, inputIds, options, (ids, cache) => model.Forward(ids, cache: cache).Logits);
+
+    /// <summary>
+    /// <see cref="Generate(PreTrainedModel, Tensor, GenerationOptions?)"/> with the step's forward supplied by the caller
+    /// (prompt learning prepends virtual tokens or a prefix on the first step, when the cache is still empty):
+    /// <paramref name="logitsOf"/> maps (ids [B, T], cache) to logits [B, T', V] and must append to the cache.
+    /// </summary>
+    public static int[][] Generate(PreTrainedModel model, Tensor inputIds, GenerationOptions? options, Func<Tensor, KvCache, Tensor> logitsOf)
     {
         var o = options ?? new GenerationOptions();
         if (o.DoSample && o.Temperature <= 0) throw new ArgumentOutOfRangeException(nameof(options), "Temperature must be > 0 when sampling");
         if (o.TopP is <= 0 or > 1) throw new ArgumentOutOfRangeException(nameof(options), "TopP must be in (0, 1]");
         if (model.Task != ModelTask.CausalLM) throw new InvalidOperationException($"generation needs a causal-LM head, this model is {model.Task}");
+        using var cache = new KvCache(model.NumLayers);
         int b = inputIds.Size(0);
         var result = Enumerable.Range(0, b).Select(_ => new List<int>()).ToArray();
         var done = new bool[b];
         int pad = o.PadTokenId ?? (o.EosTokenIds.Count > 0 ? o.EosTokenIds[0] : 0);
         var rng = o.Generator ?? new Generator(0);
-
         bool wasTraining = model.IsTraining;
         model.Eval();
-        using var cache = new KvCache(model.NumLayers);
         using var _ = Autograd.NoGrad();
         try
         {
@@ -60,7 +67,7 @@ public static class TextGeneration
             for (int step = 0; step < o.MaxNewTokens && !done.All(d => d); step++)
             {
                 using var scope = Tensor.NewScope();
-                var logits = model.Forward(next, cache: cache).Logits;
+                var logits = logitsOf(next, cache);
                 using var last = logits.Select(1, logits.Size(1) - 1); // [B, V]
                 var chosen = ChooseNext(last, o, rng, pad, done, result);
                 next.Dispose();

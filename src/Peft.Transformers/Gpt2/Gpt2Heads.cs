@@ -30,6 +30,12 @@ public abstract class Gpt2PreTrainedModel : PreTrainedModel
 
     /// <inheritdoc/>
     public override IEnumerable<string> IgnoredCheckpointKeys => [".attn.bias", ".attn.masked_bias"];
+
+    /// <inheritdoc/>
+    public override Embedding? InputEmbeddings => Transformer.Wte;
+
+    /// <inheritdoc/>
+    public override PromptDimensions? PromptDimensions => new(Config.NEmbd, Config.NLayer, Config.NHead, Config.NHead, Config.HeadDim);
 }
 
 /// <summary>transformers' GPT2LMHeadModel: trunk + <c>lm_head</c> (no bias) tied to <c>transformer.wte</c>.</summary>

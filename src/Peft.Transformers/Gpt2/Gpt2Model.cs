@@ -113,14 +113,15 @@ public sealed class Gpt2Model : Module
     /// <summary>The token embedding.</summary>
     public Embedding Wte => Child<Embedding>("wte");
 
-    /// <summary>input ids [B, T] → hidden states [B, T, C]. <paramref name="attentionMask"/> [B, T_past + T] (1 = attend).</summary>
+    /// <summary>input ids [B, T] (or inputs_embeds [B, T, C]: a floating-point input is taken as embeddings) → hidden
+    /// states [B, T, C]. <paramref name="attentionMask"/> [B, T_past + T] (1 = attend).</summary>
     public Tensor Forward(Tensor inputIds, Tensor? attentionMask = null, KvCache? cache = null)
     {
         int t = inputIds.Size(1), past = cache?.Length ?? 0;
         if (past + t > Config.NPositions)
             throw new ArgumentException($"sequence of {past + t} positions exceeds n_positions = {Config.NPositions}");
         using var positions = Tensor.Arange(past, past + t);
-        using var tok = Child<IUnaryModule>("wte").Forward(inputIds);
+        using var tok = TaskHeads.EmbedOrPass(Child<IUnaryModule>("wte"), inputIds);
         using var pos = Child<IUnaryModule>("wpe").Forward(positions);
         using var sum = tok.Add(pos);
         using var mask = TaskHeads.KeyPaddingMask(attentionMask);

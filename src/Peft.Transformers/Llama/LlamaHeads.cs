@@ -33,6 +33,13 @@ public abstract class LlamaPreTrainedModel : PreTrainedModel
 
     /// <inheritdoc/>
     public override IEnumerable<string> IgnoredCheckpointKeys => [".rotary_emb.inv_freq"];
+
+    /// <inheritdoc/>
+    public override Embedding? InputEmbeddings => Model.EmbedTokens;
+
+    /// <inheritdoc/>
+    public override PromptDimensions? PromptDimensions =>
+        new(Config.HiddenSize, Config.NumHiddenLayers, Config.NumAttentionHeads, Config.NumKeyValueHeads, Config.HeadDim);
 }
 
 /// <summary>transformers' LlamaForCausalLM: trunk + <c>lm_head</c> (tied to embed_tokens when tie_word_embeddings).</summary>

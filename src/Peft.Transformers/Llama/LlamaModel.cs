@@ -125,7 +125,8 @@ public sealed class LlamaModel : Module
     /// <summary>The token embedding.</summary>
     public Embedding EmbedTokens => Child<Embedding>("embed_tokens");
 
-    /// <summary>input ids [B, T] → hidden states [B, T, hidden].</summary>
+    /// <summary>input ids [B, T] (or inputs_embeds [B, T, hidden]: a floating-point input is taken as embeddings) →
+    /// hidden states [B, T, hidden].</summary>
     public Tensor Forward(Tensor inputIds, Tensor? attentionMask = null, KvCache? cache = null)
     {
         int t = inputIds.Size(1), past = cache?.Length ?? 0;
@@ -134,7 +135,7 @@ public sealed class LlamaModel : Module
         using (sin)
         using (var mask = TaskHeads.KeyPaddingMask(attentionMask))
         {
-            var embedded = Child<IUnaryModule>("embed_tokens").Forward(inputIds);
+            var embedded = TaskHeads.EmbedOrPass(Child<IUnaryModule>("embed_tokens"), inputIds);
             using var x = Child<ModuleList<LlamaDecoderLayer>>("layers").Chain(embedded, (layer, h) => layer.Forward(h, cos, sin, mask, cache));
             return Child<IUnaryModule>("norm").Forward(x);
         }

@@ -28,6 +28,11 @@ public enum ModelTask
 /// <summary>Shared losses and pooling of the task heads, written once as transformers does them.</summary>
 public static class TaskHeads
 {
+    /// <summary>The token embedding of integer ids, or the input itself when it is already floating-point embeddings
+    /// (transformers' inputs_embeds, used by prompt learning).</summary>
+    public static Tensor EmbedOrPass(IUnaryModule embedding, Tensor input) =>
+        input.DType.IsFloatingPoint() ? input.Contiguous() : embedding.Forward(input);
+
     /// <summary>Causal-LM loss: logits at position t predict labels at t+1; −100 labels are ignored.</summary>
     public static Tensor CausalLmLoss(Tensor logits, Tensor labels)
     {
@@ -47,6 +52,13 @@ public static class TaskHeads
     public static Tensor PoolLastNonPad(Tensor logits, Tensor inputIds, int? padTokenId)
     {
         int b = inputIds.Size(0), t = inputIds.Size(1);
+        if (inputIds.DType.IsFloatingPoint()) padTokenId = null; // inputs_embeds: transformers cannot see padding and takes the last position
+        if (inputIds.DType.IsFloatingPoint() && b != 1)
+        {
+            using var lastFlat = logits.Reshape(b * t, logits.Size(-1));
+            using var lastIndex = Tensor.FromArray(Enumerable.Range(0, b).Select(i => (long)i * t + t - 1).ToArray());
+            return lastFlat.IndexSelect(0, lastIndex);
+        }
         if (padTokenId == null && b != 1)
             throw new InvalidOperationException("cannot find the last token of each sequence in a batch without pad_token_id in config.json");
         var ids = inputIds.DType == DType.I64 ? inputIds.ToArray<long>() : inputIds.ToDoubleArray().Select(v => (long)v).ToArray();

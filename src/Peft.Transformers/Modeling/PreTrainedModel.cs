@@ -63,4 +63,17 @@ public abstract class PreTrainedModel : Module
     /// <param name="labels">Targets for the loss: token ids (causal LM; −100 ignored), class ids [B] or per-token [B, T].</param>
     /// <param name="cache">Past keys/values (decoder models), extended in place.</param>
     public abstract ModelOutput Forward(Tensor input, Tensor? attentionMask = null, Tensor? labels = null, KvCache? cache = null);
+
+    /// <summary>The input token embedding (transformers' get_input_embeddings), for models whose Forward also takes
+    /// inputs_embeds (a floating-point input); null otherwise.</summary>
+    public virtual Embedding? InputEmbeddings => null;
+
+    /// <summary>What prompt learning needs to know (PEFT's _prepare_prompt_learning_config): the embedding width, the
+    /// decoder layers, and the heads and head size of the keys/values a prefix must provide; null when the model takes
+    /// no past key/values.</summary>
+    public virtual PromptDimensions? PromptDimensions => null;
 }
+
+/// <summary>Sizes prompt-learning methods read from a model: token_dim, num_layers, and the key/value heads and head size
+/// of its attention (KvHeads × HeadDim is PEFT's token_dim for prefix tuning with grouped-query attention).</summary>
+public sealed record PromptDimensions(int TokenDim, int Layers, int AttentionHeads, int KvHeads, int HeadDim);

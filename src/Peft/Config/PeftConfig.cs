@@ -68,13 +68,23 @@ public abstract class PeftConfig
                 "OFT" => new OftConfig(json),
                 "ADALORA" => new AdaLoraConfig(json),
                 "BOFT" => new BoftConfig(json),
-                _ => throw new PeftConfigException(path, $"peft_type '{type}' is not supported yet (supported: LORA, LOHA, LOKR, IA3, VERA, OFT, BOFT, ADALORA)"),
+                "PROMPT_TUNING" => Validated(new PromptTuningConfig(json)),
+                "P_TUNING" => new PromptEncoderConfig(json),
+                "PREFIX_TUNING" => new PrefixTuningConfig(json),
+                "MULTITASK_PROMPT_TUNING" => new MultitaskPromptTuningConfig(json),
+                _ => throw new PeftConfigException(path, $"peft_type '{type}' is not supported yet (supported: LORA, LOHA, LOKR, IA3, VERA, OFT, BOFT, ADALORA, PROMPT_TUNING, P_TUNING, PREFIX_TUNING, MULTITASK_PROMPT_TUNING)"),
             };
         }
         catch (Exception e) when (e is InvalidOperationException or FormatException)
         {
             throw new PeftConfigException(path, e.Message, e);
         }
+    }
+
+    private static PeftConfig Validated(PeftConfig config)
+    {
+        config.Validate();
+        return config;
     }
 
     /// <summary>The config as PEFT writes it: sorted keys, two-space indent.</summary>

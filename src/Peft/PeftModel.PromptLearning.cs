@@ -1,0 +1,152 @@
+using Peft.Core;
+using Peft.Nn;
+using Peft.Transformers;
+
+namespace Peft;
+
+// The soft-prompt methods (PEFT's prompt-learning path of PeftModelForCausalLM / ForSequenceClassification): a
+// prompt encoder per adapter under prompt_encoder.<name>, virtual tokens prepended to the input embeddings (labels −100
+// and attention mask 1 over them) or, for prefix tuning, per-layer past keys/values in the KV cache.
+public sealed partial class PeftModel
+{
+    private bool _promptDisabled;
+
+    private ModuleDict<PromptEncoder> PromptEncoders
+    {
+        get
+        {
+            if (!HasChild("prompt_encoder")) RegisterModule("prompt_encoder", new ModuleDict<PromptEncoder>());
+            return Child<ModuleDict<PromptEncoder>>("prompt_encoder");
+        }
+    }
+
+    /// <summary>The active prompt-learning adapter's config, or null (none, or disabled).</summary>
+    private PromptLearningConfig? ActivePromptConfig =>
+        !_promptDisabled && _active.Count > 0 && _configs.TryGetValue(_active[0], out var c) ? c as PromptLearningConfig : null;
+
+    private void InjectPrompt(string adapter, PromptLearningConfig config)
+    {
+        config.FillFrom(Model);
+        config.Validate();
+        WrapModulesToSave(adapter, config.ModulesToSave ?? [], trainable: !config.InferenceMode);
+        PromptEncoders.Set(adapter, config.CreateEncoder(Model));
+        _configs[adapter] = config;
+    }
+
+    /// <summary>The model run with the active prompt-learning adapter (PEFT's get_prompt + the task's forward).</summary>
+    private ModelOutput PromptForward(PromptLearningConfig config, Tensor input, Tensor? attentionMask, Tensor? labels, KvCache? cache, long[]? taskIds)
+    {
+        if (cache is { Length: > 0 }) return Model.Forward(input, attentionMask, labels, cache); // generation: the prompt is cached
+        var encoder = PromptEncoders[_active[0]];
+        int b = input.Size(0), n = config is PrefixTuningConfig ? config.NumVirtualTokens : config.TotalVirtualTokens;
+        using var prefixMask = attentionMask == null ? null : PrefixOnes(b, n, attentionMask);
+        if (config is PrefixTuningConfig)
+        {
+            var own = cache == null ? new KvCache(Model.NumLayers) : null;
+            using var prefix = Prefix(config, encoder.Forward(b), b);
+            var views = PrefixViews(prefix, config);
+            try
+            {
+                SetPrefix(own ?? cache!, views);
+                var output = Model.Forward(input, prefixMask, labels, own ?? cache);
+                return own != null ? output with { Cache = null } : output;
+            }
+            finally
+            {
+                own?.Dispose();
+                foreach (var (k, v) in views) { k.Dispose(); v.Dispose(); }
+            }
+        }
+        var words = Model.InputEmbeddings ?? throw new NotSupportedException($"{Model.ArchitectureName} exposes no input embeddings");
+        using var prompts = encoder.Forward(b, config is MultitaskPromptTuningConfig ? taskIds : null);
+        using var embedded = words.Forward(input);
+        using var embeds = Tensor.Cat([prompts, embedded], 1);
+        using var longLabels = labels != null && Model.Task == ModelTask.CausalLM ? PrefixIgnored(b, n, labels) : null;
+        return Model.Forward(embeds, prefixMask, longLabels ?? labels, cache);
+    }
+
+    /// <summary>[B, n] ones before the attention mask.</summary>
+    private static Tensor PrefixOnes(int b, int n, Tensor mask)
+    {
+        using var ones = Tensor.Ones([b, n], mask.DType);
+        return Tensor.Cat([ones, mask], 1);
+    }
+
+    /// <summary>−100 labels over the virtual tokens, as PEFT's causal-LM forward.</summary>
+    private static Tensor PrefixIgnored(int b, int n, Tensor labels)
+    {
+        using var ignore = Tensor.Full([b, n], -100, labels.DType);
+        return Tensor.Cat([ignore, labels], 1);
+    }
+
+    /// <summary>The flat prefix [B, n, 2·L·d] as [2L, B, heads, n, head_dim] (PEFT's view + permute([2, 0, 3, 1, 4]));
+    /// takes ownership of <paramref name="flat"/>.</summary>
+    private static Tensor Prefix(PromptLearningConfig config, Tensor flat, int b)
+    {
+        using (flat)
+        {
+            int n = config.NumVirtualTokens, layers = config.NumLayers!.Value, heads = config.NumAttentionHeads!.Value;
+            int hd = config.TokenDim!.Value / heads;
+            using var view = flat.Reshape(b, n, 2 * layers, heads, hd);
+            using var perm = view.Permute(2, 0, 3, 1, 4);
+            return perm.Contiguous();
+        }
+    }
+
+    /// <summary>Layer l's keys are row 2l of the prefix, its values row 2l + 1 (views: the caller disposes them once
+    /// the cache that reads them is done).</summary>
+    private static List<(Tensor K, Tensor V)> PrefixViews(Tensor prefix, PromptLearningConfig config) =>
+        Enumerable.Range(0, config.NumLayers!.Value).Select(l => (prefix.Select(0, 2 * l), prefix.Select(0, 2 * l + 1))).ToList();
+
+    private static void SetPrefix(KvCache cache, List<(Tensor K, Tensor V)> views)
+    {
+        for (int l = 0; l < views.Count; l++) cache.SetPrefix(l, views[l].K, views[l].V);
+    }
+
+    /// <summary>What a prompt-learning adapter saves: PEFT's single <c>prompt_embeddings</c> (the encoder's output for
+    /// the virtual tokens; the shared prompt for multitask prompt tuning, with its task matrices) plus modules_to_save,
+    /// whose keys sit under <c>base_model.</c> (PEFT wraps no tuner model around the transformer for these methods).
+    /// With <paramref name="forSaving"/> false the values are the live tensors a loaded file is copied into.</summary>
+    private Dictionary<string, Tensor> PromptState(string adapter, bool forSaving)
+    {
+        var encoder = PromptEncoders[adapter];
+        var result = new Dictionary<string, Tensor>();
+        if (encoder is MultitaskPromptEmbedding mpt)
+        {
+            result["prompt_embeddings"] = forSaving ? Squeezed(mpt.SharedPrompt()) : mpt.Embedding.Weight;
+            result["prefix_task_cols"] = mpt.Parameter("prefix_task_cols");
+            result["prefix_task_rows"] = mpt.Parameter("prefix_task_rows");
+        }
+        else result["prompt_embeddings"] = forSaving ? Squeezed(encoder.Output()) : encoder.Embedding.Weight;
+        foreach (var (path, tensor) in StateDict())
+            if (SavedKey(path, adapter) is { } key && path.Contains(".modules_to_save.", StringComparison.Ordinal))
+                result["base_model." + key["base_model.model.".Length..]] = tensor;
+        return result;
+    }
+
+    private static Tensor Squeezed(Tensor batchOfOne)
+    {
+        using (batchOfOne) return batchOfOne.Squeeze(0).Contiguous();
+    }
+
+    /// <summary>Generates continuations (greedy or sampled) with the active adapter: prompt-learning adapters put their
+    /// virtual tokens or prefix in front of the prompt on the first step; layer adapters are part of the model already.</summary>
+    public int[][] Generate(Tensor inputIds, GenerationOptions? options = null, long[]? taskIds = null)
+    {
+        if (ActivePromptConfig is not { } config) return TextGeneration.Generate(Model, inputIds, options);
+        using var scope = Tensor.NewScope();
+        using var _ = Autograd.NoGrad();
+        // The prefix and its views are made here, outside the per-step scopes, so they last the whole generation.
+        var views = config is PrefixTuningConfig ? PrefixViews(Prefix(config, PromptEncoders[_active[0]].Forward(inputIds.Size(0)), inputIds.Size(0)), config) : null;
+        return TextGeneration.Generate(Model, inputIds, options, (ids, cache) =>
+        {
+            if (cache.Length > 0) return Model.Forward(ids, cache: cache).Logits;
+            if (views != null)
+            {
+                SetPrefix(cache, views);
+                return Model.Forward(ids, cache: cache).Logits;
+            }
+            return PromptForward(config, ids, null, null, cache, taskIds).Logits;
+        });
+    }
+}

@@ -1,0 +1,215 @@
+using Peft.Core.SafeTensors;
+using Peft.Transformers;
+
+namespace Peft.Tests;
+
+/// <summary>Prompt tuning, P-tuning, prefix tuning and multitask prompt tuning on the decoder models.</summary>
+[TestFixture]
+public class PromptLearningTests
+{
+    private static Tensor Ids() => Tensor.FromArray(new long[] { 3, 9, 4, 12, 7, 1, 5, 2, 8, 6 }, [2, 5]);
+
+    private static float[] Logits(Func<ModelOutput> run)
+    {
+        using var _ = Autograd.NoGrad();
+        using var scope = Tensor.NewScope();
+        return run().Logits.ToFloatArray();
+    }
+
+    private static IEnumerable<TestCaseData> Models()
+    {
+        yield return new TestCaseData(Cases.Gpt2).SetArgDisplayNames("gpt2");
+        yield return new TestCaseData(Cases.Llama).SetArgDisplayNames("llama_gqa");
+    }
+
+    [TestCaseSource(nameof(Models))]
+    public void InputEmbeddingsAndAPrefixCacheReproduceTheModelOnTokens(string json)
+    {
+        using var scope = Tensor.NewScope();
+        using var model = Cases.Create(json);
+        var ids = Ids();
+        using var embeds = model.InputEmbeddings!.Forward(ids);
+        Assert.That(Logits(() => model.Forward(embeds)), Is.EqualTo(Logits(() => model.Forward(ids))).Within(1e-6), "inputs_embeds path");
+        // Keys/values of the first three tokens, used as a prefix, give the same last-token logits as the full sequence.
+        using var cache = new KvCache(model.NumLayers);
+        using (Autograd.NoGrad()) model.Forward(ids.Narrow(1, 0, 3), cache: cache);
+        using var prefixed = new KvCache(model.NumLayers);
+        for (int l = 0; l < model.NumLayers; l++) prefixed.SetPrefix(l, cache.Cached(l)!.Value.K, cache.Cached(l)!.Value.V);
+        var tail = Logits(() => model.Forward(ids.Narrow(1, 3, 2), cache: prefixed));
+        var full = Logits(() => model.Forward(ids));
+        int vocab = full.Length / 10;
+        for (int b = 0; b < 2; b++)
+            for (int t = 0; t < 2; t++)
+                Assert.That(tail.Skip((b * 2 + t) * vocab).Take(vocab), Is.EqualTo(full.Skip((b * 5 + 3 + t) * vocab).Take(vocab)).Within(1e-5));
+    }
+
+    private static IEnumerable<TestCaseData> Methods()
+    {
+        foreach (var (name, json) in new[] { ("gpt2", Cases.Gpt2), ("llama", Cases.Llama) })
+        {
+            yield return new TestCaseData(json, (Func<PromptLearningConfig>)(() => new PromptTuningConfig { NumVirtualTokens = 4, TaskType = "CAUSAL_LM" })).SetArgDisplayNames($"prompt_{name}");
+            yield return new TestCaseData(json, (Func<PromptLearningConfig>)(() => new PromptEncoderConfig { NumVirtualTokens = 3, EncoderHiddenSize = 12, TaskType = "CAUSAL_LM" })).SetArgDisplayNames($"ptuning_{name}");
+            yield return new TestCaseData(json, (Func<PromptLearningConfig>)(() => new PrefixTuningConfig { NumVirtualTokens = 3, TaskType = "CAUSAL_LM" })).SetArgDisplayNames($"prefix_{name}");
+            yield return new TestCaseData(json, (Func<PromptLearningConfig>)(() => new PrefixTuningConfig { NumVirtualTokens = 2, PrefixProjection = true, EncoderHiddenSize = 10, TaskType = "CAUSAL_LM" })).SetArgDisplayNames($"prefix_projection_{name}");
+            yield return new TestCaseData(json, (Func<PromptLearningConfig>)(() => new MultitaskPromptTuningConfig { NumVirtualTokens = 3, NumTasks = 2, NumRanks = 2, TaskType = "CAUSAL_LM" })).SetArgDisplayNames($"mpt_{name}");
+        }
+    }
+
+    private static readonly long[] Tasks = [0, 1];
+
+    [TestCaseSource(nameof(Methods))]
+    public void TrainsOnlyThePromptSavesPeftsKeysAndReloadsIdentically(string json, Func<PromptLearningConfig> make)
+    {
+        var dir = Directory.CreateTempSubdirectory("peft-prompt-").FullName;
+        try
+        {
+            using var scope = Tensor.NewScope();
+            var ids = Ids();
+            float[] baseLogits = Logits(() => Cases.Create(json).Forward(ids));
+            float[] trained;
+            PromptLearningConfig config;
+            using (var peft = PeftModel.Create(Cases.Create(json), make()))
+            {
+                config = (PromptLearningConfig)peft.PeftConfigs["default"];   // with the sizes filled from the model
+                peft.PrintTrainableParameters(TextWriter.Null);
+                double first = 0, last = 0;
+                for (int step = 0; step < 6; step++)
+                {
+                    using var s = Tensor.NewScope();
+                    peft.ZeroGrad();
+                    var loss = peft.Forward(ids, labels: ids, taskIds: Tasks).Loss!;
+                    loss.Backward();
+                    if (step == 0)
+                    {
+                        foreach (var (name, p) in peft.NamedParameters())
+                            Assert.That(p.Grad != null, Is.EqualTo(name.StartsWith("prompt_encoder.default.")), name);
+                        first = loss.Item();
+                    }
+                    last = loss.Item();
+                    using (Autograd.NoGrad()) foreach (var p in peft.Parameters().Where(p => p.Grad != null)) p.AddInPlace(p.Grad!, -0.5);
+                }
+                Assert.That(last, Is.LessThan(first), "training the prompt lowers the loss");
+                peft.Eval();
+                trained = Logits(() => peft.Forward(ids, taskIds: Tasks));
+                using (peft.DisableAdapter()) Assert.That(Logits(() => peft.Forward(ids)), Is.EqualTo(baseLogits), "disabled: the base model");
+                Assert.Throws<NotSupportedException>(() => peft.MergeAdapter());
+                peft.SavePretrained(dir);
+            }
+            using (var st = SafeTensorsFile.Open(Path.Combine(dir, "adapter_model.safetensors")))
+            {
+                var expected = config is MultitaskPromptTuningConfig ? new[] { "prefix_task_cols", "prefix_task_rows", "prompt_embeddings" } : ["prompt_embeddings"];
+                Assert.That(st.Tensors.Select(t => t.Name).Order(), Is.EqualTo(expected));
+                int width = config is PrefixTuningConfig ? 2 * config.NumLayers!.Value * config.TokenDim!.Value : config.TokenDim!.Value;
+                Assert.That(st.Info("prompt_embeddings").Shape, Is.EqualTo(new[] { config.NumVirtualTokens, width }));
+            }
+            var saved = PeftConfig.Load(dir);
+            Assert.That(saved.GetType(), Is.EqualTo(config.GetType()));
+            using (var loaded = PeftModel.FromPretrained(Cases.Create(json), dir))
+            {
+                Assert.That(Logits(() => loaded.Forward(ids, taskIds: Tasks)), Is.EqualTo(trained).Within(1e-5), "the saved encoder output reproduces the trained prompt");
+                Assert.That(loaded.GetNbTrainableParameters().Trainable, Is.EqualTo(0));
+            }
+            Assert.Throws<ArgumentException>(() => PeftModel.FromPretrained(Cases.Create(json), dir, isTrainable: true));
+        }
+        finally { Directory.Delete(dir, true); }
+    }
+
+    [Test]
+    public void PromptTuningPrependsVirtualTokensWithIgnoredLabels()
+    {
+        using var scope = Tensor.NewScope();
+        using var peft = PeftModel.Create(Cases.Create(Cases.Gpt2), new PromptTuningConfig { NumVirtualTokens = 4, TaskType = "CAUSAL_LM" });
+        var ids = Ids();
+        var mask = Tensor.Ones([2, 5], DType.I64);
+        using var _ = Autograd.NoGrad();
+        var output = peft.Forward(ids, mask, labels: ids);
+        Assert.That(output.Logits.Shape, Is.EqualTo(new[] { 2, 9, 50 }), "logits include the virtual positions, as PEFT returns them");
+        var prompt = peft.GetSubmodule("prompt_encoder.default.embedding").Parameter("weight");
+        var embeds = Tensor.Cat([prompt.Unsqueeze(0).Expand(2, -1, -1).Contiguous(), peft.Model.InputEmbeddings!.Forward(ids)], 1);
+        var labels = Tensor.Cat([Tensor.Full([2, 4], -100, DType.I64), ids], 1);
+        var manual = peft.Model.Forward(embeds, Tensor.Ones([2, 9], DType.I64), labels);
+        Assert.That(output.Loss!.Item(), Is.EqualTo(manual.Loss!.Item()).Within(1e-6));
+    }
+
+    [Test]
+    public void TextInitCopiesTheInitTextsWordEmbeddingsRepeatedToLength()
+    {
+        var dir = Directory.CreateTempSubdirectory("peft-prompt-text-").FullName;
+        try
+        {
+            using var scope = Tensor.NewScope();
+            var cfg = HfConfig.FromJson("""{"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"], "n_layer": 1, "n_embd": 8, "n_head": 2, "vocab_size": 50257, "n_positions": 32}""");
+            using (var m = AutoModel.Create(cfg)) m.SavePretrained(dir);
+            var vocab = Peft.TestSupport.Gpt2Vocabulary.Folder();
+            File.Copy(Path.Combine(vocab, "vocab.json"), Path.Combine(dir, "vocab.json"));
+            File.Copy(Path.Combine(vocab, "merges.txt"), Path.Combine(dir, "merges.txt"));
+            using var peft = PeftModel.Create(AutoModel.FromPretrained(dir), new PromptTuningConfig
+            {
+                NumVirtualTokens = 5, PromptTuningInit = "TEXT", PromptTuningInitText = "Hello world", TaskType = "CAUSAL_LM",
+            });
+            var tokens = AutoTokenizer.FromPretrained(dir).Encode("Hello world");   // [15496, 995]
+            var words = peft.Model.InputEmbeddings!.Weight;
+            var prompt = peft.GetSubmodule("prompt_encoder.default.embedding").Parameter("weight");
+            for (int i = 0; i < 5; i++)
+                Assert.That(prompt.Select(0, i).ToFloatArray(), Is.EqualTo(words.Select(0, tokens[i % tokens.Length]).ToFloatArray()));
+        }
+        finally { Directory.Delete(dir, true); }
+    }
+
+    [TestCase("prompt")]
+    [TestCase("prefix")]
+    public void GenerationWithTheCacheMatchesGreedyDecodingWithoutIt(string method)
+    {
+        using var scope = Tensor.NewScope();
+        PromptLearningConfig config = method == "prompt" ? new PromptTuningConfig { NumVirtualTokens = 3, TaskType = "CAUSAL_LM" } : new PrefixTuningConfig { NumVirtualTokens = 3, TaskType = "CAUSAL_LM" };
+        using var peft = PeftModel.Create(Cases.Create(Cases.Llama), config);
+        peft.Eval();
+        var ids = Ids();
+        var generated = peft.Generate(ids, new GenerationOptions { MaxNewTokens = 4 });
+        var sequence = ids.ToArray<long>().Chunk(5).Select(r => r.ToList()).ToList();
+        for (int step = 0; step < 4; step++)
+        {
+            using var s = Tensor.NewScope();
+            using var _ = Autograd.NoGrad();
+            var input = Tensor.FromArray(sequence.SelectMany(r => r).ToArray(), [2, sequence[0].Count]);
+            var logits = peft.Forward(input).Logits;
+            int t = logits.Size(1), v = logits.Size(2);
+            var all = logits.ToFloatArray();
+            for (int b = 0; b < 2; b++)
+            {
+                var row = all.Skip((b * t + t - 1) * v).Take(v).ToList();
+                sequence[b].Add(row.IndexOf(row.Max()));
+            }
+        }
+        for (int b = 0; b < 2; b++) Assert.That(generated[b], Is.EqualTo(sequence[b].Skip(5).Select(x => (int)x).ToArray()));
+    }
+
+    [Test]
+    public void MultitaskPromptsDependOnTheTaskAndSequenceClassificationSavesTheHeadUnderBaseModel()
+    {
+        var dir = Directory.CreateTempSubdirectory("peft-prompt-cls-").FullName;
+        try
+        {
+            using var scope = Tensor.NewScope();
+            using (var mpt = PeftModel.Create(Cases.Create(Cases.Gpt2), new MultitaskPromptTuningConfig { NumVirtualTokens = 2, NumTasks = 3, TaskType = "CAUSAL_LM" }))
+            {
+                Assert.That(Logits(() => mpt.Forward(Ids(), taskIds: [0, 0])), Is.Not.EqualTo(Logits(() => mpt.Forward(Ids(), taskIds: [2, 2]))));
+                Assert.Throws<ArgumentException>(() => mpt.Forward(Ids()));
+            }
+            using (var cls = PeftModel.Create(Cases.Create(Cases.Gpt2, ModelTask.SequenceClassification), new PromptTuningConfig { NumVirtualTokens = 2, TaskType = "SEQ_CLS" }))
+            {
+                using (var s = Tensor.NewScope())
+                {
+                    var loss = cls.Forward(Ids(), labels: Tensor.FromArray(new long[] { 1, 2 })).Loss!;
+                    loss.Backward();
+                }
+                Assert.That(cls.NamedParameters().Where(p => p.Parameter.Grad != null).Select(p => p.Name),
+                    Is.EquivalentTo(new[] { "prompt_encoder.default.embedding.weight", "base_model.model.score.modules_to_save.default.weight" }));
+                cls.SavePretrained(dir);
+            }
+            using var st = SafeTensorsFile.Open(Path.Combine(dir, "adapter_model.safetensors"));
+            Assert.That(st.Tensors.Select(t => t.Name).Order(), Is.EqualTo(new[] { "base_model.score.weight", "prompt_embeddings" }), "PEFT wraps no tuner model around a prompt-learning base");
+        }
+        finally { Directory.Delete(dir, true); }
+    }
+}
