@@ -89,6 +89,16 @@ public class CliTrainTests
         Assert.That(stdout, Does.Contain("task causal-lm").And.Contain("perplexity"));
         Assert.That(PeftConfig.Load(Path.Combine(_dir, "out-lm")) is LoraConfig { TargetModules: ["c_attn"] }, "GPT-2's default LoRA target, as PEFT");
 
+        foreach (var method in new[] { "prompt", "ptuning", "prefix" })
+        {
+            var output = Path.Combine(_dir, "out-lm-" + method);
+            (code, stdout, stderr) = Run("train", "--model", Gpt2, "--data", Path.Combine(_dir, "lm.jsonl"), "--method", method, "--virtual-tokens", "4", "--epochs", "1", "--output", output);
+            Assert.That(code, Is.EqualTo(0), stderr);
+            Assert.That(PeftConfig.Load(output), Is.InstanceOf<PromptLearningConfig>().And.Property("NumVirtualTokens").EqualTo(4));
+            var generated = Run("generate", "--model", Gpt2, "--adapter", output, "--prompt", "Q: is it a complaint? A:", "--max-new-tokens", "3");
+            Assert.That(generated.Code, Is.EqualTo(0), generated.Err);
+        }
+
         (code, stdout, stderr) = Run("train", "--model", Bert, "--task", "token-cls", "--data", Path.Combine(_dir, "ner.jsonl"), "--epochs", "1", "--output", Path.Combine(_dir, "out-ner"));
         Assert.That(code, Is.EqualTo(0), stderr);
         Assert.That(stdout, Does.Contain("task token-cls").And.Contain("accuracy"));
@@ -107,7 +117,8 @@ public class CliTrainTests
         File.WriteAllLines(bad, ["{\"sentence_typo\": \"x\", \"label\": 1}"]);
         Assert.That(Run("train", "--model", Bert, "--data", bad).Err, Does.Contain("bad.jsonl:1").And.Contain("'text'"));
         Assert.That(Run("train", "--model", Bert, "--data", Path.Combine(_dir, "cls.jsonl"), "--method", "magic").Err, Does.Contain("unknown --method 'magic'"));
-        Assert.That(Run("train", "--model", Bert, "--data", Path.Combine(_dir, "cls.jsonl"), "--method", "prefix").Err, Does.Contain("not in this build yet"));
+        Assert.That(Run("train", "--model", Bert, "--data", Path.Combine(_dir, "cls.jsonl"), "--method", "mpt").Err, Does.Contain("not in this build yet"));
+        Assert.That(Run("train", "--model", Bert, "--data", Path.Combine(_dir, "cls.jsonl"), "--method", "prompt").Err, Does.Contain("GPT-2, LLaMA"), "BERT takes no inputs_embeds yet");
         Assert.That(Run("train", "--model", Path.Combine(_dir, "nope"), "--data", Path.Combine(_dir, "cls.jsonl")).Code, Is.EqualTo(2));
         Assert.That(Run("train", "--model", Bert).Err, Does.Contain("--data is required"));
         File.WriteAllLines(bad, ["{\"text\": \"a\", \"label\": \"x\"}", "{\"text\": \"b\", \"label\": \"y\"}", "{\"text\": \"c\", \"label\": \"z\"}"]);

@@ -42,7 +42,7 @@ internal static class GenerateCommand
                 using var input = Tensor.FromArray(ids, [1, ids.Length]);
                 var result = m is T5ForConditionalGeneration t5
                     ? Seq2SeqGeneration.Generate(t5, input, options: options with { EosTokenIds = [t5.Config.EosTokenId] })
-                    : TextGeneration.Generate(m, input, options);
+                    : peft != null ? peft.Generate(input, options) : TextGeneration.Generate(m, input, options);
                 stdout.WriteLine(tok.Decode(result[0], skipSpecialTokens: true));
             }
             return 0;
@@ -67,7 +67,7 @@ internal static class GenerateCommand
             using (Autograd.NoGrad())
             {
                 using var input = Tensor.FromArray(tokens, [1, tokens.Length]);
-                using var logits = m.Forward(input).Logits;
+                using var logits = (peft != null ? peft.Forward(input) : m.Forward(input)).Logits;   // prompt adapters act in PeftModel.Forward
                 using var last = logits.Rank == 3 ? logits.Select(1, logits.Size(1) - 1).Select(0, 0) : logits.Select(0, 0);
                 var values = last.ToFloatArray();
                 if (r.GetValue(json)) stdout.WriteLine(new JsonArray(values.Select(v => (JsonNode)JsonValue.Create(v)).ToArray()).ToJsonString());

@@ -20,7 +20,8 @@ internal static class TrainCommand
         var model = new Option<string>("--model") { Description = "Hugging Face model folder (default: the built-in demo model)" };
         var data = new Option<string>("--data") { Description = "training data: .jsonl (one JSON object per line) or .csv with a header" };
         var evalData = new Option<string>("--eval-data") { Description = "evaluation data (default: a held-out part of --data)" };
-        var method = new Option<string>("--method") { Description = "lora, loha, lokr, adalora, ia3, vera, oft, boft", DefaultValueFactory = _ => "lora" };
+        var method = new Option<string>("--method") { Description = "lora, loha, lokr, adalora, ia3, vera, oft, boft, prompt, ptuning, prefix", DefaultValueFactory = _ => "lora" };
+        var virtualTokens = new Option<int>("--virtual-tokens") { Description = "num_virtual_tokens of prompt, ptuning and prefix", DefaultValueFactory = _ => 20 };
         var task = new Option<string>("--task") { Description = "causal-lm, seq-cls, token-cls, seq2seq (default: from config.json's architectures)" };
         var r = new Option<int>("--r") { Description = "rank (LoRA, LoHa, LoKr, VeRA; AdaLoRA's target rank)", DefaultValueFactory = _ => 8 };
         var alpha = new Option<double>("--alpha") { Description = "scaling numerator (lora_alpha / alpha)", DefaultValueFactory = _ => 16 };
@@ -36,7 +37,7 @@ internal static class TrainCommand
         var seed = new Option<ulong>("--seed") { DefaultValueFactory = _ => 42 };
         var evalFraction = new Option<double>("--eval-fraction") { Description = "share of --data held out when --eval-data is absent", DefaultValueFactory = _ => 0.1 };
         var cmd = new Command("train", "Fine-tune a Hugging Face model folder with a PEFT method (without --model: a complete built-in demonstration)");
-        foreach (var opt in new Option[] { model, data, evalData, method, task, r, alpha, targets, output, epochs, lr, batchSize, maxLength, quantize, device, dtype, seed, evalFraction })
+        foreach (var opt in new Option[] { model, data, evalData, method, virtualTokens, task, r, alpha, targets, output, epochs, lr, batchSize, maxLength, quantize, device, dtype, seed, evalFraction })
             cmd.Options.Add(opt);
         cmd.SetAction(result => ModelLoading.ReportingBadInput(stderr, () =>
         {
@@ -73,7 +74,8 @@ internal static class TrainCommand
                 result.GetValue(quantize) is "none" or "int8" or "nf4" ? result.GetValue(quantize)! : throw new ArgumentException("--quantize must be none, int8 or nf4"),
                 result.GetValue(output) ?? "peft-output",
                 result.GetValue(seed),
-                result.GetValue(evalFraction) is > 0 and < 1 and var f ? f : throw new ArgumentException("--eval-fraction must lie in (0, 1)"));
+                result.GetValue(evalFraction) is > 0 and < 1 and var f ? f : throw new ArgumentException("--eval-fraction must lie in (0, 1)"),
+                Positive(result.GetValue(virtualTokens), "--virtual-tokens"));
             IProgressView view = ReferenceEquals(stdout, Console.Out) && !Console.IsOutputRedirected ? new SpectreProgress() : new PlainProgress(stdout);
             return TrainRunner.Run(options, view, stdout);
         }));

@@ -3,8 +3,8 @@ namespace Peft.Cli.Training;
 /// <summary>Builds the PEFT config of <c>peft train --method</c> from the command's options.</summary>
 internal static class MethodConfigs
 {
-    public static readonly string[] Layered = ["lora", "loha", "lokr", "adalora", "ia3", "vera", "oft", "boft"];
-    public static readonly string[] PromptLearning = ["prompt", "prefix", "ptuning", "mpt", "llama-adapter"];
+    public static readonly string[] Supported = ["lora", "loha", "lokr", "adalora", "ia3", "vera", "oft", "boft", "prompt", "ptuning", "prefix"];
+    public static readonly string[] NotYet = ["mpt", "llama-adapter"];
 
     /// <summary>PEFT's task_type for a CLI task name.</summary>
     public static string TaskType(string task) => task switch
@@ -18,9 +18,9 @@ internal static class MethodConfigs
 
     /// <summary>The config for <paramref name="method"/>; r and alpha apply where the method has them; target modules
     /// default per architecture as in PEFT; AdaLoRA gets the run's total steps.</summary>
-    public static TunerConfig Create(string method, string task, int r, double alpha, string[]? targets, int totalSteps)
+    public static PeftConfig Create(string method, string task, int r, double alpha, string[]? targets, int totalSteps, int virtualTokens)
     {
-        TunerConfig config = method switch
+        PeftConfig config = method switch
         {
             "lora" => new LoraConfig { R = r, LoraAlpha = alpha },
             "loha" => new LoHaConfig { R = r, Alpha = alpha },
@@ -30,11 +30,18 @@ internal static class MethodConfigs
             "vera" => new VeraConfig { R = r },
             "oft" => new OftConfig { R = 0, OftBlockSize = 32 },
             "boft" => new BoftConfig { BoftBlockSize = 4 },
-            _ when PromptLearning.Contains(method) => throw new NotSupportedException($"--method {method}: prompt-learning methods are not in this build yet (they arrive with the prompt-learning issue); use one of {string.Join(", ", Layered)}"),
-            _ => throw new ArgumentException($"unknown --method '{method}' (one of {string.Join(", ", Layered)})"),
+            "prompt" => new PromptTuningConfig { NumVirtualTokens = virtualTokens },
+            "ptuning" => new PromptEncoderConfig { NumVirtualTokens = virtualTokens },
+            "prefix" => new PrefixTuningConfig { NumVirtualTokens = virtualTokens },
+            _ when NotYet.Contains(method) => throw new NotSupportedException($"--method {method} is not in this build yet (multitask prompt tuning needs per-sample task ids; LLaMA-Adapter is still to come); use one of {string.Join(", ", Supported)}"),
+            _ => throw new ArgumentException($"unknown --method '{method}' (one of {string.Join(", ", Supported)})"),
         };
         config.TaskType = TaskType(task);
-        if (targets != null) config.TargetModules = targets;
+        if (targets != null)
+        {
+            if (config is not TunerConfig tuner) throw new ArgumentException($"--target-modules does not apply to --method {method} (a prompt-learning method)");
+            tuner.TargetModules = targets;
+        }
         config.Validate();
         return config;
     }
