@@ -51,13 +51,13 @@ public sealed partial class PeftModel
     /// <summary>The adapter's tensors under their saved (PEFT file) keys.</summary>
     private Dictionary<string, Tensor> AdapterState(string adapter)
     {
-        var config = (TunerConfig)_configs[adapter];
+        var config = _configs[adapter] as TunerConfig;   // null for adaption prompt: no bias rule
         var result = new Dictionary<string, Tensor>();
         foreach (var (path, tensor) in StateDict())
         {
             var key = SavedKey(path, adapter);
             if (key != null) result[key] = tensor;
-            else if (BiasRuleCovers(path, config))
+            else if (config != null && BiasRuleCovers(path, config))
                 result[path] = tensor;
         }
         return result;

@@ -88,6 +88,11 @@ public sealed partial class PeftModel : Module
             InjectPrompt(adapter, prompt);
             return;
         }
+        if (config is AdaptionPromptConfig adaption)
+        {
+            InjectAdaptionPrompt(adapter, adaption);
+            return;
+        }
         if (config is not TunerConfig tuner) throw new NotSupportedException($"peft_type {config.PeftType} is not supported yet");
         if (config is AdaLoraConfig { InferenceMode: false } && _trainableAdaLora != null)
             throw new ArgumentException($"AdaLoRA supports one trainable adapter ('{_trainableAdaLora}' is); add further AdaLoRA adapters with inference_mode = true");
@@ -158,6 +163,7 @@ public sealed partial class PeftModel : Module
             layer.ActiveAdapters.AddRange(_active.Where(a => layer.Adapters.Contains(a)));
         }
         foreach (var (_, w) in Wrappers()) w.ActiveAdapter = _active.FirstOrDefault(a => w.Copies.Contains(a));
+        foreach (var (_, w) in AdaptedAttentions()) w.ActiveAdapter = _active.FirstOrDefault(a => w.Adapters.Contains(a));
         foreach (var (name, p) in NamedParameters())
         {
             var adapter = AdapterOf(name);
@@ -181,7 +187,7 @@ public sealed partial class PeftModel : Module
 
     /// <summary>Path segments after which the next segment names the adapter: every method's parameter prefix,
     /// modules_to_save copies and VeRA's shared projections.</summary>
-    private static readonly string[] AdapterSegmentPrefixes = ["lora_", "hada_", "lokr_", "ia3_", "vera_lambda_", "oft_", "boft_"];
+    private static readonly string[] AdapterSegmentPrefixes = ["lora_", "hada_", "lokr_", "ia3_", "vera_lambda_", "oft_", "boft_", "adaption_"];
 
     private static bool IsAdapterSegment(string segment) =>
         segment is "modules_to_save" or "vera_A" or "vera_B" or "prompt_encoder" || AdapterSegmentPrefixes.Any(p => segment.StartsWith(p, StringComparison.Ordinal));
@@ -217,6 +223,8 @@ public sealed partial class PeftModel : Module
             if (adapterNames != null) throw new NotSupportedException("mixed-adapter batches are not supported for prompt-learning adapters (as in PEFT)");
             return PromptForward(prompt, input, attentionMask, labels, cache, taskIds);
         }
+        if (adapterNames != null && _configs.Values.Any(c => c is AdaptionPromptConfig))
+            throw new NotSupportedException("mixed-adapter batches are not supported for adaption-prompt adapters (as in PEFT)");
         if (adapterNames == null) return WithOrthogonalityLoss(Model.Forward(input, attentionMask, labels, cache));
         foreach (var n in adapterNames.Distinct())
             if (n != BaseAdapterName && !_configs.ContainsKey(n)) throw new KeyNotFoundException($"adapter_names mentions unknown adapter '{n}'");
@@ -270,8 +278,8 @@ public sealed partial class PeftModel : Module
     {
         foreach (var n in adapterNames)
             if (!_configs.ContainsKey(n)) throw new KeyNotFoundException($"no adapter named '{n}' (adapters: {string.Join(", ", _configs.Keys)})");
-        if (adapterNames.Length > 1 && adapterNames.Any(n => _configs[n] is PromptLearningConfig))
-            throw new ArgumentException("prompt-learning adapters are active one at a time");
+        if (adapterNames.Length > 1 && adapterNames.Any(n => _configs[n] is PromptLearningConfig or AdaptionPromptConfig))
+            throw new ArgumentException("prompt-learning and adaption-prompt adapters are active one at a time");
         _active = adapterNames.ToList();
         ApplyActiveState();
     }
@@ -283,6 +291,7 @@ public sealed partial class PeftModel : Module
         foreach (var (_, layer) in TunerLayers())
             if (layer.MergedAdapters.Contains(adapterName)) throw new InvalidOperationException($"adapter '{adapterName}' is merged; unmerge before deleting it");
         foreach (var (_, layer) in TunerLayers()) layer.DeleteAdapter(adapterName);
+        foreach (var (_, wrapper) in AdaptedAttentions()) wrapper.RemoveAdapter(adapterName);
         foreach (var (_, w) in Wrappers()) if (w.Copies.Contains(adapterName)) w.Copies.Remove(adapterName);
         BaseModelLevel.RemoveShared(adapterName);
         if (_trainableAdaLora == adapterName) (_trainableAdaLora, _rankAllocator) = (null, null);
@@ -300,13 +309,16 @@ public sealed partial class PeftModel : Module
         var wrappers = Wrappers().Select(w => w.Wrapper).ToList();
         var before = layers.Select(l => l.DisableAdapters).ToList();
         bool promptBefore = _promptDisabled;
+        var adapted = AdaptedAttentions().Select(a => a.Wrapper).ToList();
         foreach (var l in layers) l.DisableAdapters = true;
         foreach (var w in wrappers) w.Disabled = true;
+        foreach (var a in adapted) a.Disabled = true;
         _promptDisabled = true;
         return new Restore(() =>
         {
             for (int i = 0; i < layers.Count; i++) layers[i].DisableAdapters = before[i];
             foreach (var w in wrappers) w.Disabled = false;
+            foreach (var a in adapted) a.Disabled = false;
             _promptDisabled = promptBefore;
         });
     }
@@ -348,7 +360,8 @@ public sealed partial class PeftModel : Module
     /// are replaced by the active adapter's trained copy, as PEFT does. This PeftModel is then empty.</summary>
     public PreTrainedModel Unload()
     {
-        RefusePromptLearning(_configs.Keys, "unloaded (their prompts are not part of the model's weights)");
+        RefusePromptLearning(_configs.Keys, "unloaded (their prompts are not part of the model's weights)", includeAdaptionPrompt: false);
+        UnwrapAdaptedAttentions();
         foreach (var (name, layer) in TunerLayers().ToList())
         {
             var baseLayer = layer.TakeBaseLayer();
@@ -368,10 +381,13 @@ public sealed partial class PeftModel : Module
         return model;
     }
 
-    private void RefusePromptLearning(IEnumerable<string> adapters, string what)
+    /// <summary>Prompt-learning adapters (and, unless excluded, LLaMA-Adapter ones, whose unload simply restores the
+    /// attention modules) live outside the weights: they cannot be merged.</summary>
+    private void RefusePromptLearning(IEnumerable<string> adapters, string what, bool includeAdaptionPrompt = true)
     {
-        if (adapters.FirstOrDefault(a => _configs.TryGetValue(a, out var c) && c is PromptLearningConfig) is { } name)
-            throw new NotSupportedException($"prompt-learning adapters such as '{name}' ({_configs[name].PeftType}) cannot be {what}, as in PEFT");
+        bool Refused(PeftConfig c) => c is PromptLearningConfig || (includeAdaptionPrompt && c is AdaptionPromptConfig);
+        if (adapters.FirstOrDefault(a => _configs.TryGetValue(a, out var c) && Refused(c)) is { } name)
+            throw new NotSupportedException($"{_configs[name].PeftType} adapters such as '{name}' cannot be {what}, as in PEFT");
     }
 
     /// <summary>PEFT's <c>base_model</c> level (LoraModel in Python): holds the transformer as <c>model</c>.</summary>

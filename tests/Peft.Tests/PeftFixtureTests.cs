@@ -31,6 +31,7 @@ public class PeftFixtureTests
     [TestCase("peft-ptuning-gpt2")]
     [TestCase("peft-prefix-llama")]
     [TestCase("peft-prefix-projection-gpt2")]
+    [TestCase("peft-adaption-prompt-llama")]
     public void AnAdapterWrittenByPythonPeftGivesPeftsLogits(string name)
     {
         var dir = Path.Combine(Fixtures(), name);

@@ -3,8 +3,16 @@ using Peft.Nn;
 
 namespace Peft.Transformers.Llama;
 
+/// <summary>What a LLaMA decoder layer calls as its <c>self_attn</c>: the attention itself, or a wrapper around it
+/// (LLaMA-Adapter's adapted attention).</summary>
+public interface ILlamaAttention
+{
+    /// <summary>x [B, T, hidden] → [B, T, hidden], with the rotary tables of these positions.</summary>
+    Tensor Forward(Tensor x, Tensor cos, Tensor sin, Tensor? keyPaddingMask, KvCache? cache);
+}
+
 /// <summary>LLaMA attention: q/k/v/o projections, RoPE, grouped-query attention (k/v heads repeated).</summary>
-public sealed class LlamaAttention : Module
+public sealed class LlamaAttention : Module, ILlamaAttention
 {
     private readonly LlamaConfig _cfg;
     private readonly int _layerIdx;
@@ -44,8 +52,19 @@ public sealed class LlamaAttention : Module
         Tensor Heads(string proj, int heads) => AttentionHeads.Project(Child<IUnaryModule>(proj), x, heads, d);
     }
 
+    /// <summary>The configuration.</summary>
+    public LlamaConfig Config => _cfg;
+
+    /// <summary>The rotary-embedded queries [B, heads, T, head_dim] of <paramref name="x"/> (what LLaMA-Adapter
+    /// recomputes to attend to its prompt).</summary>
+    public Tensor QueryStates(Tensor x, Tensor cos, Tensor sin)
+    {
+        using var q = AttentionHeads.Project(Child<IUnaryModule>("q_proj"), x, _cfg.NumAttentionHeads, _cfg.HeadDim);
+        return RotaryEmbedding.Apply(q, cos, sin);
+    }
+
     /// <summary>[B, KVH, S, D] → [B, KVH·n, S, D], each k/v head serving n query heads (transformers' repeat_kv).</summary>
-    private static Tensor RepeatKv(Tensor kv, int n)
+    public static Tensor RepeatKv(Tensor kv, int n)
     {
         if (n == 1) return kv.Contiguous();
         int b = kv.Size(0), kvh = kv.Size(1), s = kv.Size(2), d = kv.Size(3);
@@ -96,7 +115,7 @@ public sealed class LlamaDecoderLayer : Module
     public Tensor Forward(Tensor x, Tensor cos, Tensor sin, Tensor? keyPaddingMask, KvCache? cache)
     {
         using var n1 = Child<IUnaryModule>("input_layernorm").Forward(x);
-        using var a = Child<LlamaAttention>("self_attn").Forward(n1, cos, sin, keyPaddingMask, cache);
+        using var a = Child<ILlamaAttention>("self_attn").Forward(n1, cos, sin, keyPaddingMask, cache);
         using var x1 = x.Add(a);
         using var n2 = Child<IUnaryModule>("post_attention_layernorm").Forward(x1);
         using var m = Child<LlamaMlp>("mlp").Forward(n2);

@@ -72,7 +72,8 @@ public abstract class PeftConfig
                 "P_TUNING" => new PromptEncoderConfig(json),
                 "PREFIX_TUNING" => new PrefixTuningConfig(json),
                 "MULTITASK_PROMPT_TUNING" => new MultitaskPromptTuningConfig(json),
-                _ => throw new PeftConfigException(path, $"peft_type '{type}' is not supported yet (supported: LORA, LOHA, LOKR, IA3, VERA, OFT, BOFT, ADALORA, PROMPT_TUNING, P_TUNING, PREFIX_TUNING, MULTITASK_PROMPT_TUNING)"),
+                "ADAPTION_PROMPT" => new AdaptionPromptConfig(json),
+                _ => throw new PeftConfigException(path, $"peft_type '{type}' is not supported yet (supported: LORA, LOHA, LOKR, IA3, VERA, OFT, BOFT, ADALORA, PROMPT_TUNING, P_TUNING, PREFIX_TUNING, MULTITASK_PROMPT_TUNING, ADAPTION_PROMPT)"),
             };
         }
         catch (Exception e) when (e is InvalidOperationException or FormatException)
