@@ -119,6 +119,7 @@ public class CliTrainTests
         Assert.That(Run("train", "--model", Bert, "--data", Path.Combine(_dir, "cls.jsonl"), "--method", "magic").Err, Does.Contain("unknown --method 'magic'"));
         Assert.That(Run("train", "--model", Bert, "--data", Path.Combine(_dir, "cls.jsonl"), "--method", "mpt").Err, Does.Contain("not in this build yet"));
         Assert.That(Run("train", "--model", Bert, "--data", Path.Combine(_dir, "cls.jsonl"), "--method", "prompt").Err, Does.Contain("GPT-2, LLaMA"), "BERT takes no inputs_embeds yet");
+        Assert.That(Run("train", "--model", Gpt2, "--data", Path.Combine(_dir, "lm.jsonl"), "--method", "llama-adapter").Err, Does.Contain("LLaMA-family attention"));
         Assert.That(Run("train", "--model", Path.Combine(_dir, "nope"), "--data", Path.Combine(_dir, "cls.jsonl")).Code, Is.EqualTo(2));
         Assert.That(Run("train", "--model", Bert).Err, Does.Contain("--data is required"));
         File.WriteAllLines(bad, ["{\"text\": \"a\", \"label\": \"x\"}", "{\"text\": \"b\", \"label\": \"y\"}", "{\"text\": \"c\", \"label\": \"z\"}"]);

@@ -20,8 +20,8 @@ internal static class TrainCommand
         var model = new Option<string>("--model") { Description = "Hugging Face model folder (default: the built-in demo model)" };
         var data = new Option<string>("--data") { Description = "training data: .jsonl (one JSON object per line) or .csv with a header" };
         var evalData = new Option<string>("--eval-data") { Description = "evaluation data (default: a held-out part of --data)" };
-        var method = new Option<string>("--method") { Description = "lora, loha, lokr, adalora, ia3, vera, oft, boft, prompt, ptuning, prefix", DefaultValueFactory = _ => "lora" };
-        var virtualTokens = new Option<int>("--virtual-tokens") { Description = "num_virtual_tokens of prompt, ptuning and prefix", DefaultValueFactory = _ => 20 };
+        var method = new Option<string>("--method") { Description = "lora, loha, lokr, adalora, ia3, vera, oft, boft, prompt, ptuning, prefix, llama-adapter", DefaultValueFactory = _ => "lora" };
+        var virtualTokens = new Option<int>("--virtual-tokens") { Description = "num_virtual_tokens of prompt, ptuning and prefix; adapter_len of llama-adapter", DefaultValueFactory = _ => 20 };
         var task = new Option<string>("--task") { Description = "causal-lm, seq-cls, token-cls, seq2seq (default: from config.json's architectures)" };
         var r = new Option<int>("--r") { Description = "rank (LoRA, LoHa, LoKr, VeRA; AdaLoRA's target rank)", DefaultValueFactory = _ => 8 };
         var alpha = new Option<double>("--alpha") { Description = "scaling numerator (lora_alpha / alpha)", DefaultValueFactory = _ => 16 };

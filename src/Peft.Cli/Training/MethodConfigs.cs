@@ -3,8 +3,8 @@ namespace Peft.Cli.Training;
 /// <summary>Builds the PEFT config of <c>peft train --method</c> from the command's options.</summary>
 internal static class MethodConfigs
 {
-    public static readonly string[] Supported = ["lora", "loha", "lokr", "adalora", "ia3", "vera", "oft", "boft", "prompt", "ptuning", "prefix"];
-    public static readonly string[] NotYet = ["mpt", "llama-adapter"];
+    public static readonly string[] Supported = ["lora", "loha", "lokr", "adalora", "ia3", "vera", "oft", "boft", "prompt", "ptuning", "prefix", "llama-adapter"];
+    public static readonly string[] NotYet = ["mpt"];
 
     /// <summary>PEFT's task_type for a CLI task name.</summary>
     public static string TaskType(string task) => task switch
@@ -18,7 +18,7 @@ internal static class MethodConfigs
 
     /// <summary>The config for <paramref name="method"/>; r and alpha apply where the method has them; target modules
     /// default per architecture as in PEFT; AdaLoRA gets the run's total steps.</summary>
-    public static PeftConfig Create(string method, string task, int r, double alpha, string[]? targets, int totalSteps, int virtualTokens)
+    public static PeftConfig Create(string method, string task, int r, double alpha, string[]? targets, int totalSteps, int virtualTokens, int modelLayers)
     {
         PeftConfig config = method switch
         {
@@ -33,7 +33,9 @@ internal static class MethodConfigs
             "prompt" => new PromptTuningConfig { NumVirtualTokens = virtualTokens },
             "ptuning" => new PromptEncoderConfig { NumVirtualTokens = virtualTokens },
             "prefix" => new PrefixTuningConfig { NumVirtualTokens = virtualTokens },
-            _ when NotYet.Contains(method) => throw new NotSupportedException($"--method {method} is not in this build yet (multitask prompt tuning needs per-sample task ids; LLaMA-Adapter is still to come); use one of {string.Join(", ", Supported)}"),
+            // PEFT's LLaMA-Adapter recipe adapts most layers (30 of 32 for LLaMA-7B): all but the first two here.
+            "llama-adapter" => new AdaptionPromptConfig { AdapterLen = virtualTokens, AdapterLayers = Math.Max(1, modelLayers - 2) },
+            _ when NotYet.Contains(method) => throw new NotSupportedException($"--method {method} is not in this build yet (multitask prompt tuning needs per-sample task ids, which the data format has no field for); use one of {string.Join(", ", Supported)}"),
             _ => throw new ArgumentException($"unknown --method '{method}' (one of {string.Join(", ", Supported)})"),
         };
         config.TaskType = TaskType(task);

@@ -36,7 +36,7 @@ internal static class TrainRunner
         if (o.Quantize != "none")
             stdout.WriteLine($"quantized {Quantize.Linears(model, o.Quantize).Count} linear layers to {o.Quantize} (frozen base)");
         int stepsPerEpoch = (train.Count + o.BatchSize - 1) / o.BatchSize;
-        var config = MethodConfigs.Create(o.Method, task, o.R, o.Alpha, o.TargetModules, stepsPerEpoch * o.Epochs, o.VirtualTokens);
+        var config = MethodConfigs.Create(o.Method, task, o.R, o.Alpha, o.TargetModules, stepsPerEpoch * o.Epochs, o.VirtualTokens, model.NumLayers);
         using var peft = PeftModel.Create(model, config);
         stdout.WriteLine(peft.TrainableParametersLine());
         var before = Evaluate(peft, batcher, eval, o.BatchSize);
