@@ -10,12 +10,7 @@ public class AdaptionPromptTests
 {
     private static Tensor Ids() => Tensor.FromArray(new long[] { 3, 9, 4, 12, 7, 1, 5, 2, 8, 6 }, [2, 5]);
 
-    private static float[] Logits(Func<ModelOutput> run)
-    {
-        using var _ = Autograd.NoGrad();
-        using var scope = Tensor.NewScope();
-        return run().Logits.ToFloatArray();
-    }
+    private static float[] Logits(Func<ModelOutput> run) => TrainingProbe.Logits(run);
 
     private static AdaptionPromptConfig Config() => new() { AdapterLen = 3, AdapterLayers = 1, TaskType = "CAUSAL_LM" };
 
@@ -64,22 +59,8 @@ public class AdaptionPromptTests
             int[][] generated;
             using (var peft = PeftModel.Create(Cases.Create(Cases.Llama), new AdaptionPromptConfig { AdapterLen = 3, AdapterLayers = 2, TaskType = "CAUSAL_LM" }))
             {
-                double first = 0, last = 0;
-                for (int step = 0; step < 6; step++)
-                {
-                    using var s = Tensor.NewScope();
-                    peft.ZeroGrad();
-                    var loss = peft.Forward(ids, labels: ids).Loss!;
-                    loss.Backward();
-                    if (step == 0)
-                    {
-                        foreach (var (name, p) in peft.NamedParameters())
-                            Assert.That(p.Grad != null, Is.EqualTo(name.Contains(".adaption_")), name);
-                        first = loss.Item();
-                    }
-                    last = loss.Item();
-                    using (Autograd.NoGrad()) foreach (var p in peft.Parameters().Where(p => p.Grad != null)) p.AddInPlace(p.Grad!, -0.5);
-                }
+                var (first, last) = TrainingProbe.Run(peft, 6, () => peft.Forward(ids, labels: ids).Loss!, TrainingProbe.Sgd(peft, 0.5),
+                    () => TrainingProbe.OnlyTheseHaveGradients(peft, name => name.Contains(".adaption_")));
                 Assert.That(last, Is.LessThan(first));
                 Assert.That(peft.GetNbTrainableParameters().Trainable, Is.EqualTo(2 * (3 * 16 + 1)));
                 peft.Eval();

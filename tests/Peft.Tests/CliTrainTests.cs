@@ -20,12 +20,7 @@ public class CliTrainTests
         _dir = Directory.CreateTempSubdirectory("peft-cli-train-").FullName;
         // The demo writes a BERT-shaped model with a WordPiece vocabulary: a realistic seq-cls / token-cls folder.
         Assert.That(Run("train", "--output", Path.Combine(_dir, "demo"), "--epochs", "1").Code, Is.EqualTo(0));
-        var config = HfConfig.FromJson("""{"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"], "n_layer": 2, "n_embd": 32, "n_head": 4, "vocab_size": 50257, "n_positions": 64}""");
-        Peft.Core.Random.Generator.Default.ManualSeed(5);
-        using (var m = AutoModel.Create(config)) m.SavePretrained(Gpt2);
-        var vocab = Peft.TestSupport.Gpt2Vocabulary.Folder();
-        File.Copy(Path.Combine(vocab, "vocab.json"), Path.Combine(Gpt2, "vocab.json"));
-        File.Copy(Path.Combine(vocab, "merges.txt"), Path.Combine(Gpt2, "merges.txt"));
+        CliHarness.SaveTinyGpt2(Gpt2);
         var lines = Enumerable.Range(0, 24).Select(i => new JsonObject { ["text"] = (i % 2 == 0 ? Complaints : Praise)[i / 2 % 4], ["label"] = i % 2 == 0 ? "complaint" : "no complaint" }.ToJsonString());
         File.WriteAllLines(Path.Combine(_dir, "cls.jsonl"), lines);
         File.WriteAllLines(Path.Combine(_dir, "cls.csv"), ["text,label", .. Enumerable.Range(0, 12).Select(i => $"\"{(i % 2 == 0 ? Complaints : Praise)[i / 2 % 4]}, really\",{(i % 2 == 0 ? "complaint" : "no complaint")}")]);
@@ -39,12 +34,7 @@ public class CliTrainTests
     [OneTimeTearDown]
     public void Clean() => Directory.Delete(_dir, true);
 
-    private static (int Code, string Out, string Err) Run(params string[] args)
-    {
-        var o = new StringWriter();
-        var e = new StringWriter();
-        return (Peft.Cli.Program.Run(args, o, e), o.ToString(), e.ToString());
-    }
+    private static (int Code, string Out, string Err) Run(params string[] args) => CliHarness.Run(args);
 
     [TestCase("lora")]
     [TestCase("loha")]

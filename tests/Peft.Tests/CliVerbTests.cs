@@ -15,12 +15,7 @@ public class CliVerbTests
     public void Build()
     {
         _dir = Directory.CreateTempSubdirectory("peft-cli-verbs-").FullName;
-        var config = HfConfig.FromJson("""{"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"], "n_layer": 2, "n_embd": 32, "n_head": 4, "vocab_size": 50257, "n_positions": 64}""");
-        Peft.Core.Random.Generator.Default.ManualSeed(5);
-        using (var m = AutoModel.Create(config)) m.SavePretrained(Model);
-        var vocab = Peft.TestSupport.Gpt2Vocabulary.Folder();
-        File.Copy(Path.Combine(vocab, "vocab.json"), Path.Combine(Model, "vocab.json"));
-        File.Copy(Path.Combine(vocab, "merges.txt"), Path.Combine(Model, "merges.txt"));
+        CliHarness.SaveTinyGpt2(Model);
         using var peft = PeftModel.Create(AutoModel.FromPretrained(Model), new LoraConfig { R = 4, TargetModules = ["c_attn"], InitLoraWeights = "false", TaskType = "CAUSAL_LM" });
         peft.SavePretrained(Adapter);
     }
@@ -28,12 +23,7 @@ public class CliVerbTests
     [OneTimeTearDown]
     public void Clean() => Directory.Delete(_dir, true);
 
-    private static (int Code, string Out, string Err) Run(params string[] args)
-    {
-        var o = new StringWriter();
-        var e = new StringWriter();
-        return (Peft.Cli.Program.Run(args, o, e), o.ToString(), e.ToString());
-    }
+    private static (int Code, string Out, string Err) Run(params string[] args) => CliHarness.Run(args);
 
     private static float[] Json(string text) => JsonNode.Parse(text)!.AsArray().Select(n => n!.GetValue<float>()).ToArray();
 

@@ -9,12 +9,7 @@ public class PromptLearningTests
 {
     private static Tensor Ids() => Tensor.FromArray(new long[] { 3, 9, 4, 12, 7, 1, 5, 2, 8, 6 }, [2, 5]);
 
-    private static float[] Logits(Func<ModelOutput> run)
-    {
-        using var _ = Autograd.NoGrad();
-        using var scope = Tensor.NewScope();
-        return run().Logits.ToFloatArray();
-    }
+    private static float[] Logits(Func<ModelOutput> run) => TrainingProbe.Logits(run);
 
     private static IEnumerable<TestCaseData> Models()
     {
@@ -72,22 +67,8 @@ public class PromptLearningTests
             {
                 config = (PromptLearningConfig)peft.PeftConfigs["default"];   // with the sizes filled from the model
                 peft.PrintTrainableParameters(TextWriter.Null);
-                double first = 0, last = 0;
-                for (int step = 0; step < 6; step++)
-                {
-                    using var s = Tensor.NewScope();
-                    peft.ZeroGrad();
-                    var loss = peft.Forward(ids, labels: ids, taskIds: Tasks).Loss!;
-                    loss.Backward();
-                    if (step == 0)
-                    {
-                        foreach (var (name, p) in peft.NamedParameters())
-                            Assert.That(p.Grad != null, Is.EqualTo(name.StartsWith("prompt_encoder.default.")), name);
-                        first = loss.Item();
-                    }
-                    last = loss.Item();
-                    using (Autograd.NoGrad()) foreach (var p in peft.Parameters().Where(p => p.Grad != null)) p.AddInPlace(p.Grad!, -0.5);
-                }
+                var (first, last) = TrainingProbe.Run(peft, 6, () => peft.Forward(ids, labels: ids, taskIds: Tasks).Loss!, TrainingProbe.Sgd(peft, 0.5),
+                    () => TrainingProbe.OnlyTheseHaveGradients(peft, name => name.StartsWith("prompt_encoder.default.")));
                 Assert.That(last, Is.LessThan(first), "training the prompt lowers the loss");
                 peft.Eval();
                 trained = Logits(() => peft.Forward(ids, taskIds: Tasks));
@@ -138,11 +119,7 @@ public class PromptLearningTests
         try
         {
             using var scope = Tensor.NewScope();
-            var cfg = HfConfig.FromJson("""{"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"], "n_layer": 1, "n_embd": 8, "n_head": 2, "vocab_size": 50257, "n_positions": 32}""");
-            using (var m = AutoModel.Create(cfg)) m.SavePretrained(dir);
-            var vocab = Peft.TestSupport.Gpt2Vocabulary.Folder();
-            File.Copy(Path.Combine(vocab, "vocab.json"), Path.Combine(dir, "vocab.json"));
-            File.Copy(Path.Combine(vocab, "merges.txt"), Path.Combine(dir, "merges.txt"));
+            CliHarness.SaveTinyGpt2(dir);
             using var peft = PeftModel.Create(AutoModel.FromPretrained(dir), new PromptTuningConfig
             {
                 NumVirtualTokens = 5, PromptTuningInit = "TEXT", PromptTuningInitText = "Hello world", TaskType = "CAUSAL_LM",

@@ -158,27 +158,9 @@ public class TunerInvariantTests
         var cfg = (TunerConfig)peft.PeftConfigs["default"];
         bool biasAll = cfg is LoraConfig { Bias: "all" };
         bool biasOfAdapted = cfg is VeraConfig { Bias: "vera_only" } or BoftConfig { Bias: "boft_only" };
-        double first = 0, last = 0;
-        for (int step = 0; step < 8; step++)
-        {
-            using var scope = Tensor.NewScope();
-            peft.ZeroGrad();
-            var loss = peft.Forward(x, labels: labels).Loss!;
-            loss.Backward();
-            if (step == 0)
-            {
-                foreach (var (name, p) in peft.NamedParameters())
-                {
-                    bool adapterParam = name.Contains("." + cfg.Prefix) || name.Contains(".modules_to_save.") || (biasAll && name.EndsWith(".bias") && !name.Contains("original_module"))
-                        || (biasOfAdapted && name.EndsWith(".base_layer.bias"));
-                    Assert.That(p.Grad != null, Is.EqualTo(adapterParam), name);
-                }
-                first = loss.Item();
-            }
-            last = loss.Item();
-            using (Autograd.NoGrad())
-                foreach (var p in peft.Parameters().Where(p => p.Grad != null)) p.AddInPlace(p.Grad!, -0.1);
-        }
+        var (first, last) = TrainingProbe.Run(peft, 8, () => peft.Forward(x, labels: labels).Loss!, TrainingProbe.Sgd(peft, 0.1), () =>
+            TrainingProbe.OnlyTheseHaveGradients(peft, name => name.Contains("." + cfg.Prefix) || name.Contains(".modules_to_save.")
+                || (biasAll && name.EndsWith(".bias") && !name.Contains("original_module")) || (biasOfAdapted && name.EndsWith(".base_layer.bias"))));
         Assert.That(last, Is.LessThan(first), "SGD on the adapter lowers the loss");
     }
 

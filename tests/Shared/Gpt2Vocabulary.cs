@@ -9,6 +9,14 @@ namespace Peft.TestSupport;
 /// </summary>
 internal static class Gpt2Vocabulary
 {
+    /// <summary>Copies the tokenizer files into a model folder (a tiny GPT-2 saved for CLI and interop tests).</summary>
+    public static void CopyInto(string modelFolder)
+    {
+        var vocab = Folder();
+        File.Copy(Path.Combine(vocab, "vocab.json"), Path.Combine(modelFolder, "vocab.json"), overwrite: true);
+        File.Copy(Path.Combine(vocab, "merges.txt"), Path.Combine(modelFolder, "merges.txt"), overwrite: true);
+    }
+
     public static string Folder()
     {
         var root = Path.Combine(RepoRoot(), "tests", ".cache");
