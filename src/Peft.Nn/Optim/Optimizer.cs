@@ -85,13 +85,63 @@ public abstract class Optimizer : IDisposable
     {
         double sq = 0;
         var grads = Groups.SelectMany(g => g.Parameters).Where(p => p.Grad != null).Select(p => p.Grad!).ToList();
-        foreach (var g in grads) sq += g.ToDoubleArray().Sum(v => v * v);
+        using (Autograd.NoGrad())
+            foreach (var g in grads)
+            {
+                // Σg² per tensor in float64 (a tensor reduction, no copy of the gradient to managed memory).
+                using var g64 = g.DType == DType.F64 ? g.Contiguous() : g.To(DType.F64);
+                using var squares = g64.Mul(g64);
+                using var total = squares.Sum();
+                sq += total.Item();
+            }
         double norm = Math.Sqrt(sq);
         double coef = maxNorm / (norm + 1e-6);
         if (coef < 1)
             using (Autograd.NoGrad())
                 foreach (var g in grads) g.MulInPlace(coef);
         return norm;
+    }
+
+    /// <summary>
+    /// The optimizer's state for a checkpoint: <c>state.{i}.{k}</c> for the k-th state tensor of the i-th parameter (in
+    /// group order, as torch numbers them) and <c>step</c>. The tensors are the optimizer's own; save them, do not keep them.
+    /// </summary>
+    public Dictionary<string, Tensor> StateDict()
+    {
+        var result = new Dictionary<string, Tensor>();
+        var all = Groups.SelectMany(g => g.Parameters).ToList();
+        for (int i = 0; i < all.Count; i++)
+            if (State.TryGetValue(all[i], out var s))
+                for (int k = 0; k < s.Length; k++) result[$"state.{i}.{k}"] = s[k];
+        result["step"] = Tensor.Scalar(StepCount, DType.I64);
+        return result;
+    }
+
+    /// <summary>Restores state saved by <see cref="StateDict"/> (same parameters, same order).</summary>
+    public void LoadStateDict(IReadOnlyDictionary<string, Tensor> state)
+    {
+        var all = Groups.SelectMany(g => g.Parameters).ToList();
+        var entries = new List<(int Param, int Slot, Tensor Value)>();
+        foreach (var (key, value) in state)
+        {
+            if (key == "step") { StepCount = value.ToArray<long>()[0]; continue; }
+            var parts = key.Split('.');
+            if (parts.Length != 3 || parts[0] != "state" || !int.TryParse(parts[1], out int i) || !int.TryParse(parts[2], out int k) || i < 0 || i >= all.Count || k < 0)
+                throw new ArgumentException($"optimizer state key '{key}' does not fit this optimizer ({all.Count} parameters)");
+            if (!value.Shape.AsSpan().SequenceEqual(all[i].Shape))
+                throw new ArgumentException($"optimizer state '{key}' has shape {Shapes.Format(value.Shape)}, parameter {i} has {Shapes.Format(all[i].Shape)}");
+            entries.Add((i, k, value));
+        }
+        using var _ = Autograd.NoGrad();
+        foreach (var group in entries.GroupBy(e => e.Param))
+        {
+            var slots = StateOf(all[group.Key], group.Max(e => e.Slot) + 1);
+            foreach (var (_, k, value) in group)
+            {
+                if (k >= slots.Length) throw new ArgumentException($"optimizer state for parameter {group.Key} has slot {k}; this optimizer keeps {slots.Length}");
+                slots[k].CopyFrom(value);
+            }
+        }
     }
 
     /// <summary>Frees the optimizer state.</summary>

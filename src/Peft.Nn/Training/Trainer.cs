@@ -1,0 +1,193 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Text.Json.Nodes;
+using Peft.Core;
+using Peft.Core.Random;
+using Peft.Core.SafeTensors;
+
+namespace Peft.Nn;
+
+/// <summary>
+/// The training loop (transformers' Trainer, reduced to what fine-tuning needs): seeded epoch shuffling, gradient
+/// accumulation, optional clipping, a learning-rate schedule, progress reports, a stop with the step named when the
+/// loss stops being finite, and checkpoints — trainable parameters, optimizer state, generator state and position —
+/// written atomically, from which <see cref="Resume"/> continues bit-identically on the CPU.
+/// </summary>
+/// <example><code>
+/// var trainer = new Trainer&lt;Batch&gt;(peft, optimizer, b => peft.Forward(b.Ids, b.Mask, b.Labels).Loss!, new TrainerOptions { Epochs = 3 },
+///     new LrScheduler(optimizer, LrSchedule.Linear(warmup: 10, total: 300)));
+/// trainer.Logged += log => Console.WriteLine($"step {log.Step} loss {log.Loss:F4}");
+/// trainer.Train(batches);
+/// </code></example>
+public sealed class Trainer<TBatch>
+{
+    private readonly Module _model;
+    private readonly Optimizer _optimizer;
+    private readonly Func<TBatch, Tensor> _loss;
+    private readonly LrScheduler? _scheduler;
+    private int _epoch, _nextBatch;
+    private bool _started;
+
+    /// <summary>Creates a trainer; <paramref name="loss"/> runs the model on one batch and returns its scalar loss.</summary>
+    public Trainer(Module model, Optimizer optimizer, Func<TBatch, Tensor> loss, TrainerOptions options, LrScheduler? scheduler = null)
+    {
+        if (options.Epochs <= 0 || options.GradientAccumulationSteps <= 0 || options.LogEvery <= 0)
+            throw new ArgumentException("Epochs, GradientAccumulationSteps and LogEvery must be positive");
+        (_model, _optimizer, _loss, Options, _scheduler) = (model, optimizer, loss, options, scheduler);
+    }
+
+    /// <summary>The options.</summary>
+    public TrainerOptions Options { get; }
+
+    /// <summary>Optimizer steps taken.</summary>
+    public long GlobalStep { get; private set; }
+
+    /// <summary>The loss of every optimizer step (mean over its micro-batches).</summary>
+    public List<double> StepLosses { get; } = new();
+
+    /// <summary>Raised every <see cref="TrainerOptions.LogEvery"/> steps and at the end.</summary>
+    public event Action<TrainerLog>? Logged;
+
+    /// <summary>Raised after each checkpoint is written, with its folder.</summary>
+    public event Action<string>? Checkpointed;
+
+    /// <summary>The batch order of <paramref name="epoch"/>: a seeded permutation (the same on every run and resume).</summary>
+    public int[] Order(int count, int epoch)
+    {
+        if (!Options.Shuffle) return Enumerable.Range(0, count).ToArray();
+        using var draws = Tensor.Rand([count], new Generator(Options.Seed * 1_000_003UL + (ulong)epoch));
+        var u = draws.ToFloatArray();
+        return Enumerable.Range(0, count).OrderBy(i => u[i]).ThenBy(i => i).ToArray();
+    }
+
+    /// <summary>Trains from the current position (the start, or where <see cref="Resume"/> left off) to the end of the
+    /// last epoch.</summary>
+    public void Train(IReadOnlyList<TBatch> data)
+    {
+        if (data.Count == 0) throw new ArgumentException("no training batches");
+        if (!_started && GlobalStep == 0) Generator.Default.ManualSeed(Options.Seed);
+        _started = true;
+        var clock = Stopwatch.StartNew();
+        int accum = Options.GradientAccumulationSteps;
+        double windowLoss = 0, stepLoss = 0;
+        int windowSteps = 0, inStep = 0;
+        long micro = 0;
+        _model.Train();
+        for (; _epoch < Options.Epochs; _epoch++, _nextBatch = 0)
+        {
+            var order = Order(data.Count, _epoch);
+            for (; _nextBatch < data.Count; _nextBatch++)
+            {
+                using (var scope = Tensor.NewScope())
+                {
+                    var loss = _loss(data[order[_nextBatch]]);
+                    double value = loss.Item();
+                    if (!double.IsFinite(value)) throw new TrainingDivergedException(GlobalStep, _epoch, value);
+                    using var scaled = accum == 1 ? loss.Contiguous() : loss.Mul(1.0 / accum);
+                    scaled.Backward();
+                    stepLoss += value;
+                }
+                inStep++;
+                micro++;
+                bool lastOfEpoch = _nextBatch == data.Count - 1;
+                if (inStep < accum && !lastOfEpoch) continue;
+                if (Options.MaxGradNorm is { } max) _optimizer.ClipGradNorm(max);
+                _optimizer.Step();
+                _optimizer.ZeroGrad();
+                _scheduler?.Step();
+                GlobalStep++;
+                StepLosses.Add(stepLoss / inStep);
+                windowLoss += stepLoss / inStep;
+                windowSteps++;
+                (stepLoss, inStep) = (0, 0);
+                bool last = lastOfEpoch && _epoch == Options.Epochs - 1;
+                if (GlobalStep % Options.LogEvery == 0 || last)
+                {
+                    Logged?.Invoke(new TrainerLog(GlobalStep, _epoch, windowLoss / windowSteps, _optimizer.Groups[0].Lr, clock.Elapsed.TotalSeconds, micro));
+                    (windowLoss, windowSteps) = (0, 0);
+                }
+                if (Options.CheckpointDir != null && Options.CheckpointEvery > 0 && GlobalStep % Options.CheckpointEvery == 0)
+                {
+                    _nextBatch++;                     // the checkpoint resumes after this batch
+                    var folder = SaveCheckpoint(Options.CheckpointDir);
+                    _nextBatch--;
+                    Checkpointed?.Invoke(folder);
+                }
+            }
+        }
+    }
+
+    private IEnumerable<(string Name, Tensor Parameter)> Trainable() => _model.NamedParameters().Where(p => p.Parameter.RequiresGrad);
+
+    /// <summary>
+    /// Writes <c>checkpoint-&lt;step&gt;</c> under <paramref name="dir"/>: trainable.safetensors (the trainable
+    /// parameters), optimizer.safetensors and trainer_state.json (step, epoch, next batch, generator seed and offset).
+    /// The folder is assembled under a temporary name and renamed into place, so a checkpoint is whole or absent.
+    /// Call it between optimizer steps (gradients are not saved).
+    /// </summary>
+    public string SaveCheckpoint(string dir)
+    {
+        Directory.CreateDirectory(dir);
+        var final = Path.Combine(dir, "checkpoint-" + GlobalStep.ToString(CultureInfo.InvariantCulture));
+        var temp = final + ".tmp-" + Guid.NewGuid().ToString("N");
+        Directory.CreateDirectory(temp);
+        try
+        {
+            SafeTensorsWriter.Save(Path.Combine(temp, "trainable.safetensors"), Trainable().ToDictionary(p => p.Name, p => p.Parameter));
+            SafeTensorsWriter.Save(Path.Combine(temp, "optimizer.safetensors"), _optimizer.StateDict());
+            var state = new JsonObject
+            {
+                ["global_step"] = GlobalStep, ["epoch"] = _epoch, ["next_batch"] = _nextBatch,
+                ["rng_seed"] = Generator.Default.Seed.ToString(CultureInfo.InvariantCulture), ["rng_offset"] = Generator.Default.Offset,
+                ["scheduler_step"] = _scheduler?.LastStep, ["seed"] = Options.Seed.ToString(CultureInfo.InvariantCulture),
+            };
+            File.WriteAllText(Path.Combine(temp, "trainer_state.json"), state.ToJsonString(new System.Text.Json.JsonSerializerOptions { WriteIndented = true }));
+            if (Directory.Exists(final)) Directory.Delete(final, true);
+            Directory.Move(temp, final);
+            return final;
+        }
+        catch
+        {
+            if (Directory.Exists(temp)) Directory.Delete(temp, true);
+            throw;
+        }
+    }
+
+    /// <summary>Restores a checkpoint written by <see cref="SaveCheckpoint"/> into this trainer's model, optimizer and
+    /// schedule; the next <see cref="Train"/> continues with the batch after it, exactly as the original run did.</summary>
+    public void Resume(string checkpoint)
+    {
+        var statePath = Path.Combine(checkpoint, "trainer_state.json");
+        if (!File.Exists(statePath)) throw new FileNotFoundException($"'{checkpoint}' is not a checkpoint (no trainer_state.json)", statePath);
+        var state = JsonNode.Parse(File.ReadAllText(statePath))!.AsObject();
+        if (state["seed"]!.GetValue<string>() != Options.Seed.ToString(CultureInfo.InvariantCulture))
+            throw new InvalidOperationException($"checkpoint '{checkpoint}' was made with seed {state["seed"]}, this trainer has {Options.Seed}: the data order would differ");
+        var parameters = Trainable().ToDictionary(p => p.Name, p => p.Parameter);
+        using (var st = SafeTensorsFile.Open(Path.Combine(checkpoint, "trainable.safetensors")))
+        {
+            var missing = parameters.Keys.Where(k => !st.Contains(k)).ToList();
+            if (missing.Count > 0) throw new InvalidOperationException($"checkpoint '{checkpoint}' lacks trainable parameters: {string.Join(", ", missing.Take(5))}");
+            using var _ = Autograd.NoGrad();
+            foreach (var (name, p) in parameters)
+            {
+                using var saved = st.Load(name);
+                p.RequiresGrad = false;
+                p.CopyFrom(saved);
+                p.RequiresGrad = true;
+            }
+        }
+        using (var st = SafeTensorsFile.Open(Path.Combine(checkpoint, "optimizer.safetensors")))
+        {
+            var tensors = st.Tensors.Select(t => t.Name).ToDictionary(n => n, n => st.Load(n));
+            try { _optimizer.LoadStateDict(tensors); }
+            finally { foreach (var t in tensors.Values) t.Dispose(); }
+        }
+        GlobalStep = state["global_step"]!.GetValue<long>();
+        _epoch = state["epoch"]!.GetValue<int>();
+        _nextBatch = state["next_batch"]!.GetValue<int>();
+        Generator.Default.ManualSeed(ulong.Parse(state["rng_seed"]!.GetValue<string>(), CultureInfo.InvariantCulture));
+        Generator.Default.Offset = state["rng_offset"]!.GetValue<long>();
+        if (_scheduler != null && state["scheduler_step"] is JsonValue s) _scheduler.SetStep(s.GetValue<long>());
+        _started = true;
+    }
+}

@@ -1,0 +1,44 @@
+namespace Peft.Nn;
+
+/// <summary>How a <see cref="Trainer{TBatch}"/> runs.</summary>
+public sealed record TrainerOptions
+{
+    /// <summary>Passes over the data.</summary>
+    public int Epochs { get; init; } = 1;
+
+    /// <summary>Micro-batches whose gradients are summed (each loss divided by this) before one optimizer step.</summary>
+    public int GradientAccumulationSteps { get; init; } = 1;
+
+    /// <summary>Clip the global gradient norm to this before each step (null: no clipping).</summary>
+    public double? MaxGradNorm { get; init; }
+
+    /// <summary>Seeds the data order of every epoch and the default generator (dropout) of a fresh run.</summary>
+    public ulong Seed { get; init; } = 42;
+
+    /// <summary>Visit the batches in a seeded random order each epoch.</summary>
+    public bool Shuffle { get; init; } = true;
+
+    /// <summary>Where checkpoints go (null: none).</summary>
+    public string? CheckpointDir { get; init; }
+
+    /// <summary>Write a checkpoint every this many optimizer steps (0: never).</summary>
+    public int CheckpointEvery { get; init; }
+
+    /// <summary>Report progress every this many optimizer steps.</summary>
+    public int LogEvery { get; init; } = 10;
+}
+
+/// <summary>One progress report: optimizer step, epoch, mean loss since the last report, learning rate of the first
+/// group, seconds since the run started, examples seen (batches × accumulation when batches are examples).</summary>
+public sealed record TrainerLog(long Step, int Epoch, double Loss, double LearningRate, double ElapsedSeconds, long MicroBatches);
+
+/// <summary>The loss stopped being finite: training stops at once, naming the step.</summary>
+public sealed class TrainingDivergedException(long step, int epoch, double loss)
+    : Exception($"the loss became {loss} at optimizer step {step + 1} (epoch {epoch + 1}); lower the learning rate, clip gradients or check the data")
+{
+    /// <summary>The optimizer step being computed when the loss diverged (0-based).</summary>
+    public long Step { get; } = step;
+
+    /// <summary>The loss value (NaN or ±∞).</summary>
+    public double Loss { get; } = loss;
+}

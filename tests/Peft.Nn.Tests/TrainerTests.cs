@@ -1,0 +1,131 @@
+using Peft.Core.Random;
+using Peft.Nn;
+
+namespace Peft.Nn.Tests;
+
+/// <summary>A small classifier with dropout drawn from the default generator, so checkpoints must carry its state.</summary>
+internal sealed class DropoutNet : Module
+{
+    public DropoutNet(double dropout = 0.3)
+    {
+        RegisterModule("fc1", new Linear(6, 8, generator: new Generator(21)));
+        RegisterModule("drop", new Dropout(dropout));
+        RegisterModule("fc2", new Linear(8, 3, generator: new Generator(22)));
+    }
+
+    public Tensor Loss((Tensor X, Tensor Y) batch)
+    {
+        using var h = Child<IUnaryModule>("fc1").Forward(batch.X);
+        using var d = Child<IUnaryModule>("drop").Forward(h);
+        using var a = d.Relu();
+        using var logits = Child<IUnaryModule>("fc2").Forward(a);
+        return logits.CrossEntropy(batch.Y);
+    }
+}
+
+[TestFixture]
+public class TrainerTests
+{
+    private static List<(Tensor X, Tensor Y)> Data(int batches, int size) => Enumerable.Range(0, batches).Select(i =>
+        (Tensor.Randn([size, 6], (ulong)(100 + i)).KeepAlive(), Tensor.FromArray(Enumerable.Range(0, size).Select(j => (long)((i + j) % 3)).ToArray()).KeepAlive())).ToList();
+
+    [Test]
+    public void SchedulesFollowTransformersFormulas()
+    {
+        var linear = LrSchedule.Linear(warmup: 10, total: 110);
+        Assert.That(new[] { linear(0), linear(5), linear(10), linear(60), linear(110), linear(200) }, Is.EqualTo(new[] { 0, 0.5, 1, 0.5, 0, 0 }).Within(1e-12));
+        var cosine = LrSchedule.Cosine(warmup: 10, total: 110);
+        Assert.That(new[] { cosine(5), cosine(10), cosine(60), cosine(110) }, Is.EqualTo(new[] { 0.5, 1, 0.5, 0 }).Within(1e-12));
+        Assert.That(cosine(35), Is.EqualTo(0.5 * (1 + Math.Cos(Math.PI * 0.25))).Within(1e-12));
+        Assert.That(LrSchedule.ConstantWithWarmup(4)(2), Is.EqualTo(0.5));
+        Assert.That(LrSchedule.Constant()(1000), Is.EqualTo(1));
+        Assert.Throws<ArgumentException>(() => LrSchedule.ByName("polynomial", 0, 10));
+
+        using var p = Tensor.Zeros([2]).RequiresGradient();
+        using var opt = new Sgd([new ParamGroup([p], lr: 0.1)]);
+        var scheduler = new LrScheduler(opt, LrSchedule.Linear(2, 4));
+        var lrs = new List<double> { opt.Groups[0].Lr };
+        for (int i = 0; i < 4; i++) { scheduler.Step(); lrs.Add(opt.Groups[0].Lr); }
+        Assert.That(lrs, Is.EqualTo(new[] { 0, 0.05, 0.1, 0.05, 0 }).Within(1e-12), "torch's LambdaLR: step 0 applied at construction");
+    }
+
+    [Test]
+    public void AccumulatingFourMicroBatchesEqualsOneBatchOfFour()
+    {
+        var micro = Data(4, 1);
+        var x = Tensor.Cat(micro.Select(m => m.X).ToList(), 0);
+        var y = Tensor.Cat(micro.Select(m => m.Y).ToList(), 0);
+        float[] Run(IReadOnlyList<(Tensor X, Tensor Y)> data, int accum)
+        {
+            var net = new DropoutNet(dropout: 0);   // the two runs must compute the same function
+            using var opt = new Sgd(net.Parameters(), lr: 0.5);
+            new Trainer<(Tensor X, Tensor Y)>(net, opt, net.Loss, new TrainerOptions { GradientAccumulationSteps = accum, Shuffle = false }).Train(data);
+            return net.Parameters().SelectMany(p => p.ToFloatArray()).ToArray();
+        }
+        Assert.That(Run(micro, 4), Is.EqualTo(Run([(x, y)], 1)).Within(1e-6));
+    }
+
+    [Test]
+    public void ResumingFromACheckpointContinuesBitIdentically()
+    {
+        var dir = Directory.CreateTempSubdirectory("peft-trainer-").FullName;
+        try
+        {
+            var data = Data(5, 4);
+            var options = new TrainerOptions { Epochs = 3, GradientAccumulationSteps = 2, MaxGradNorm = 1.0, Seed = 7, CheckpointDir = dir, CheckpointEvery = 4 };
+            (float[] Params, List<double> Losses) Straight()
+            {
+                var net = new DropoutNet();
+                using var opt = new AdamW(net.Parameters(), lr: 1e-2);
+                var trainer = new Trainer<(Tensor X, Tensor Y)>(net, opt, net.Loss, options, new LrScheduler(opt, LrSchedule.Linear(2, 9)));
+                trainer.Train(data);
+                return (net.Parameters().SelectMany(p => p.ToFloatArray()).ToArray(), trainer.StepLosses);
+            }
+            var (expected, losses) = Straight();
+            Assert.That(losses, Has.Count.EqualTo(9), "3 epochs × ⌈5 / 2⌉ steps");
+            Assert.That(Directory.GetDirectories(dir).Select(Path.GetFileName).Order(), Is.EqualTo(new[] { "checkpoint-4", "checkpoint-8" }));
+
+            Generator.Default.ManualSeed(12345);   // a different stream: the checkpoint must restore it
+            var resumedNet = new DropoutNet();
+            using var resumedOpt = new AdamW(resumedNet.Parameters(), lr: 1e-2);
+            var resumed = new Trainer<(Tensor X, Tensor Y)>(resumedNet, resumedOpt, resumedNet.Loss, options with { CheckpointDir = null }, new LrScheduler(resumedOpt, LrSchedule.Linear(2, 9)));
+            resumed.Resume(Path.Combine(dir, "checkpoint-4"));
+            resumed.Train(data);
+            Assert.That(resumed.GlobalStep, Is.EqualTo(9));
+            Assert.That(resumed.StepLosses, Is.EqualTo(losses.Skip(4).ToList()), "the same losses after the checkpoint");
+            Assert.That(resumedNet.Parameters().SelectMany(p => p.ToFloatArray()).ToArray(), Is.EqualTo(expected), "bit-identical parameters");
+        }
+        finally { Directory.Delete(dir, true); }
+    }
+
+    [Test]
+    public void ANonFiniteLossStopsTrainingNamingTheStep()
+    {
+        var net = new DropoutNet();
+        using var opt = new Sgd(net.Parameters(), lr: 0.1);
+        var data = Data(3, 2);
+        int calls = 0;
+        var trainer = new Trainer<(Tensor X, Tensor Y)>(net, opt, b => ++calls == 3 ? Tensor.Scalar(double.NaN) : net.Loss(b), new TrainerOptions { Shuffle = false });
+        var ex = Assert.Throws<TrainingDivergedException>(() => trainer.Train(data));
+        Assert.That((ex!.Step, double.IsNaN(ex.Loss)), Is.EqualTo((2L, true)));
+        Assert.That(ex.Message, Does.Contain("optimizer step 3"));
+    }
+
+    [Test]
+    public void OptimizerStateRoundTripsThroughItsStateDict()
+    {
+        using var a = Tensor.Randn([3, 2], 1).RequiresGradient();
+        using var b = a.Detach().Clone().RequiresGradient();
+        using var optA = new AdamW([a], lr: 0.1);
+        using var optB = new AdamW([b], lr: 0.1);
+        void StepWith(Tensor p, Optimizer o) { using var s = Tensor.NewScope(); o.ZeroGrad(); p.Mul(p).Sum().Backward(); o.Step(); }
+        StepWith(a, optA);
+        StepWith(b, optB);
+        using var fresh = new AdamW([b], lr: 0.1);
+        fresh.LoadStateDict(optB.StateDict());
+        StepWith(a, optA);
+        StepWith(b, fresh);
+        Assert.That(b.ToFloatArray(), Is.EqualTo(a.ToFloatArray()));
+        Assert.That(fresh.StepCount, Is.EqualTo(2));
+    }
+}
