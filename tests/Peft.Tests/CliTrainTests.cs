@@ -72,6 +72,17 @@ public class CliTrainTests
     }
 
     [Test]
+    public void SchedulesAccumulationAndClippingAreOptions()
+    {
+        var (code, stdout, stderr) = Run("train", "--model", Bert, "--data", Path.Combine(_dir, "cls.jsonl"), "--schedule", "cosine", "--warmup-steps", "2",
+            "--grad-accum", "2", "--max-grad-norm", "0.5", "--epochs", "2", "--output", Path.Combine(_dir, "out-sched"));
+        Assert.That(code, Is.EqualTo(0), stderr);
+        Assert.That(stdout, Does.Contain("epoch 2/2"));
+        Assert.That(Run("train", "--model", Bert, "--data", Path.Combine(_dir, "cls.jsonl"), "--schedule", "polynomial").Err, Does.Contain("unknown learning-rate schedule"));
+        Assert.That(Run("train", "--model", Bert, "--data", Path.Combine(_dir, "cls.jsonl"), "--grad-accum", "0").Code, Is.EqualTo(2));
+    }
+
+    [Test]
     public void CausalLmPromptCompletionAndTokenClassificationRun()
     {
         var (code, stdout, stderr) = Run("train", "--model", Gpt2, "--data", Path.Combine(_dir, "lm.jsonl"), "--epochs", "1", "--output", Path.Combine(_dir, "out-lm"));

@@ -35,9 +35,13 @@ internal static class TrainCommand
         var device = new Option<string>("--device") { Description = "cpu (cuda arrives with the CUDA backend)", DefaultValueFactory = _ => "cpu" };
         var dtype = new Option<string>("--dtype") { Description = "f32", DefaultValueFactory = _ => "f32" };
         var seed = new Option<ulong>("--seed") { DefaultValueFactory = _ => 42 };
+        var schedule = new Option<string>("--schedule") { Description = "constant, constant_with_warmup, linear, cosine (transformers' schedules)", DefaultValueFactory = _ => "linear" };
+        var warmup = new Option<int>("--warmup-steps") { DefaultValueFactory = _ => 0 };
+        var gradAccum = new Option<int>("--grad-accum") { Description = "micro-batches per optimizer step", DefaultValueFactory = _ => 1 };
+        var maxGradNorm = new Option<double>("--max-grad-norm") { Description = "global gradient-norm clip (0: none)", DefaultValueFactory = _ => 1.0 };
         var evalFraction = new Option<double>("--eval-fraction") { Description = "share of --data held out when --eval-data is absent", DefaultValueFactory = _ => 0.1 };
         var cmd = new Command("train", "Fine-tune a Hugging Face model folder with a PEFT method (without --model: a complete built-in demonstration)");
-        foreach (var opt in new Option[] { model, data, evalData, method, virtualTokens, task, r, alpha, targets, output, epochs, lr, batchSize, maxLength, quantize, device, dtype, seed, evalFraction })
+        foreach (var opt in new Option[] { model, data, evalData, method, virtualTokens, task, r, alpha, targets, output, epochs, lr, batchSize, maxLength, quantize, device, dtype, seed, evalFraction, schedule, warmup, gradAccum, maxGradNorm })
             cmd.Options.Add(opt);
         cmd.SetAction(result => ModelLoading.ReportingBadInput(stderr, () =>
         {
@@ -75,7 +79,11 @@ internal static class TrainCommand
                 result.GetValue(output) ?? "peft-output",
                 result.GetValue(seed),
                 result.GetValue(evalFraction) is > 0 and < 1 and var f ? f : throw new ArgumentException("--eval-fraction must lie in (0, 1)"),
-                Positive(result.GetValue(virtualTokens), "--virtual-tokens"));
+                Positive(result.GetValue(virtualTokens), "--virtual-tokens"),
+                result.GetValue(schedule)!,
+                result.GetValue(warmup) >= 0 ? result.GetValue(warmup) : throw new ArgumentException("--warmup-steps must not be negative"),
+                Positive(result.GetValue(gradAccum), "--grad-accum"),
+                result.GetValue(maxGradNorm) is > 0 and var clip ? clip : null);
             IProgressView view = ReferenceEquals(stdout, Console.Out) && !Console.IsOutputRedirected ? new SpectreProgress() : new PlainProgress(stdout);
             return TrainRunner.Run(options, view, stdout);
         }));

@@ -36,42 +36,34 @@ internal static class TrainRunner
         if (o.Quantize != "none")
             stdout.WriteLine($"quantized {Quantize.Linears(model, o.Quantize).Count} linear layers to {o.Quantize} (frozen base)");
         int stepsPerEpoch = (train.Count + o.BatchSize - 1) / o.BatchSize;
-        var config = MethodConfigs.Create(o.Method, task, o.R, o.Alpha, o.TargetModules, stepsPerEpoch * o.Epochs, o.VirtualTokens, model.NumLayers);
+        int optimizerSteps = o.Epochs * ((stepsPerEpoch + o.GradientAccumulation - 1) / o.GradientAccumulation);
+        var config = MethodConfigs.Create(o.Method, task, o.R, o.Alpha, o.TargetModules, optimizerSteps, o.VirtualTokens, model.NumLayers);
         using var peft = PeftModel.Create(model, config);
         stdout.WriteLine(peft.TrainableParametersLine());
         var before = Evaluate(peft, batcher, eval, o.BatchSize);
         stdout.WriteLine($"before training: {before.Describe(inv)}");
 
         using var optimizer = new AdamW(peft.Parameters().Where(p => p.RequiresGrad), lr: o.LearningRate, weightDecay: 0.0);
-        var order = Enumerable.Range(0, train.Count).ToArray();
-        var shuffle = new System.Random((int)(o.Seed % int.MaxValue));
-        var stepLosses = new List<double>();
-        var evalLosses = new List<(int, double)> { (0, before.Loss) };
-        int step = 0;
-        view.Start(o.Epochs * stepsPerEpoch);
-        for (int epoch = 1; epoch <= o.Epochs; epoch++)
+        var scheduler = new LrScheduler(optimizer, LrSchedule.ByName(o.Schedule, o.WarmupSteps, optimizerSteps));
+        var batches = train.Chunk(o.BatchSize).ToList();
+        // The batch's tensors live in the trainer's per-step scope, which ends after backward (the embedding's gradient reads the ids).
+        var trainer = new Trainer<Example[]>(peft, optimizer, chunk =>
         {
-            shuffle.Shuffle(order);
-            peft.Train();
-            foreach (var chunk in order.Chunk(o.BatchSize))
-            {
-                using var scope = Tensor.NewScope();
-                using var batch = batcher.Make(chunk.Select(i => train[i]).ToList());
-                optimizer.ZeroGrad();
-                var loss = peft.Forward(batch.InputIds, batch.AttentionMask, batch.Labels).Loss!;
-                loss.Backward();
-                optimizer.Step();
-                if (config is AdaLoraConfig) peft.UpdateAndAllocate(step);
-                double value = loss.Item();
-                if (!double.IsFinite(value)) throw new InvalidOperationException($"the loss became {value} at step {step + 1}; lower --lr");
-                stepLosses.Add(value);
-                step++;
-                view.Step(epoch, value);
-            }
+            var batch = batcher.Make(chunk);
+            return peft.Forward(batch.InputIds, batch.AttentionMask, batch.Labels).Loss!;
+        }, new TrainerOptions { Epochs = o.Epochs, GradientAccumulationSteps = o.GradientAccumulation, MaxGradNorm = o.MaxGradNorm, Seed = o.Seed, LogEvery = 1 }, scheduler);
+        var evalLosses = new List<(int, double)> { (0, before.Loss) };
+        if (config is AdaLoraConfig) trainer.AfterOptimizerStep += s => peft.UpdateAndAllocate((int)s);
+        trainer.Logged += log => view.Step(log.Epoch + 1, log.Loss);
+        trainer.EpochEnded += (epoch, meanLoss) =>
+        {
             var m = Evaluate(peft, batcher, eval, o.BatchSize);
-            evalLosses.Add((step, m.Loss));
-            view.EpochDone(epoch, o.Epochs, stepLosses.Skip(stepLosses.Count - stepsPerEpoch).Average(), m.Describe(inv));
-        }
+            evalLosses.Add(((int)trainer.GlobalStep, m.Loss));
+            view.EpochDone(epoch + 1, o.Epochs, meanLoss, m.Describe(inv));
+        };
+        view.Start(optimizerSteps);
+        trainer.Train(batches);
+        var stepLosses = trainer.StepLosses;
         view.Stop();
         var after = Evaluate(peft, batcher, eval, o.BatchSize);
         stdout.WriteLine($"after training: {after.Describe(inv)}");

@@ -51,6 +51,14 @@ public sealed class Trainer<TBatch>
     /// <summary>Raised after each checkpoint is written, with its folder.</summary>
     public event Action<string>? Checkpointed;
 
+    /// <summary>Raised after each optimizer step, before the gradients are cleared, with the 0-based step (where
+    /// AdaLoRA's update_and_allocate runs).</summary>
+    public event Action<long>? AfterOptimizerStep;
+
+    /// <summary>Raised at the end of each epoch with its index and mean step loss (evaluate here; the model is put back
+    /// in training mode afterwards).</summary>
+    public event Action<int, double>? EpochEnded;
+
     /// <summary>The batch order of <paramref name="epoch"/>: a seeded permutation (the same on every run and resume).</summary>
     public int[] Order(int count, int epoch)
     {
@@ -76,6 +84,7 @@ public sealed class Trainer<TBatch>
         for (; _epoch < Options.Epochs; _epoch++, _nextBatch = 0)
         {
             var order = Order(data.Count, _epoch);
+            int firstStepOfEpoch = StepLosses.Count;
             for (; _nextBatch < data.Count; _nextBatch++)
             {
                 using (var scope = Tensor.NewScope())
@@ -93,6 +102,7 @@ public sealed class Trainer<TBatch>
                 if (inStep < accum && !lastOfEpoch) continue;
                 if (Options.MaxGradNorm is { } max) _optimizer.ClipGradNorm(max);
                 _optimizer.Step();
+                AfterOptimizerStep?.Invoke(GlobalStep);
                 _optimizer.ZeroGrad();
                 _scheduler?.Step();
                 GlobalStep++;
@@ -113,6 +123,11 @@ public sealed class Trainer<TBatch>
                     _nextBatch--;
                     Checkpointed?.Invoke(folder);
                 }
+            }
+            if (EpochEnded != null && StepLosses.Count > firstStepOfEpoch)
+            {
+                EpochEnded(_epoch, StepLosses.Skip(firstStepOfEpoch).Average());
+                _model.Train();
             }
         }
     }
