@@ -1,4 +1,5 @@
 using Peft.Core.Random;
+using Peft.TestSupport;
 using Peft.Nn;
 using Peft.Transformers;
 
@@ -37,27 +38,13 @@ public sealed record PeftCase(string Name, Func<PreTrainedModel> Model, Func<boo
 
 internal static class Cases
 {
-    public const string Gpt2 = """
-        {"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"], "vocab_size": 50, "n_positions": 32, "n_embd": 16,
-         "n_layer": 2, "n_head": 4, "resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0, "pad_token_id": 0, "num_labels": 3}
-        """;
+    public const string Gpt2 = TinyConfigs.Gpt2;
 
-    public const string Llama = """
-        {"model_type": "llama", "architectures": ["LlamaForCausalLM"], "vocab_size": 60, "hidden_size": 16, "intermediate_size": 24,
-         "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "pad_token_id": 0, "num_labels": 3}
-        """;
+    public const string Llama = TinyConfigs.Llama;
 
-    public const string Bert = """
-        {"model_type": "bert", "architectures": ["BertForSequenceClassification"], "vocab_size": 40, "hidden_size": 16, "num_hidden_layers": 2,
-         "num_attention_heads": 4, "intermediate_size": 24, "max_position_embeddings": 32, "hidden_dropout_prob": 0.0,
-         "attention_probs_dropout_prob": 0.0, "num_labels": 3}
-        """;
+    public static readonly string Bert = TinyConfigs.BertMaskedLm.Replace("BertForMaskedLM", "BertForSequenceClassification");
 
-    public static PreTrainedModel Create(string json, ModelTask? task = null)
-    {
-        Generator.Default.ManualSeed(1);
-        return AutoModel.Create(HfConfig.FromJson(json), task);
-    }
+    public static PreTrainedModel Create(string json, ModelTask? task = null) => TinyConfigs.Create(json, task);
 
     private static Tensor Ids() => Tensor.FromArray(new long[] { 3, 9, 4, 12, 7, 1, 5, 2, 8, 6 }, [2, 5]);
 
