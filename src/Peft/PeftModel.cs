@@ -94,19 +94,26 @@ public sealed partial class PeftModel : Module
             return;
         }
         if (config is not TunerConfig tuner) throw new NotSupportedException($"peft_type {config.PeftType} is not supported yet");
+        InjectTunerLayers(adapter, tuner);
+    }
+
+    /// <summary>The layer-injecting methods: wrap modules_to_save, find the targets, let the method correct its config
+    /// and make its shared tensors, then wrap (or extend) each target layer.</summary>
+    private void InjectTunerLayers(string adapter, TunerConfig config)
+    {
         if (config is AdaLoraConfig { InferenceMode: false } && _trainableAdaLora != null)
             throw new ArgumentException($"AdaLoRA supports one trainable adapter ('{_trainableAdaLora}' is); add further AdaLoRA adapters with inference_mode = true");
         var mtsNames = config.ModulesToSave ?? [];
         WrapModulesToSave(adapter, mtsNames, trainable: !config.InferenceMode);
         var protectedPaths = Wrappers().Select(w => w.Name).ToList();
-        TargetModuleDefaults.Apply(tuner, Model.ModelType);
-        var targets = TargetMatcher.Targets(Model, tuner, protectedPaths);
+        TargetModuleDefaults.Apply(config, Model.ModelType);
+        var targets = TargetMatcher.Targets(Model, config, protectedPaths);
         var baseLayers = targets.Select(t => Model.GetSubmodule(t)).Select(m => m is TunerLayer l ? l.BaseLayer : m).ToList();
         for (int i = 0; i < targets.Count; i++)
-            if (!tuner.CanWrap(baseLayers[i]))
+            if (!config.CanWrap(baseLayers[i]))
                 throw new NotSupportedException($"cannot add {config.PeftType} adapter '{adapter}' to module '{targets[i]}': {baseLayers[i].GetType().Name} layers are not supported by this method");
-        tuner.FitTo(baseLayers);
-        foreach (var (dict, tensor) in tuner.SharedTensors(baseLayers)) BaseModelLevel.AddShared(dict, adapter, tensor);
+        config.FitTo(baseLayers);
+        foreach (var (dict, tensor) in config.SharedTensors(baseLayers)) BaseModelLevel.AddShared(dict, adapter, tensor);
         var shared = BaseModelLevel.Shared;
         foreach (var name in targets)
         {
@@ -114,10 +121,10 @@ public sealed partial class PeftModel : Module
             var layer = module as TunerLayer;
             if (layer == null)
             {
-                layer = tuner.NewLayer(module, name);
+                layer = config.NewLayer(module, name);
                 Model.SetSubmodule(name, layer);
             }
-            try { tuner.AddTo(layer, adapter, name, shared); }
+            try { config.AddTo(layer, adapter, name, shared); }
             catch (NotSupportedException e)
             {
                 throw new NotSupportedException($"cannot add adapter '{adapter}' to module '{name}': {e.Message}", e);
