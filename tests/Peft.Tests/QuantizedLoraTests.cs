@@ -71,12 +71,40 @@ public class QuantizedLoraTests
                 last = loss.Item();
             }
             Assert.That(last, Is.LessThan(first));
-            Assert.Throws<NotSupportedException>(() => peft.MergeAdapter());
             peft.SavePretrained(dir);
             using var st = SafeTensorsFile.Open(Path.Combine(dir, "adapter_model.safetensors"));
             Assert.That(st.Contains("base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight"));
             Assert.That(st.Tensors, Has.Count.EqualTo(12));
         }
         finally { Directory.Delete(dir, true); }
+    }
+
+    [TestCase("int8", 0.02)]
+    [TestCase("nf4", 0.25)]
+    public void MergingIntoAQuantizedBaseDequantizesAddsAndRequantizes(string method, double tolerance)
+    {
+        using var scope = Tensor.NewScope();
+        var model = Cases.Create(Cases.Llama);
+        Quantize.Linears(model, method);
+        model.Eval();
+        var baseOut = Logits(x => model.Forward(x).Logits);
+        using var peft = PeftModel.Create(model, new LoraConfig { R = 4, TargetModules = ["q_proj", "v_proj"], InitLoraWeights = "false", TaskType = "CAUSAL_LM" });
+        peft.Eval();
+        var unmerged = Logits(x => peft.Forward(x).Logits);
+        Assert.That(RelErr(unmerged, baseOut), Is.GreaterThan(1e-3), "a non-trivial adapter");
+        var q = (QuantizedLinear)peft.Model.GetSubmodule("model.layers.0.self_attn.q_proj.base_layer");
+        var before = q.DequantizedWeight().ToFloatArray();
+        peft.MergeAdapter();
+        // The merged weight is requantized: equal to W + ΔW up to one more rounding, as PEFT's bnb merge.
+        Assert.That(RelErr(Logits(x => peft.Forward(x).Logits), unmerged), Is.LessThan(tolerance));
+        Assert.That(q.DequantizedWeight().ToFloatArray(), Is.Not.EqualTo(before), "the quantized storage changed");
+        peft.UnmergeAdapter();
+        Assert.That(RelErr(Logits(x => peft.Forward(x).Logits), unmerged), Is.LessThan(tolerance), "unmerged again: back to the adapter on the base");
+        using (peft.DisableAdapter()) Assert.That(RelErr(Logits(x => peft.Forward(x).Logits), baseOut), Is.LessThan(tolerance));
+        peft.MergeAdapter();
+        var merged = Logits(x => peft.Forward(x).Logits);
+        using var plain = peft.MergeAndUnload();
+        Assert.That(plain.NamedModules().Count(m => m.Module is QuantizedLinear), Is.EqualTo(14), "still a quantized model");
+        Assert.That(Logits(x => plain.Forward(x).Logits), Is.EqualTo(merged));
     }
 }

@@ -27,6 +27,18 @@ public abstract class QuantizedLinear : Module, IUnaryModule
     /// <summary>The weight as F32 [out, in] (a new tensor the caller disposes).</summary>
     public abstract Tensor DequantizedWeight();
 
+    /// <summary>Stores <paramref name="weight"/> (F32 [out, in]) quantized in place of the current weight — how merging an
+    /// adapter into a quantized base ends (dequantize → add ΔW → requantize, with the rounding that implies).</summary>
+    public abstract void Requantize(Tensor weight);
+
+    /// <summary>Checks a replacement weight's shape.</summary>
+    protected float[] CheckedValues(Tensor weight)
+    {
+        if (!weight.Shape.AsSpan().SequenceEqual([OutFeatures, InFeatures]))
+            throw new ArgumentException($"a {OutFeatures}×{InFeatures} quantized linear cannot take a weight of shape {Shapes.Format(weight.Shape)}");
+        return weight.ToFloatArray();
+    }
+
     /// <inheritdoc/>
     public Tensor Forward(Tensor input)
     {
@@ -57,6 +69,14 @@ public sealed class Int8Linear : QuantizedLinear
     }
 
     /// <inheritdoc/>
+    public override void Requantize(Tensor weight)
+    {
+        var (q, scb) = Int8RowWise.Quantize(CheckedValues(weight), OutFeatures, InFeatures);
+        using (var qt = Tensor.FromArray(q, [OutFeatures, InFeatures])) Buffer("weight").CopyFrom(qt);
+        using (var st = Tensor.FromArray(scb)) Buffer("SCB").CopyFrom(st);
+    }
+
+    /// <inheritdoc/>
     public override Tensor DequantizedWeight() =>
         Tensor.FromArray(Int8RowWise.Dequantize(Buffer("weight").ToArray<sbyte>(), Buffer("SCB").ToArray<float>(), OutFeatures, InFeatures), [OutFeatures, InFeatures]);
 }
@@ -74,6 +94,14 @@ public sealed class Nf4Linear : QuantizedLinear
         RegisterBuffer("weight", Tensor.FromArray(packed));
         RegisterBuffer("absmax", Tensor.FromArray(absmax));
         RegisterFrozenBias(source);
+    }
+
+    /// <inheritdoc/>
+    public override void Requantize(Tensor weight)
+    {
+        var (packed, absmax) = Nf4.Quantize(CheckedValues(weight));
+        using (var pt = Tensor.FromArray(packed)) Buffer("weight").CopyFrom(pt);
+        using (var at = Tensor.FromArray(absmax)) Buffer("absmax").CopyFrom(at);
     }
 
     /// <inheritdoc/>

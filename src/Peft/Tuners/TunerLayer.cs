@@ -162,12 +162,16 @@ public abstract class TunerLayer : Module, IUnaryModule
     /// </summary>
     public void Merge(IEnumerable<string> adapters, bool safe)
     {
-        if (BaseLayer is QuantizedLinear)
-            throw new NotSupportedException("merging into a quantized base (dequantize → add ΔW → requantize) is not implemented yet");
         using var _ = Autograd.NoGrad();
         foreach (var name in adapters)
         {
             if (!Adapters.Contains(name) || _merged.Contains(name)) continue;
+            if (BaseLayer is QuantizedLinear quantized)
+            {
+                MergeQuantized(quantized, name, safe, +1);
+                _merged.Add(name);
+                continue;
+            }
             using var merged = MergedWeight(name);
             if (safe && merged.ToFloatArray().Any(v => !float.IsFinite(v)))
                 throw new InvalidOperationException($"NaN or infinity detected in the merged weights of adapter '{name}' (layer {InFeatures}→{OutFeatures}); the adapter seems broken and the base weights were left unchanged");
@@ -184,11 +188,35 @@ public abstract class TunerLayer : Module, IUnaryModule
         while (_merged.Count > 0)
         {
             var name = _merged[^1];
+            if (BaseLayer is QuantizedLinear quantized)
+            {
+                MergeQuantized(quantized, name, safe: false, -1);
+                _merged.RemoveAt(_merged.Count - 1);
+                continue;
+            }
             using var restored = UnmergedWeight(name);
             BaseWeight.CopyFrom(restored);
             MergeBias(name, -1);
             _merged.RemoveAt(_merged.Count - 1);
         }
+    }
+
+    /// <summary>
+    /// PEFT's merge into a bitsandbytes base: dequantize, add (or subtract) ΔW, requantize. Only additive adapters have a
+    /// ΔW that can be added this way (as in PEFT, where LoRA merges into int8/4-bit bases); the rounding of the new
+    /// quantized weight means unmerge restores the base only to quantization precision, as PEFT warns.
+    /// </summary>
+    private void MergeQuantized(QuantizedLinear quantized, string name, bool safe, int sign)
+    {
+        if (!IsAdditive || this is LoraLinear dora && dora.UsesDora(name))
+            throw new NotSupportedException($"{GetType().Name} adapters cannot be merged into a quantized base (only additive ΔW, as PEFT's LoRA)");
+        using var w = quantized.DequantizedWeight();
+        using var delta = DeltaWeight(name);
+        using var merged = sign > 0 ? w.Add(delta) : w.Sub(delta);
+        if (safe && merged.ToFloatArray().Any(v => !float.IsFinite(v)))
+            throw new InvalidOperationException($"NaN or infinity detected in the merged weights of adapter '{name}'; the quantized base was left unchanged");
+        quantized.Requantize(merged);
+        MergeBias(name, sign);
     }
 
     /// <summary>The base weight with <paramref name="adapter"/> merged in (W + ΔW by default).</summary>
