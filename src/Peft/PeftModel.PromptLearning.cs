@@ -38,7 +38,10 @@ public sealed partial class PeftModel
     {
         if (cache is { Length: > 0 }) return Model.Forward(input, attentionMask, labels, cache); // generation: the prompt is cached
         var encoder = PromptEncoders[_active[0]];
-        int b = input.Size(0), n = config is PrefixTuningConfig ? config.NumVirtualTokens : config.TotalVirtualTokens;
+        bool seq2seq = Model.Task == ModelTask.Seq2SeqLM;
+        // PEFT prepends the first num_virtual_tokens prompts to the encoder input only (the decoder half of a seq2seq
+        // prompt_embeddings is kept in the file but unused by the forward).
+        int b = input.Size(0), n = config is PrefixTuningConfig || seq2seq ? config.NumVirtualTokens : config.TotalVirtualTokens;
         using var prefixMask = attentionMask == null ? null : PrefixOnes(b, n, attentionMask);
         if (config is PrefixTuningConfig)
         {
@@ -58,7 +61,8 @@ public sealed partial class PeftModel
             }
         }
         var words = Model.InputEmbeddings ?? throw new NotSupportedException($"{Model.ArchitectureName} exposes no input embeddings");
-        using var prompts = encoder.Forward(b, config is MultitaskPromptTuningConfig ? taskIds : null);
+        using var allPrompts = encoder.Forward(b, config is MultitaskPromptTuningConfig ? taskIds : null);
+        using var prompts = allPrompts.Narrow(1, 0, n);
         using var embedded = words.Forward(input);
         using var embeds = Tensor.Cat([prompts, embedded], 1);
         using var longLabels = labels != null && Model.Task == ModelTask.CausalLM ? PrefixIgnored(b, n, labels) : null;
@@ -133,7 +137,22 @@ public sealed partial class PeftModel
     /// virtual tokens or prefix in front of the prompt on the first step; layer adapters are part of the model already.</summary>
     public int[][] Generate(Tensor inputIds, GenerationOptions? options = null, long[]? taskIds = null)
     {
-        if (ActivePromptConfig is not { } config) return TextGeneration.Generate(Model, inputIds, options);
+        if (ActivePromptConfig is not { } config)
+            return Model is Peft.Transformers.T5.T5ForConditionalGeneration t5
+                ? Seq2SeqGeneration.Generate(t5, inputIds, options: options ?? new GenerationOptions { EosTokenIds = [t5.Config.EosTokenId] })
+                : TextGeneration.Generate(Model, inputIds, options);
+        if (Model is Peft.Transformers.T5.T5ForConditionalGeneration encoderDecoder)
+        {
+            // The prompts go in front of the encoder input; the decoder loop is the model's own.
+            using var s2s = Tensor.NewScope();
+            using var noGrad = Autograd.NoGrad();
+            var words = Model.InputEmbeddings!;
+            using var all = PromptEncoders[_active[0]].Forward(inputIds.Size(0));
+            using var prompts = all.Narrow(1, 0, config.NumVirtualTokens);
+            using var embedded = words.Forward(inputIds);
+            using var embeds = Tensor.Cat([prompts, embedded], 1);
+            return Seq2SeqGeneration.Generate(encoderDecoder, embeds, options: options ?? new GenerationOptions { EosTokenIds = [encoderDecoder.Config.EosTokenId] });
+        }
         using var scope = Tensor.NewScope();
         using var _ = Autograd.NoGrad();
         // The prefix and its views are made here, outside the per-step scopes, so they last the whole generation.

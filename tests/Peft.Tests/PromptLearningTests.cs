@@ -1,3 +1,4 @@
+using Peft.TestSupport;
 using Peft.Core.SafeTensors;
 using Peft.Transformers;
 
@@ -189,4 +190,58 @@ public class PromptLearningTests
         }
         finally { Directory.Delete(dir, true); }
     }
+}
+
+/// <summary>Prompt tuning and P-tuning on a T5-shaped encoder-decoder: prompts before the encoder input, as PEFT.</summary>
+[TestFixture]
+public class Seq2SeqPromptLearningTests
+{
+    private const string T5 = """
+        {"model_type": "t5", "architectures": ["T5ForConditionalGeneration"], "vocab_size": 24, "d_model": 16, "d_kv": 4, "d_ff": 32,
+         "num_layers": 2, "num_heads": 4, "relative_attention_num_buckets": 8, "dropout_rate": 0.0, "decoder_start_token_id": 0,
+         "pad_token_id": 0, "eos_token_id": 1, "feed_forward_proj": "relu", "tie_word_embeddings": false}
+        """;
+
+    private static readonly Tensor Input = Tensor.FromArray(new long[] { 5, 9, 4, 1, 7, 3, 12, 1 }, [2, 4]).KeepAlive();
+    private static readonly Tensor Target = Tensor.FromArray(new long[] { 9, 5, 1, 3, 7, 1 }, [2, 3]).KeepAlive();
+
+    [TestCase("prompt")]
+    [TestCase("ptuning")]
+    public void TrainsSavesAndGeneratesWithPromptsBeforeTheEncoderInput(string method)
+    {
+        var dir = Directory.CreateTempSubdirectory("peft-t5-prompt-").FullName;
+        try
+        {
+            using var scope = Tensor.NewScope();
+            PromptLearningConfig make() => method == "prompt"
+                ? new PromptTuningConfig { NumVirtualTokens = 3, TaskType = "SEQ_2_SEQ_LM" }
+                : new PromptEncoderConfig { NumVirtualTokens = 3, EncoderHiddenSize = 8, TaskType = "SEQ_2_SEQ_LM" };
+            float[] trained;
+            int[][] generated;
+            using (var peft = PeftModel.Create(TinyConfigs.Create(T5), make()))
+            {
+                var config = (PromptLearningConfig)peft.PeftConfigs["default"];
+                Assert.That(config.NumTransformerSubmodules, Is.EqualTo(2), "encoder + decoder, as PEFT fills it for seq2seq");
+                var (first, last) = TrainingProbe.Run(peft, 6, () => peft.Forward(Input, labels: Target).Loss!, TrainingProbe.Sgd(peft, 0.5),
+                    () => TrainingProbe.OnlyTheseHaveGradients(peft, name => name.StartsWith("prompt_encoder.default.")));
+                Assert.That(last, Is.LessThan(first));
+                peft.Eval();
+                trained = TrainingProbe.Logits(() => peft.Forward(Input, labels: Target));
+                Assert.That(trained, Has.Length.EqualTo(2 * 3 * 24), "decoder logits: the prompts sit in the encoder only");
+                generated = peft.Generate(Input, new GenerationOptions { MaxNewTokens = 3, EosTokenIds = [1] });
+                peft.SavePretrained(dir);
+            }
+            using (var st = Peft.Core.SafeTensors.SafeTensorsFile.Open(Path.Combine(dir, "adapter_model.safetensors")))
+                Assert.That(st.Info("prompt_embeddings").Shape, Is.EqualTo(new[] { 6, 16 }), "2 × num_virtual_tokens rows, as PEFT saves for seq2seq");
+            using var loaded = PeftModel.FromPretrained(TinyConfigs.Create(T5), dir);
+            Assert.That(TrainingProbe.Logits(() => loaded.Forward(Input, labels: Target)), Is.EqualTo(trained).Within(1e-5));
+            Assert.That(loaded.Generate(Input, new GenerationOptions { MaxNewTokens = 3, EosTokenIds = [1] }), Is.EqualTo(generated));
+        }
+        finally { Directory.Delete(dir, true); }
+    }
+
+    [Test]
+    public void PrefixTuningOnAnEncoderDecoderIsRefusedPlainly() =>
+        Assert.That(Assert.Throws<NotSupportedException>(() => PeftModel.Create(TinyConfigs.Create(T5), new PrefixTuningConfig { NumVirtualTokens = 2, TaskType = "SEQ_2_SEQ_LM" }))!.Message,
+            Does.Contain("encoder-decoder"));
 }

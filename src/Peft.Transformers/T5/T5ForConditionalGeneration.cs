@@ -43,6 +43,12 @@ public sealed class T5ForConditionalGeneration : PreTrainedModel
     public override int NumLayers => Config.NumDecoderLayers;
 
     /// <inheritdoc/>
+    public override Embedding? InputEmbeddings => Child<Embedding>("shared");
+
+    /// <inheritdoc/>
+    public override PromptDimensions? PromptDimensions => new(Config.DModel, Config.NumDecoderLayers, Config.NumHeads, Config.NumHeads, Config.DKv);
+
+    /// <inheritdoc/>
     public override void TieWeights()
     {
         var shared = Child<Embedding>("shared").Weight;
@@ -51,11 +57,12 @@ public sealed class T5ForConditionalGeneration : PreTrainedModel
         if (Config.TieWordEmbeddings) Child<Linear>("lm_head").SetParameter("weight", shared);
     }
 
-    /// <summary>Encodes input ids [B, S] → [B, S, d_model].</summary>
+    /// <summary>Encodes input ids [B, S] (or inputs_embeds [B, S, d_model]: a floating-point input is taken as
+    /// embeddings) → [B, S, d_model].</summary>
     public Tensor Encode(Tensor inputIds, Tensor? attentionMask)
     {
         var enc = Child<T5Stack>("encoder");
-        using var emb = enc.EmbedTokens.Forward(inputIds);
+        using var emb = TaskHeads.EmbedOrPass(enc.EmbedTokens, inputIds);
         return enc.Forward(emb, attentionMask);
     }
 

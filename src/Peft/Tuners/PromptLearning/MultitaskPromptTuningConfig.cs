@@ -43,6 +43,8 @@ public sealed class MultitaskPromptTuningConfig : PromptTuningConfig
         if (NumTasks < 1 || NumRanks < 1) throw new InvalidOperationException($"num_tasks and num_ranks must be positive (got {NumTasks}, {NumRanks})");
     }
 
+    internal override bool SupportsEncoderDecoder => false;
+
     internal override PromptEncoder CreateEncoder(PreTrainedModel model)
     {
         var encoder = new MultitaskPromptEmbedding(TotalVirtualTokens, TokenDim!.Value, NumTasks, NumRanks);

@@ -46,6 +46,8 @@ public sealed class PromptEncoderConfig : PromptLearningConfig
         if (EncoderReparameterizationType != "MLP") throw new InvalidOperationException($"encoder_reparameterization_type must be MLP or LSTM, got '{EncoderReparameterizationType}'");
     }
 
+    internal override bool SupportsEncoderDecoder => true;
+
     internal override PromptEncoder CreateEncoder(PreTrainedModel model) =>
         InferenceMode ? new PromptEmbedding(TotalVirtualTokens, TokenDim!.Value) : new PTuningEncoder(TotalVirtualTokens, TokenDim!.Value, EncoderHiddenSize ?? TokenDim!.Value);
 }

@@ -50,14 +50,19 @@ public abstract class PromptLearningConfig : PeftConfig
     internal virtual void FillFrom(PreTrainedModel model)
     {
         var dims = model.PromptDimensions
-            ?? throw new NotSupportedException($"{PeftType} needs a decoder model that takes inputs_embeds and past key/values (GPT-2, LLaMA family); {model.ArchitectureName} does not yet");
-        if (model.Task is not (ModelTask.CausalLM or ModelTask.SequenceClassification))
-            throw new NotSupportedException($"{PeftType} supports the CAUSAL_LM and SEQ_CLS tasks here, not {model.Task}");
+            ?? throw new NotSupportedException($"{PeftType} needs a model that takes inputs_embeds (GPT-2, LLaMA family, T5); {model.ArchitectureName} does not yet");
+        if (model.Task is not (ModelTask.CausalLM or ModelTask.SequenceClassification or ModelTask.Seq2SeqLM))
+            throw new NotSupportedException($"{PeftType} supports the CAUSAL_LM, SEQ_CLS and SEQ_2_SEQ_LM tasks here, not {model.Task}");
+        if (model.Task == ModelTask.Seq2SeqLM && !SupportsEncoderDecoder)
+            throw new NotSupportedException($"{PeftType} on an encoder-decoder model is not supported here yet (prompt tuning and P-tuning are)");
         NumLayers ??= dims.Layers;
         TokenDim ??= dims.TokenDim;
         NumAttentionHeads ??= dims.AttentionHeads;
-        NumTransformerSubmodules ??= 1;
+        NumTransformerSubmodules ??= model.Task == ModelTask.Seq2SeqLM ? 2 : 1;   // PEFT: encoder + decoder
     }
+
+    /// <summary>True for the methods that work on T5-style encoder-decoder models here (prompts before the encoder input).</summary>
+    internal virtual bool SupportsEncoderDecoder => false;
 
     /// <summary>The trainable module that produces the prompts (or prefix) for <paramref name="model"/>.</summary>
     internal abstract PromptEncoder CreateEncoder(PreTrainedModel model);

@@ -49,6 +49,8 @@ public class PromptTuningConfig : PromptLearningConfig
             throw new InvalidOperationException("prompt_tuning_init TEXT needs prompt_tuning_init_text");
     }
 
+    internal override bool SupportsEncoderDecoder => true;
+
     internal override PromptEncoder CreateEncoder(PreTrainedModel model)
     {
         var encoder = new PromptEmbedding(TotalVirtualTokens, TokenDim!.Value);
