@@ -15,10 +15,13 @@ switch (suite)
         Console.WriteLine();
         ModelStepBench.Run(Console.Out, batch: 4, seq: 64, steps: 5, lora: true);
         return 0;
+    case "tuner-layers":
+        TunerLayerBench.Run(Console.Out);
+        return 0;
     case "gemm":
         GemmBench.Run(Console.Out);
         return 0;
     default:
-        Console.Error.WriteLine($"unknown suite '{suite}'. Suites: gemm, gemm-threads, gpt2-step, gpt2-step-small");
+        Console.Error.WriteLine($"unknown suite '{suite}'. Suites: gemm, gemm-threads, gpt2-step, gpt2-step-small, tuner-layers");
         return 2;
 }
