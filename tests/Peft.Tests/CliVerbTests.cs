@@ -123,4 +123,23 @@ public class CliVerbTests
             Assert.That(stderr, Does.StartWith("error: "));
         }
     }
+
+    [Test]
+    public void InspectWithPeftPrintsPeftsTrainableLineEvenForAConfigOnlyFolder()
+    {
+        string expected;
+        var config = PeftConfig.Load(Adapter);
+        config.InferenceMode = false;   // counted as get_peft_model makes it (the saved file says inference_mode: true)
+        using (var peft = PeftModel.Create(AutoModel.FromPretrained(Model), config))
+            expected = peft.TrainableParametersLine();
+        Assert.That(expected, Does.StartWith("trainable params: 1,024 ||"), "r = 4 on two c_attn 32 → 96: 2 · 4 · (32 + 96)");
+        var (code, stdout, stderr) = Run("inspect", Model, "--peft", Path.Combine(Adapter, "adapter_config.json"));
+        Assert.That(code, Is.EqualTo(0), stderr);
+        Assert.That(stdout.Trim(), Is.EqualTo(expected));
+        var configOnly = Path.Combine(_dir, "config-only");
+        Directory.CreateDirectory(configOnly);
+        File.Copy(Path.Combine(Model, "config.json"), Path.Combine(configOnly, "config.json"), overwrite: true);
+        Assert.That(Run("inspect", configOnly, "--peft", Adapter).Out.Trim(), Is.EqualTo(expected), "no weights needed to count");
+        Assert.That(Run("inspect", configOnly, "--peft", Path.Combine(_dir, "missing.json")).Code, Is.EqualTo(2));
+    }
 }

@@ -5,16 +5,39 @@ using Peft.Core.SafeTensors;
 
 namespace Peft.Cli.Commands;
 
-/// <summary><c>peft inspect &lt;file-or-folder&gt;</c>: lists tensors (name, dtype, shape, bytes) and metadata.</summary>
+/// <summary><c>peft inspect &lt;file-or-folder&gt;</c>: lists tensors (name, dtype, shape, bytes) and metadata; with
+/// <c>--peft &lt;adapter_config.json&gt;</c> on a model folder, prints PEFT's print_trainable_parameters line for that
+/// model and adapter config.</summary>
 internal static class InspectCommand
 {
     public static Command Create(TextWriter stdout, TextWriter stderr)
     {
         var path = new Argument<string>("path") { Description = "a .safetensors file, a shard index (.json), or a folder holding model.safetensors / adapter_model.safetensors" };
+        var peft = new Option<string>("--peft") { Description = "an adapter_config.json (or adapter folder): print the trainable-parameter line PEFT would print for this model folder" };
         var cmd = new Command("inspect", "List the tensors and metadata of a safetensors file or checkpoint folder");
         cmd.Arguments.Add(path);
-        cmd.SetAction(result => Run(result.GetValue(path)!, stdout, stderr));
+        cmd.Options.Add(peft);
+        cmd.SetAction(result => result.GetValue(peft) is { } config
+            ? ModelLoading.ReportingBadInput(stderr, () => TrainableLine(result.GetValue(path)!, config, stdout))
+            : Run(result.GetValue(path)!, stdout, stderr));
         return cmd;
+    }
+
+    /// <summary>
+    /// Builds the model from the folder's config.json alone (weights are not read, so a folder with only config.json
+    /// works; the parameters are allocated and randomly initialised to be counted), applies the adapter config as
+    /// <c>get_peft_model</c> would, and prints the line PEFT's print_trainable_parameters prints.
+    /// </summary>
+    private static int TrainableLine(string modelFolder, string adapterConfig, TextWriter stdout)
+    {
+        if (!Directory.Exists(modelFolder)) throw new DirectoryNotFoundException($"--peft needs a model folder, not '{modelFolder}'");
+        var config = PeftConfig.Load(adapterConfig);
+        config.InferenceMode = false;   // counted as get_peft_model creates it: trainable
+        var hf = Peft.Transformers.HfConfig.Load(modelFolder);
+        using var scope = Tensor.NewScope();
+        using var peft = PeftModel.Create(Peft.Transformers.AutoModel.Create(hf, ModelLoading.TaskOf(config.TaskType)), config);
+        stdout.WriteLine(peft.TrainableParametersLine());
+        return 0;
     }
 
     internal static int Run(string path, TextWriter stdout, TextWriter stderr)
