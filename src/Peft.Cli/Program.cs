@@ -21,6 +21,7 @@ public static class Program
         root.Subcommands.Add(MergeCommand.Create(stdout, stderr));
         root.Subcommands.Add(GenerateCommand.Create(stdout, stderr));
         root.Subcommands.Add(GenerateCommand.CreateForward(stdout, stderr));
+        root.Subcommands.Add(BenchCommand.Create(stdout, stderr));
         var parsed = root.Parse(args);
         if (parsed.Errors.Count > 0)
         {

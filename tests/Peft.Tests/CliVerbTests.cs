@@ -142,4 +142,12 @@ public class CliVerbTests
         Assert.That(Run("inspect", configOnly, "--peft", Adapter).Out.Trim(), Is.EqualTo(expected), "no weights needed to count");
         Assert.That(Run("inspect", configOnly, "--peft", Path.Combine(_dir, "missing.json")).Code, Is.EqualTo(2));
     }
+
+    [Test]
+    public void BenchNamesItsSuitesAndRefusesUnknownOnes()
+    {
+        var (code, _, stderr) = Run("bench", "warp-speed");
+        Assert.That(code, Is.EqualTo(2));
+        Assert.That(stderr, Does.StartWith("error: unknown suite 'warp-speed'").And.Contain("tuner-layers").And.Contain("gemm"));
+    }
 }
