@@ -44,6 +44,8 @@ public class CliTrainTests
     [TestCase("vera")]
     [TestCase("oft")]
     [TestCase("boft")]
+    [TestCase("prompt")]
+    [TestCase("ptuning")]
     public void SequenceClassificationTrainsSavesAndReloadsWithEveryMethod(string method)
     {
         var output = Path.Combine(_dir, "out-" + method);
@@ -54,7 +56,8 @@ public class CliTrainTests
         foreach (var f in new[] { "adapter_config.json", "adapter_model.safetensors", "loss.png" }) Assert.That(File.Exists(Path.Combine(output, f)), f);
         Assert.That(File.ReadAllBytes(Path.Combine(output, "loss.png")).Take(4), Is.EqualTo(new byte[] { 0x89, (byte)'P', (byte)'N', (byte)'G' }));
         var config = PeftConfig.Load(output);
-        Assert.That((config.PeftType, config.TaskType), Is.EqualTo((method == "ia3" ? "IA3" : method.ToUpperInvariant(), "SEQ_CLS")));
+        var peftType = method switch { "ia3" => "IA3", "prompt" => "PROMPT_TUNING", "ptuning" => "P_TUNING", _ => method.ToUpperInvariant() };
+        Assert.That((config.PeftType, config.TaskType), Is.EqualTo((peftType, "SEQ_CLS")));
         // The saved adapter loads onto the folder's model with the labels the run gave it.
         using var model = AutoModel.FromPretrained(Bert, ModelTask.SequenceClassification);
         using var peft = PeftModel.FromPretrained(model, output);
@@ -119,7 +122,7 @@ public class CliTrainTests
         Assert.That(Run("train", "--model", Bert, "--data", bad).Err, Does.Contain("bad.jsonl:1").And.Contain("'text'"));
         Assert.That(Run("train", "--model", Bert, "--data", Path.Combine(_dir, "cls.jsonl"), "--method", "magic").Err, Does.Contain("unknown --method 'magic'"));
         Assert.That(Run("train", "--model", Bert, "--data", Path.Combine(_dir, "cls.jsonl"), "--method", "mpt").Err, Does.Contain("not in this build yet"));
-        Assert.That(Run("train", "--model", Bert, "--data", Path.Combine(_dir, "cls.jsonl"), "--method", "prompt").Err, Does.Contain("GPT-2, LLaMA"), "BERT takes no inputs_embeds yet");
+        Assert.That(Run("train", "--model", Bert, "--data", Path.Combine(_dir, "cls.jsonl"), "--method", "prefix").Err, Does.Contain("past keys/values"), "BERT's attention takes no prefix here");
         Assert.That(Run("train", "--model", Gpt2, "--data", Path.Combine(_dir, "lm.jsonl"), "--method", "llama-adapter").Err, Does.Contain("LLaMA-family attention"));
         Assert.That(Run("train", "--model", Path.Combine(_dir, "nope"), "--data", Path.Combine(_dir, "cls.jsonl")).Code, Is.EqualTo(2));
         Assert.That(Run("train", "--model", Bert).Err, Does.Contain("--data is required"));

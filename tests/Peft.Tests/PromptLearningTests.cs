@@ -245,3 +245,29 @@ public class Seq2SeqPromptLearningTests
         Assert.That(Assert.Throws<NotSupportedException>(() => PeftModel.Create(TinyConfigs.Create(T5), new PrefixTuningConfig { NumVirtualTokens = 2, TaskType = "SEQ_2_SEQ_LM" }))!.Message,
             Does.Contain("encoder-decoder"));
 }
+
+/// <summary>Prompt tuning on a BERT sequence classifier: virtual tokens before the word embeddings (positions 0.. over
+/// the whole sequence, as transformers numbers inputs_embeds), the head as modules_to_save.</summary>
+[TestFixture]
+public class EncoderPromptLearningTests
+{
+    [Test]
+    public void BertSequenceClassificationTrainsWithPromptsAndRefusesAPrefix()
+    {
+        using var scope = Tensor.NewScope();
+        var ids = Tensor.FromArray(new long[] { 3, 9, 4, 12, 7, 1, 5, 2, 8, 6 }, [2, 5]);
+        var labels = Tensor.FromArray(new long[] { 2, 0 });
+        using var peft = PeftModel.Create(Cases.Create(Cases.Bert, ModelTask.SequenceClassification), new PromptTuningConfig { NumVirtualTokens = 3, TaskType = "SEQ_CLS" });
+        var (first, last) = TrainingProbe.Run(peft, 6, () => peft.Forward(ids, labels: labels).Loss!, TrainingProbe.Sgd(peft, 0.5),
+            () => TrainingProbe.OnlyTheseHaveGradients(peft, name => name.StartsWith("prompt_encoder.default.") || name.Contains(".modules_to_save.")));
+        Assert.That(last, Is.LessThan(first));
+        // The encoder with prompts equals the encoder fed the concatenated embeddings directly.
+        using var _ = Autograd.NoGrad();
+        var prompt = peft.GetSubmodule("prompt_encoder.default.embedding").Parameter("weight");
+        var embeds = Tensor.Cat([prompt.Unsqueeze(0).Expand(2, -1, -1).Contiguous(), peft.Model.InputEmbeddings!.Forward(ids)], 1);
+        peft.Eval();
+        Assert.That(peft.Forward(ids).Logits.ToFloatArray(), Is.EqualTo(peft.Model.Forward(embeds).Logits.ToFloatArray()).Within(1e-6));
+        Assert.That(Assert.Throws<NotSupportedException>(() => PeftModel.Create(Cases.Create(Cases.Bert, ModelTask.SequenceClassification),
+            new PrefixTuningConfig { NumVirtualTokens = 2, TaskType = "SEQ_CLS" }))!.Message, Does.Contain("past keys/values"));
+    }
+}

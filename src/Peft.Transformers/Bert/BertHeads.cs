@@ -20,6 +20,13 @@ public abstract class BertPreTrainedModel : PreTrainedModel
     public BertModel Trunk => Child<BertModel>(BaseModelPrefix);
 
     /// <inheritdoc/>
+    public override Embedding? InputEmbeddings => Trunk.Embeddings.WordEmbeddings;
+
+    /// <inheritdoc/>
+    public override PromptDimensions? PromptDimensions => new(Config.HiddenSize, Config.NumHiddenLayers, Config.NumAttentionHeads,
+        Config.NumAttentionHeads, Config.HiddenSize / Config.NumAttentionHeads, TakesPastKeyValues: false);
+
+    /// <inheritdoc/>
     public override string ModelType => Config.ModelType;
 
     /// <inheritdoc/>

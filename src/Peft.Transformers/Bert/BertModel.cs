@@ -23,23 +23,33 @@ public sealed class BertEmbeddings : Module
     /// <summary>The word embedding (tied to masked-LM decoders).</summary>
     public Embedding WordEmbeddings => Child<Embedding>("word_embeddings");
 
-    /// <summary>ids [B, T] → [B, T, H].</summary>
+    /// <summary>ids [B, T] (or inputs_embeds [B, T, H]: a floating-point input is taken as word embeddings) → [B, T, H].</summary>
     public Tensor Forward(Tensor ids, Tensor? tokenTypeIds)
     {
         int b = ids.Size(0), t = ids.Size(1);
-        var pos = PositionIds(ids, b, t);
+        var pos = ids.DType.IsFloatingPoint() ? EmbedsPositionIds(b, t) : PositionIds(ids, b, t);
         long last = pos.Max();
         if (last >= _cfg.MaxPositionEmbeddings)
             throw new ArgumentException($"sequence needs position {last} but max_position_embeddings is {_cfg.MaxPositionEmbeddings}");
         using var positions = Tensor.FromArray(pos, [b, t]);
         using var types = tokenTypeIds?.Contiguous() ?? Tensor.Zeros([b, t], DType.I64);
-        using var w = Child<IUnaryModule>("word_embeddings").Forward(ids);
+        using var w = TaskHeads.EmbedOrPass(Child<IUnaryModule>("word_embeddings"), ids);
         using var p = Child<IUnaryModule>("position_embeddings").Forward(positions);
         using var ty = Child<IUnaryModule>("token_type_embeddings").Forward(types);
         using var sum = w.Add(p);
         using var sum2 = sum.Add(ty);
         using var n = Child<IUnaryModule>("LayerNorm").Forward(sum2);
         return Child<IUnaryModule>("dropout").Forward(n);
+    }
+
+    /// <summary>Positions for inputs_embeds, where padding cannot be seen: 0.. for BERT, padding_idx + 1.. for RoBERTa
+    /// (transformers' create_position_ids_from_inputs_embeds).</summary>
+    private long[] EmbedsPositionIds(int b, int t)
+    {
+        long start = _cfg.IsRoberta ? _cfg.PadTokenId + 1 : 0;
+        var pos = new long[b * t];
+        for (int i = 0; i < b; i++) for (int j = 0; j < t; j++) pos[i * t + j] = start + j;
+        return pos;
     }
 
     private long[] PositionIds(Tensor ids, int b, int t)

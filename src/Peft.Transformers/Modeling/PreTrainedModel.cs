@@ -75,5 +75,6 @@ public abstract class PreTrainedModel : Module
 }
 
 /// <summary>Sizes prompt-learning methods read from a model: token_dim, num_layers, and the key/value heads and head size
-/// of its attention (KvHeads × HeadDim is PEFT's token_dim for prefix tuning with grouped-query attention).</summary>
-public sealed record PromptDimensions(int TokenDim, int Layers, int AttentionHeads, int KvHeads, int HeadDim);
+/// of its attention (KvHeads × HeadDim is PEFT's token_dim for prefix tuning with grouped-query attention), and whether
+/// its attention takes past keys/values (prefix tuning needs them).</summary>
+public sealed record PromptDimensions(int TokenDim, int Layers, int AttentionHeads, int KvHeads, int HeadDim, bool TakesPastKeyValues = true);

@@ -36,6 +36,8 @@ public sealed class PrefixTuningConfig : PromptLearningConfig
     internal override void FillFrom(PreTrainedModel model)
     {
         base.FillFrom(model);
+        if (!model.PromptDimensions!.TakesPastKeyValues)
+            throw new NotSupportedException($"prefix tuning needs an attention that takes past keys/values; {model.ArchitectureName} here does not");
         // PEFT (#1901): with grouped-query attention the cached keys/values have num_key_value_heads heads, so
         // token_dim = token_dim / num_attention_heads × kv_heads (idempotent: a saved config passes through unchanged).
         int kv = model.PromptDimensions!.KvHeads;

@@ -50,7 +50,7 @@ public abstract class PromptLearningConfig : PeftConfig
     internal virtual void FillFrom(PreTrainedModel model)
     {
         var dims = model.PromptDimensions
-            ?? throw new NotSupportedException($"{PeftType} needs a model that takes inputs_embeds (GPT-2, LLaMA family, T5); {model.ArchitectureName} does not yet");
+            ?? throw new NotSupportedException($"{PeftType} needs a model that takes inputs_embeds (GPT-2, LLaMA family, BERT/RoBERTa, T5); {model.ArchitectureName} does not yet");
         if (model.Task is not (ModelTask.CausalLM or ModelTask.SequenceClassification or ModelTask.Seq2SeqLM))
             throw new NotSupportedException($"{PeftType} supports the CAUSAL_LM, SEQ_CLS and SEQ_2_SEQ_LM tasks here, not {model.Task}");
         if (model.Task == ModelTask.Seq2SeqLM && !SupportsEncoderDecoder)
