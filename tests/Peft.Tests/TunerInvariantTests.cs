@@ -164,6 +164,28 @@ public class TunerInvariantTests
         Assert.That(last, Is.LessThan(first), "SGD on the adapter lowers the loss");
     }
 
+    [TestCaseSource(nameof(All))]
+    public void ASecondAdapterCanBeActivatedAndDeletedLeavingTheFirstAsItWas(PeftCase c)
+    {
+        using var scope = Tensor.NewScope();
+        using var peft = PeftModel.Create(c.Model(), c.Config(true));
+        peft.Eval();
+        var x = c.Input();
+        var first = Run(peft, x);
+        var keysBefore = peft.StateDict().Keys.Order(StringComparer.Ordinal).ToList();
+        var second = c.Config(true);
+        second.InferenceMode = second is AdaLoraConfig;   // PEFT allows one trainable AdaLoRA adapter
+        peft.AddAdapter("second", second);
+        Assert.That(Run(peft, x), Is.EqualTo(first), "a new adapter is not active until SetAdapter");
+        peft.SetAdapter("second");
+        Assert.That(RelErr(Run(peft, x), first), Is.GreaterThan(1e-6), "the second (random) adapter changes the output");
+        peft.SetAdapter("default");
+        peft.DeleteAdapter("second");
+        Assert.That(peft.StateDict().Keys.Order(StringComparer.Ordinal), Is.EqualTo(keysBefore), "nothing of 'second' is left");
+        Assert.That(Run(peft, x), Is.EqualTo(first));
+        Assert.Throws<KeyNotFoundException>(() => peft.DeleteAdapter("second"));
+    }
+
     /// <summary>Each method's trainable-parameter count per adapted layer, written from PEFT's shapes.</summary>
     private static long AdapterParameters(TunerLayer layer) => layer switch
     {
