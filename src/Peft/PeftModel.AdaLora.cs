@@ -63,10 +63,7 @@ public sealed partial class PeftModel
             {
                 using var mt = m.Transpose(0, 1);
                 using var cov = left ? m.MatMul(mt) : mt.MatMul(m);
-                int n = cov.Shape[0];
-                var eye = new float[n * n];
-                for (int i = 0; i < n; i++) eye[i * n + i] = 1;
-                using var identity = Tensor.FromArray(eye, [n, n]);
+                using var identity = Tensor.Eye(cov.Shape[0], cov.DType);
                 using var diff = cov.Sub(identity);
                 terms.Add(diff.Norm(2, [0, 1]));
             }

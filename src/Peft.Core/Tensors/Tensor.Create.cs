@@ -12,6 +12,15 @@ public sealed partial class Tensor
     /// <summary>A tensor of ones.</summary>
     public static Tensor Ones(int[] shape, DType dtype = DType.F32) => Full(shape, 1.0, dtype);
 
+    /// <summary>The <paramref name="n"/>×<paramref name="n"/> identity matrix (torch.eye).</summary>
+    public static Tensor Eye(int n, DType dtype = DType.F32)
+    {
+        var data = new double[n * n];
+        for (int i = 0; i < n; i++) data[i * n + i] = 1;
+        using var eye = FromArray(data, [n, n]);
+        return eye.To(dtype);
+    }
+
     /// <summary>A tensor filled with <paramref name="value"/>.</summary>
     public static Tensor Full(int[] shape, double value, DType dtype = DType.F32)
     {

@@ -83,7 +83,8 @@ public sealed class BoftLayer : TunerLayer
         using var flatT = flat.Transpose(1, 2);
         using var diff = flat.Sub(flatT);
         using var skew = diff.Mul(0.5);
-        using var eye = Eye(f * d, b, raw.DType);
+        using var identity = Tensor.Eye(b, raw.DType);
+        using var eye = identity.Expand(f * d, b, b);   // one I per block (a view)
         using var minus = eye.Sub(skew);
         using var plus = eye.Add(skew);
         using var inv = plus.Inverse();
@@ -102,14 +103,6 @@ public sealed class BoftLayer : TunerLayer
         using var ident = eye.Mul(m);
         using var mixed = kept.Add(ident);
         return mixed.Reshape(f, d, b, b);
-    }
-
-    private static Tensor Eye(int batch, int b, DType dtype)
-    {
-        var data = new float[batch * b * b];
-        for (int k = 0; k < batch; k++) for (int i = 0; i < b; i++) data[(k * b + i) * b + i] = 1;
-        using var eye = Tensor.FromArray(data, [batch, b, b]);
-        return eye.To(dtype);
     }
 
     /// <summary>y[..., j] = x[..., index[j]] (a differentiable column gather: the rows of xᵀ looked up as an embedding).</summary>

@@ -75,7 +75,8 @@ public sealed class OftRotation : Module
         using var scatter = s.DType == Weight.DType ? s.Contiguous() : s.To(Weight.DType);
         using var flat = Weight.MatMul(scatter);
         using var q = flat.Reshape(rows, b, b);
-        using var eye = Identity(rows, b, Weight.DType);
+        using var identity = Tensor.Eye(b, Weight.DType);
+        using var eye = identity.Expand(rows, b, b);   // one I per block (a view)
         if (!UseCayleyNeumann)
         {
             using var minus = eye.Sub(q);
@@ -112,14 +113,6 @@ public sealed class OftRotation : Module
         var next = sum.Add(scaled);
         sum.Dispose();
         sum = next;
-    }
-
-    private static Tensor Identity(int batch, int b, DType dtype)
-    {
-        var data = new float[batch * b * b];
-        for (int k = 0; k < batch; k++) for (int i = 0; i < b; i++) data[(k * b + i) * b + i] = 1;
-        using var eye = Tensor.FromArray(data, [batch, b, b]);
-        return eye.To(dtype);
     }
 
     /// <summary>COFT (PEFT's _project_batch): each Q with ‖Q‖_F above ε/√blocks is scaled back onto that radius.</summary>
