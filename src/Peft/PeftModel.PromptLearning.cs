@@ -60,13 +60,20 @@ public sealed partial class PeftModel
                 foreach (var (k, v) in views) { k.Dispose(); v.Dispose(); }
             }
         }
-        var words = Model.InputEmbeddings ?? throw new NotSupportedException($"{Model.ArchitectureName} exposes no input embeddings");
-        using var allPrompts = encoder.Forward(b, config is MultitaskPromptTuningConfig ? taskIds : null);
-        using var prompts = allPrompts.Narrow(1, 0, n);
-        using var embedded = words.Forward(input);
-        using var embeds = Tensor.Cat([prompts, embedded], 1);
+        using var embeds = PromptedEmbeddings(config, input, n, taskIds);
         using var longLabels = labels != null && Model.Task == ModelTask.CausalLM ? PrefixIgnored(b, n, labels) : null;
         return Model.Forward(embeds, prefixMask, longLabels ?? labels, cache);
+    }
+
+    /// <summary>The first <paramref name="n"/> virtual-token embeddings of the active prompt encoder, then the word
+    /// embeddings of <paramref name="input"/>: [B, n + T, d].</summary>
+    private Tensor PromptedEmbeddings(PromptLearningConfig config, Tensor input, int n, long[]? taskIds)
+    {
+        var words = Model.InputEmbeddings ?? throw new NotSupportedException($"{Model.ArchitectureName} exposes no input embeddings");
+        using var allPrompts = PromptEncoders[_active[0]].Forward(input.Size(0), config is MultitaskPromptTuningConfig ? taskIds : null);
+        using var prompts = allPrompts.Narrow(1, 0, n);
+        using var embedded = words.Forward(input);
+        return Tensor.Cat([prompts, embedded], 1);
     }
 
     /// <summary>[B, n] ones before the attention mask.</summary>
@@ -146,11 +153,7 @@ public sealed partial class PeftModel
             // The prompts go in front of the encoder input; the decoder loop is the model's own.
             using var s2s = Tensor.NewScope();
             using var noGrad = Autograd.NoGrad();
-            var words = Model.InputEmbeddings!;
-            using var all = PromptEncoders[_active[0]].Forward(inputIds.Size(0));
-            using var prompts = all.Narrow(1, 0, config.NumVirtualTokens);
-            using var embedded = words.Forward(inputIds);
-            using var embeds = Tensor.Cat([prompts, embedded], 1);
+            using var embeds = PromptedEmbeddings(config, inputIds, config.NumVirtualTokens, taskIds);
             return Seq2SeqGeneration.Generate(encoderDecoder, embeds, options: options ?? new GenerationOptions { EosTokenIds = [encoderDecoder.Config.EosTokenId] });
         }
         using var scope = Tensor.NewScope();

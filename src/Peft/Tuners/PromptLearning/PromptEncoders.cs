@@ -25,11 +25,7 @@ public abstract class PromptEncoder : Module
     public Embedding Embedding => Child<Embedding>("embedding");
 
     /// <summary>The output for one sample (batch 1) — what PEFT saves as <c>prompt_embeddings</c>.</summary>
-    public Tensor Output(long[]? taskIds = null)
-    {
-        using var indices = Tensor.FromArray(Enumerable.Range(0, Tokens).Select(i => (long)i).ToArray(), [1, Tokens]);
-        return Encode(indices, taskIds);
-    }
+    public Tensor Output(long[]? taskIds = null) => Forward(1, taskIds);
 
     /// <summary>The output for <paramref name="indices"/> [B, tokens].</summary>
     protected virtual Tensor Encode(Tensor indices, long[]? taskIds) => Embedding.Forward(indices);
@@ -37,10 +33,16 @@ public abstract class PromptEncoder : Module
     /// <summary>The output for a batch of <paramref name="batch"/> samples.</summary>
     public Tensor Forward(int batch, long[]? taskIds = null)
     {
+        using var indices = Indices(batch);
+        return Encode(indices, taskIds);
+    }
+
+    /// <summary>The virtual-token indices 0 … tokens − 1 for each of <paramref name="batch"/> samples.</summary>
+    protected Tensor Indices(int batch)
+    {
         var ids = new long[batch * Tokens];
         for (int i = 0; i < ids.Length; i++) ids[i] = i % Tokens;
-        using var indices = Tensor.FromArray(ids, [batch, Tokens]);
-        return Encode(indices, taskIds);
+        return Tensor.FromArray(ids, [batch, Tokens]);
     }
 }
 
@@ -125,7 +127,7 @@ public sealed class MultitaskPromptEmbedding : PromptEncoder
     /// <summary>The shared prompt only: PEFT saves the embedding's output as prompt_embeddings, the task matrices apart.</summary>
     public Tensor SharedPrompt()
     {
-        using var indices = Tensor.FromArray(Enumerable.Range(0, Tokens).Select(i => (long)i).ToArray(), [1, Tokens]);
+        using var indices = Indices(1);
         return Embedding.Forward(indices);
     }
 
