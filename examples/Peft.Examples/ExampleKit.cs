@@ -56,30 +56,17 @@ internal static class ExampleKit
          "resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0, "pad_token_id": 0, "num_labels": {{labels}}}
         """;
 
-    /// <summary>AdamW over the trainable parameters for <paramref name="epochs"/> passes over <paramref name="batches"/>;
-    /// returns the mean loss of the first and the last epoch.</summary>
+    /// <summary>AdamW over the trainable parameters for <paramref name="epochs"/> passes over <paramref name="batches"/>
+    /// in order, with the library's <see cref="Trainer{TBatch}"/>; returns the mean loss of the first and the last epoch.</summary>
     public static (double First, double Last) Train(PeftModel peft, IReadOnlyList<Func<Tensor>> batches, int epochs, double lr)
     {
         using var optimizer = new AdamW(peft.Parameters().Where(p => p.RequiresGrad), lr: lr, weightDecay: 0);
-        double first = 0, last = 0;
-        peft.Train();
-        for (int e = 0; e < epochs; e++)
-        {
-            double sum = 0;
-            foreach (var batch in batches)
-            {
-                using var scope = Tensor.NewScope();
-                optimizer.ZeroGrad();
-                var loss = batch();
-                loss.Backward();
-                optimizer.Step();
-                sum += loss.Item();
-            }
-            if (e == 0) first = sum / batches.Count;
-            last = sum / batches.Count;
-        }
+        var epochLosses = new List<double>();
+        var trainer = new Trainer<Func<Tensor>>(peft, optimizer, batch => batch(), new TrainerOptions { Epochs = epochs, Shuffle = false });
+        trainer.EpochEnded += (_, meanLoss) => epochLosses.Add(meanLoss);
+        trainer.Train(batches);
         peft.Eval();
-        return (first, last);
+        return (epochLosses[0], epochLosses[^1]);
     }
 
     /// <summary>Prints the loss change and whether it fell; the scenario's goal.</summary>

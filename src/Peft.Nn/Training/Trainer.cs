@@ -118,9 +118,7 @@ public sealed class Trainer<TBatch>
                 }
                 if (Options.CheckpointDir != null && Options.CheckpointEvery > 0 && GlobalStep % Options.CheckpointEvery == 0)
                 {
-                    _nextBatch++;                     // the checkpoint resumes after this batch
-                    var folder = SaveCheckpoint(Options.CheckpointDir);
-                    _nextBatch--;
+                    var folder = WriteCheckpoint(Options.CheckpointDir, nextBatch: _nextBatch + 1);   // resumes after this batch
                     Checkpointed?.Invoke(folder);
                 }
             }
@@ -140,7 +138,9 @@ public sealed class Trainer<TBatch>
     /// The folder is assembled under a temporary name and renamed into place, so a checkpoint is whole or absent.
     /// Call it between optimizer steps (gradients are not saved).
     /// </summary>
-    public string SaveCheckpoint(string dir)
+    public string SaveCheckpoint(string dir) => WriteCheckpoint(dir, _nextBatch);
+
+    private string WriteCheckpoint(string dir, int nextBatch)
     {
         Directory.CreateDirectory(dir);
         var final = Path.Combine(dir, "checkpoint-" + GlobalStep.ToString(CultureInfo.InvariantCulture));
@@ -152,7 +152,7 @@ public sealed class Trainer<TBatch>
             SafeTensorsWriter.Save(Path.Combine(temp, "optimizer.safetensors"), _optimizer.StateDict());
             var state = new JsonObject
             {
-                ["global_step"] = GlobalStep, ["epoch"] = _epoch, ["next_batch"] = _nextBatch,
+                ["global_step"] = GlobalStep, ["epoch"] = _epoch, ["next_batch"] = nextBatch,
                 ["rng_seed"] = Generator.Default.Seed.ToString(CultureInfo.InvariantCulture), ["rng_offset"] = Generator.Default.Offset,
                 ["scheduler_step"] = _scheduler?.LastStep, ["seed"] = Options.Seed.ToString(CultureInfo.InvariantCulture),
             };
