@@ -53,14 +53,11 @@ public sealed class IA3Layer : TunerLayer
         }
     }
 
-    /// <summary>l in the shape that scales W as [out, in]: a column [out, 1] or a row [1, in].</summary>
-    private Tensor Factor(string adapter) => L[adapter];
-
     /// <inheritdoc/>
     protected override Tensor MergedWeight(string adapter)
     {
         using var w = WeightOutIn();
-        using var scaled = w.Mul(Factor(adapter));
+        using var scaled = w.Mul(L[adapter]);   // l is a column [out, 1] or a row [1, in]: it scales W as [out, in]
         return InBaseLayout(scaled);
     }
 
@@ -68,7 +65,7 @@ public sealed class IA3Layer : TunerLayer
     protected override Tensor UnmergedWeight(string adapter)
     {
         using var w = WeightOutIn();
-        using var safe = Factor(adapter).Add(1e-8); // PEFT's tolerance against division by zero
+        using var safe = L[adapter].Add(1e-8); // PEFT's tolerance against division by zero
         using var restored = w.Div(safe);
         return InBaseLayout(restored);
     }

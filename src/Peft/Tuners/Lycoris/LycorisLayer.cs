@@ -79,8 +79,7 @@ public abstract class LycorisLayer : TunerLayer
     protected static Tensor KaimingUniform(int rows, int cols)
     {
         double bound = 1.0 / Math.Sqrt(cols);
-        var t = Tensor.Rand([rows, cols], null, DType.F32, -bound, bound);
-        return t;
+        return Tensor.Rand([rows, cols], null, DType.F32, -bound, bound);
     }
 
     /// <summary>Drops the adapter's factors.</summary>
