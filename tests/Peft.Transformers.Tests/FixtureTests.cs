@@ -28,7 +28,7 @@ public class FixtureTests
     {
         var dir = Folder(name);
         if (!File.Exists(Path.Combine(dir, "expected.safetensors")))
-            Assert.Ignore($"fixture '{name}' is absent: run `python3 tests/fixtures/make_fixtures.py` where torch and transformers are installed (no session has had the GPU machine yet)");
+            Assert.Ignore($"fixture '{name}' is absent: run `python3 tests/fixtures/make_fixtures.py` where torch and transformers are installed");
         using var scope = Tensor.NewScope();
         using var expected = SafeTensorsFile.Open(Path.Combine(dir, "expected.safetensors"));
         using var model = AutoModel.FromPretrained(dir);

@@ -60,13 +60,18 @@ public sealed record LlamaConfig
         int hidden = c.PositiveInt("hidden_size", 4096), heads = c.PositiveInt("num_attention_heads", 32);
         foreach (var optional in new[] { "num_key_value_heads", "head_dim" })
             if (c.OptionalInt(optional) is int v && v < 1) throw new ConfigException(c.Path, $"field '{optional}' must be a positive integer, got {v}");
+        // transformers ≥ 5 writes rope_parameters {rope_type, rope_theta, factor, ...}; older configs have a top-level
+        // rope_theta and an optional rope_scaling {type | rope_type, factor, ...}. Both spellings read the same.
+        var ropeParameters = c.Object("rope_parameters");
+        double ropeTheta = ropeParameters?["rope_theta"] is System.Text.Json.Nodes.JsonValue theta ? theta.GetValue<double>() : c.Double("rope_theta", 10000);
+        var ropeScaling = c.Object("rope_scaling") ?? ropeParameters;
         var cfg = new LlamaConfig
         {
             VocabSize = c.PositiveInt("vocab_size", 32000), HiddenSize = hidden, IntermediateSize = c.PositiveInt("intermediate_size", 11008),
             NumHiddenLayers = c.PositiveInt("num_hidden_layers", 32), NumAttentionHeads = heads,
             NumKeyValueHeads = c.OptionalInt("num_key_value_heads") ?? heads, HeadDim = c.OptionalInt("head_dim") ?? hidden / heads,
             HiddenAct = c.String("hidden_act", "silu"), MaxPositionEmbeddings = c.PositiveInt("max_position_embeddings", 2048),
-            RmsNormEps = c.Double("rms_norm_eps", 1e-6), RopeTheta = c.Double("rope_theta", 10000), RopeScaling = c.Object("rope_scaling"),
+            RmsNormEps = c.Double("rms_norm_eps", 1e-6), RopeTheta = ropeTheta, RopeScaling = ropeScaling,
             AttentionBias = c.Bool("attention_bias", false), QkvBias = modelType == "qwen2", MlpBias = c.Bool("mlp_bias", false),
             AttentionDropout = c.Double("attention_dropout", 0), TieWordEmbeddings = c.Bool("tie_word_embeddings", false),
             InitializerRange = c.Double("initializer_range", 0.02), NumLabels = c.NumLabels, PadTokenId = c.OptionalInt("pad_token_id"),

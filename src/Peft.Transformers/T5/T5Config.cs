@@ -30,8 +30,11 @@ public sealed record T5Config
     public string DenseActFn { get; init; } = "relu";
     /// <summary>Gated feed-forward (wi_0 / wi_1).</summary>
     public bool IsGatedAct { get; init; }
-    /// <summary>lm_head shares the embedding (and the decoder output is scaled by d_model^-0.5).</summary>
+    /// <summary>lm_head shares the embedding (<c>shared.weight</c>) when the checkpoint holds no <c>lm_head.weight</c>.</summary>
     public bool TieWordEmbeddings { get; init; } = true;
+    /// <summary>The decoder output is scaled by d_model^-0.5 before lm_head. transformers ≥ 5.17 saves this as
+    /// <c>scale_decoder_outputs</c> (and rewrites <c>tie_word_embeddings</c>); older configs imply it by tying.</summary>
+    public bool ScaleDecoderOutputs { get; init; } = true;
     /// <summary>Padding token.</summary>
     public int PadTokenId { get; init; }
     /// <summary>End-of-sequence token.</summary>
@@ -57,13 +60,14 @@ public sealed record T5Config
         Activations.Get(act, c.Path);
         int layers = c.PositiveInt("num_layers", 6);
         if (c.OptionalInt("num_decoder_layers") is int dl && dl < 1) throw new ConfigException(c.Path, $"field 'num_decoder_layers' must be a positive integer, got {dl}");
+        bool tie = c.Bool("tie_word_embeddings", true);
         return new T5Config
         {
             VocabSize = c.PositiveInt("vocab_size", 32128), DModel = c.PositiveInt("d_model", 512), DKv = c.PositiveInt("d_kv", 64), DFf = c.PositiveInt("d_ff", 2048),
             NumLayers = layers, NumDecoderLayers = c.OptionalInt("num_decoder_layers") ?? layers, NumHeads = c.PositiveInt("num_heads", 8),
             RelativeAttentionNumBuckets = c.PositiveInt("relative_attention_num_buckets", 32), RelativeAttentionMaxDistance = c.PositiveInt("relative_attention_max_distance", 128),
             DropoutRate = c.Double("dropout_rate", 0.1), LayerNormEpsilon = c.Double("layer_norm_epsilon", 1e-6), DenseActFn = act, IsGatedAct = gated,
-            TieWordEmbeddings = c.Bool("tie_word_embeddings", true), PadTokenId = c.Int("pad_token_id", 0), EosTokenId = c.Int("eos_token_id", 1),
+            TieWordEmbeddings = tie, ScaleDecoderOutputs = c.Bool("scale_decoder_outputs", tie), PadTokenId = c.Int("pad_token_id", 0), EosTokenId = c.Int("eos_token_id", 1),
             DecoderStartTokenId = c.Int("decoder_start_token_id", 0), InitializerFactor = c.Double("initializer_factor", 1.0),
             ModelType = c.ModelType ?? "t5", Path = c.Path,
         };

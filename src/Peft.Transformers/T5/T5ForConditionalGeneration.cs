@@ -72,7 +72,7 @@ public sealed class T5ForConditionalGeneration : PreTrainedModel
         var dec = Child<T5Stack>("decoder");
         using var emb = dec.EmbedTokens.Forward(decoderInputIds);
         using var hidden = dec.Forward(emb, null, encoderOutput, encoderMask, cache, crossCache);
-        using var scaled = Config.TieWordEmbeddings ? hidden.Mul(Math.Pow(Config.DModel, -0.5)) : hidden.Contiguous();
+        using var scaled = Config.ScaleDecoderOutputs ? hidden.Mul(Math.Pow(Config.DModel, -0.5)) : hidden.Contiguous();
         return Child<IUnaryModule>("lm_head").Forward(scaled);
     }
 
