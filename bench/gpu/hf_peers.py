@@ -50,13 +50,20 @@ def ceilings():
 
 def lora_layer(m=4096, k=4096, n=4096, r=16):
     import peft
-    from peft.tuners.lora import Linear as LoraLinear
+
+    class OneLinear(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.proj = torch.nn.Linear(k, n, bias=False)
+
+        def forward(self, x):
+            return self.proj(x)
 
     torch.manual_seed(0)
-    base = torch.nn.Linear(k, n, bias=False, device="cuda", dtype=torch.bfloat16)
-    base.weight.requires_grad_(False)
-    layer = LoraLinear(base, "default", r=r, lora_alpha=2 * r, lora_dropout=0.0, init_lora_weights=False)
-    layer.to(device="cuda", dtype=torch.bfloat16)
+    config = peft.LoraConfig(r=r, lora_alpha=2 * r, lora_dropout=0.0, target_modules=["proj"], init_lora_weights=False)
+    model = peft.get_peft_model(OneLinear(), config).to(device="cuda", dtype=torch.bfloat16)
+    layer = model.base_model.model.proj  # peft's lora.Linear around the frozen nn.Linear
+    base = layer.base_layer
     x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16, requires_grad=True)
     dy = torch.randn(m, n, device="cuda", dtype=torch.bfloat16)
     w = base.weight

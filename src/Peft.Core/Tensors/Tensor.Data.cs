@@ -49,11 +49,12 @@ public sealed partial class Tensor
         return Autograd.Record(result, "To", [this], (g, _) => [g.ToDTypeNoGrad(from)]);
     }
 
-    /// <summary>Moves to <paramref name="device"/>. Only the CPU backend exists in Peft.Core.</summary>
+    /// <summary>A contiguous copy on <paramref name="device"/> (this tensor itself, contiguous, when it is already there).
+    /// CUDA devices need the Peft.Cuda package. The copy does not record autograd history.</summary>
     public Tensor To(Device device)
     {
         if (device == Device) return Contiguous();
-        throw new NotSupportedException($"no backend for {device} is loaded: CUDA tensors need the Peft.Cuda package");
+        return DeviceBackends.For(device.Type == DeviceType.Cpu ? Device.Type : device.Type).CopyTo(this, device);
     }
 
     internal unsafe Tensor ToDTypeNoGrad(DType dtype)

@@ -1,0 +1,138 @@
+using Peft.Core;
+using Peft.Core.Quantization;
+using Peft.Cuda;
+
+namespace Peft.Bench;
+
+/// <summary>
+/// `kernels` suite (needs a CUDA GPU): the two measured ceilings (device-to-device copy bandwidth, cuBLAS bf16 GEMM
+/// rate), each hand-written kernel's time and its share of the copy ceiling, and the CUDA LoRA layer at issue 8's
+/// target shape (M = K = N = 4096, r = 16, bf16) against the bare cuBLAS GEMMs. CUDA-event medians after warm-up;
+/// random inputs; sizes well past the 50 MB L2 for the memory-bound kernels.
+/// </summary>
+internal static class CudaKernelBench
+{
+    public static void Run(TextWriter o)
+    {
+        if (!CudaDevice.IsAvailable(out var reason))
+        {
+            o.WriteLine($"kernels: skipped, no CUDA device ({reason})");
+            return;
+        }
+        var gpu = CudaDevice.Get(0);
+        o.WriteLine($"device: {gpu}, {gpu.MultiprocessorCount} SMs, {gpu.TotalMemoryBytes / (1 << 30)} GiB, driver CUDA {CudaDevice.DriverVersion}");
+        double copyTbs = CopyCeiling(gpu), gemmTflops = GemmCeiling(gpu);
+        o.WriteLine($"ceilings: device-to-device copy {copyTbs:F2} TB/s (read + write); cuBLAS bf16 GEMM 8192^3 {gemmTflops:F0} TFLOP/s");
+        o.WriteLine();
+        o.WriteLine("| kernel | size | µs | GB/s (read + write) | % of copy |");
+        o.WriteLine("| --- | --- | ---: | ---: | ---: |");
+        MemoryBound(o, gpu, copyTbs);
+        o.WriteLine();
+        Lora(o, gpu, gemmTflops);
+    }
+
+    private static double CopyCeiling(CudaDevice gpu)
+    {
+        long bytes = 1L << 30;
+        using var a = CudaTensors.Empty([(int)(bytes / 4)], DType.F32, gpu);
+        using var b = CudaTensors.Empty([(int)(bytes / 4)], DType.F32, gpu);
+        CudaTensors.FillBytes(a, 0x3C);
+        double ms = CudaTimer.MedianMilliseconds(gpu, () => CudaTimer.CopyBytes(b, a, bytes));
+        return 2.0 * bytes / (ms * 1e-3) / 1e12;
+    }
+
+    private static double GemmCeiling(CudaDevice gpu)
+    {
+        const int n = 8192;
+        using var a = Random([n, n], DType.BF16, gpu, 1);
+        using var b = Random([n, n], DType.BF16, gpu, 2);
+        using var c = CudaTensors.Empty([n, n], DType.BF16, gpu);
+        double ms = CudaTimer.MedianMilliseconds(gpu, () => CudaBlas.Gemm(false, false, n, n, n, 1f, a, n, b, n, 0f, c, n), repetitions: 20);
+        return 2.0 * n * n * n / (ms * 1e-3) / 1e12;
+    }
+
+    private static void MemoryBound(TextWriter o, CudaDevice gpu, double copyTbs)
+    {
+        const int n = 1 << 27; // 128 Mi elements: 512 MiB of f32, ten times the L2
+        using (var x = Random([n], DType.F32, gpu, 3))
+        {
+            Row(o, gpu, copyTbs, "cast_f32_to_bf16", "128 Mi", n * 6L, () => CudaKernels.Cast(x, DType.BF16).Dispose());
+            using var h = CudaKernels.Cast(x, DType.BF16);
+            Row(o, gpu, copyTbs, "cast_bf16_to_f32", "128 Mi", n * 6L, () => CudaKernels.Cast(h, DType.F32).Dispose());
+        }
+
+        const int rows = 8192, cols = 16384; // 128 Mi weights
+        var w = Tensor.Randn([rows * cols], new Peft.Core.Random.Generator(5), std: 0.02).ToArray<float>();
+        var (packed, absmax) = Nf4.Quantize(w);
+        using (var p = Tensor.FromArray(packed).To(gpu.Device))
+        using (var s = Tensor.FromArray(absmax).To(gpu.Device))
+        {
+            long bytesIn = packed.Length + absmax.Length * 4L;
+            Row(o, gpu, copyTbs, "dequant_nf4_bf16", "8192×16384", bytesIn + rows * (long)cols * 2, () => CudaKernels.DequantizeNf4(p, s, [rows, cols], DType.BF16).Dispose());
+            Row(o, gpu, copyTbs, "dequant_nf4_f32", "8192×16384", bytesIn + rows * (long)cols * 4, () => CudaKernels.DequantizeNf4(p, s, [rows, cols], DType.F32).Dispose());
+        }
+        var (q, scb) = Int8RowWise.Quantize(w, rows, cols);
+        using (var qd = Tensor.FromArray(q, [rows, cols]).To(gpu.Device))
+        using (var sd = Tensor.FromArray(scb).To(gpu.Device))
+        {
+            long bytesIn = q.Length + scb.Length * 4L;
+            Row(o, gpu, copyTbs, "dequant_int8_rowwise_bf16", "8192×16384", bytesIn + rows * (long)cols * 2, () => CudaKernels.DequantizeInt8(qd, sd, DType.BF16).Dispose());
+            Row(o, gpu, copyTbs, "dequant_int8_rowwise_f32", "8192×16384", bytesIn + rows * (long)cols * 4, () => CudaKernels.DequantizeInt8(qd, sd, DType.F32).Dispose());
+        }
+    }
+
+    private static void Row(TextWriter o, CudaDevice gpu, double copyTbs, string name, string size, long bytes, Action body)
+    {
+        double ms = CudaTimer.MedianMilliseconds(gpu, body, warmup: 3, repetitions: 20);
+        double gbs = bytes / (ms * 1e-3) / 1e9;
+        o.WriteLine($"| {name} | {size} | {ms * 1e3:F1} | {gbs:F0} | {gbs / (copyTbs * 1e3) * 100:F0}% |");
+    }
+
+    private static void Lora(TextWriter o, CudaDevice gpu, double gemmTflops)
+    {
+        const int m = 4096, k = 4096, n = 4096, r = 16;
+        const float scale = 2f;
+        using var x = Random([m, k], DType.BF16, gpu, 10);
+        using var w = Random([n, k], DType.BF16, gpu, 11, 0.02);
+        using var a = Random([r, k], DType.BF16, gpu, 12, 0.02);
+        using var b = Random([n, r], DType.BF16, gpu, 13, 0.02);
+        using var dy = Random([m, n], DType.BF16, gpu, 14);
+        using var y = CudaTensors.Empty([m, n], DType.BF16, gpu);
+        using var dx = CudaTensors.Empty([m, k], DType.BF16, gpu);
+        double baseMs = CudaTimer.MedianMilliseconds(gpu, () => CudaBlas.Gemm(false, true, m, n, k, 1f, x, k, w, k, 0f, y, n));
+        double dxMs = CudaTimer.MedianMilliseconds(gpu, () => CudaBlas.Gemm(false, false, m, k, n, 1f, dy, n, w, k, 0f, dx, k));
+        double Fwd(LoraForwardOrder order) => CudaTimer.MedianMilliseconds(gpu, () =>
+        {
+            var (yy, tt) = CudaLora.Forward(x, w, a, b, scale, order);
+            yy.Dispose();
+            tt.Dispose();
+        });
+        double adapterFirst = Fwd(LoraForwardOrder.AdapterFirst), baseFirst = Fwd(LoraForwardOrder.BaseFirst);
+        var (y0, t) = CudaLora.Forward(x, w, a, b, scale);
+        y0.Dispose();
+        double bwd = CudaTimer.MedianMilliseconds(gpu, () =>
+        {
+            var (gx, ga, gb) = CudaLora.Backward(dy, x, t, w, a, b, scale);
+            gx!.Dispose();
+            ga.Dispose();
+            gb.Dispose();
+        });
+        t.Dispose();
+        double tflops = 2.0 * m * n * k / (baseMs * 1e-3) / 1e12;
+        o.WriteLine($"LoRA layer, M = K = N = {m}, r = {r}, bf16 (cuBLAS GEMMs, our ordering):");
+        o.WriteLine("| what | ms | ratio |");
+        o.WriteLine("| --- | ---: | ---: |");
+        o.WriteLine($"| base GEMM x·Wᵀ | {baseMs:F3} | 1.00 ({tflops:F0} TFLOP/s, {tflops / gemmTflops * 100:F0}% of the 8192³ rate) |");
+        o.WriteLine($"| LoRA forward, adapter first (β = 1 into the base GEMM) | {adapterFirst:F3} | {adapterFirst / baseMs:F2}× base |");
+        o.WriteLine($"| LoRA forward, base first (eager order) | {baseFirst:F3} | {baseFirst / baseMs:F2}× base |");
+        o.WriteLine($"| dX GEMM dY·W | {dxMs:F3} | 1.00 |");
+        o.WriteLine($"| LoRA backward (dX, dA, dB; no dW) | {bwd:F3} | {bwd / dxMs:F2}× dX GEMM |");
+    }
+
+    private static Tensor Random(int[] shape, DType dtype, CudaDevice gpu, ulong seed, double std = 1)
+    {
+        using var host = Tensor.Randn(shape, new Peft.Core.Random.Generator(seed), std: std);
+        using var cast = host.To(dtype);
+        return cast.To(gpu.Device);
+    }
+}

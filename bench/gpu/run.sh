@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# One GPU-machine call (after bench/gpu/pack.sh here; carry [".device-carry"]): unpacks the carried .NET runtime and
+# programs, runs every GPU test, then the CUDA benchmark suite and the PyTorch + HF peft peers in the same call, so
+# the figures in BENCHMARKS.md sit side by side from one machine. Logs land in $OUT.
+set -uo pipefail
+out=${OUT:-gpu-out}; mkdir -p "$out"
+export PYTHONUNBUFFERED=1 DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1
+mkdir -p /tmp/dotnet && tar -C /tmp/dotnet -xJf .device-carry/dotnet-runtime.tar.xz
+tar -C .device-carry -xJf .device-carry/apps.tar.xz
+export DOTNET_ROOT=/tmp/dotnet PATH=/tmp/dotnet:$PATH
+nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem,temperature.gpu --format=csv | tee "$out/device.txt"
+
+echo "== GPU tests"
+dotnet .device-carry/app/tests/Peft.Cuda.Tests.dll --output detailed --no-progress > "$out/gpu-tests.log" 2>&1
+echo "GPU tests exit code $?"
+grep -E "^(failed|passed|skipped) " "$out/gpu-tests.log" | sort | uniq -c | awk '{print $2}' | sort | uniq -c
+grep -A12 "^failed " "$out/gpu-tests.log" | head -n 80
+sed -n '/Test run summary/,$p' "$out/gpu-tests.log"
+
+echo "== benchmarks: Peft.Native kernels"
+dotnet .device-carry/app/bench/Peft.Bench.dll kernels 2>&1 | tee "$out/bench-kernels.log"
+echo "== benchmarks: PyTorch + HF peft peers"
+python3 bench/gpu/hf_peers.py --json "$out/hf_peers.json" 2>&1 | tee "$out/hf_peers.log"

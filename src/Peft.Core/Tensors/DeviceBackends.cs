@@ -1,0 +1,39 @@
+using System.Runtime.CompilerServices;
+
+namespace Peft.Core;
+
+/// <summary>What a device package (Peft.Cuda) provides to Peft.Core: copying tensors to and from its devices.</summary>
+public interface IDeviceBackend
+{
+    /// <summary>A contiguous copy of <paramref name="source"/> on <paramref name="target"/> (one of the two is this backend's device).</summary>
+    Tensor CopyTo(Tensor source, Device target);
+}
+
+/// <summary>
+/// Device backends by device type. Peft.Core knows only the CPU; Peft.Cuda registers itself when loaded. A request
+/// for a CUDA tensor loads Peft.Cuda by name when the application references it, so <c>x.To(Device.Cuda(0))</c>
+/// works without touching a Peft.Cuda type first.
+/// </summary>
+public static class DeviceBackends
+{
+    private static readonly Dictionary<DeviceType, IDeviceBackend> Backends = new();
+    private static readonly Dictionary<DeviceType, string> PackageTypes = new() { [DeviceType.Cuda] = "Peft.Cuda.CudaBackend, Peft.Cuda" };
+
+    /// <summary>Registers the backend of <paramref name="type"/> (Peft.Cuda calls this).</summary>
+    public static void Register(DeviceType type, IDeviceBackend backend)
+    {
+        lock (Backends) Backends[type] = backend;
+    }
+
+    /// <summary>The backend of <paramref name="type"/>, loading its package when needed; throws with the reason when it is absent.</summary>
+    public static IDeviceBackend For(DeviceType type)
+    {
+        lock (Backends)
+            if (Backends.TryGetValue(type, out var backend)) return backend;
+        if (PackageTypes.TryGetValue(type, out var typeName) && Type.GetType(typeName, throwOnError: false) is { } t)
+            RuntimeHelpers.RunClassConstructor(t.TypeHandle); // its static constructor registers the backend
+        lock (Backends)
+            return Backends.TryGetValue(type, out var backend) ? backend
+                : throw new NotSupportedException($"no backend for {type} tensors is loaded: CUDA tensors need the Peft.Cuda package referenced by the application");
+    }
+}
