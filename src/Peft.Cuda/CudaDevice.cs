@@ -19,6 +19,7 @@ public sealed class CudaDevice
     private readonly Lazy<IntPtr> _blas;
     private readonly Lazy<KernelModule> _kernels;
     private readonly Lazy<PinnedStaging> _staging;
+    private readonly Lazy<(IntPtr Stream, IntPtr Blas, IntPtr Forked, IntPtr Joined)> _side;
 
     private CudaDevice(int index)
     {
@@ -42,6 +43,7 @@ public sealed class CudaDevice
         _blas = new Lazy<IntPtr>(CreateBlas);
         _kernels = new Lazy<KernelModule>(() => KernelModule.Load(this));
         _staging = new Lazy<PinnedStaging>(() => new PinnedStaging(this));
+        _side = new Lazy<(IntPtr, IntPtr, IntPtr, IntPtr)>(CreateSide);
     }
 
     /// <summary>Device number.</summary>
@@ -65,6 +67,9 @@ public sealed class CudaDevice
     internal IntPtr Context { get; }
     internal IntPtr Stream { get; }
     internal IntPtr Blas => _blas.Value;
+    /// <summary>The side lane's cuBLAS handle (its own workspace: two handles never share one across streams).</summary>
+    internal IntPtr SideBlas => _side.Value.Blas;
+    internal IntPtr SideStream => _side.Value.Stream;
     internal KernelModule Kernels => _kernels.Value;
     internal PinnedStaging Staging => _staging.Value;
 
@@ -94,6 +99,29 @@ public sealed class CudaDevice
     {
         MakeCurrent();
         CudaDriver.Check(CudaDriver.cuStreamSynchronize(Stream), "cuStreamSynchronize");
+    }
+
+    /// <summary>
+    /// Opens a side lane: work queued on the side stream after this call starts once everything queued on the main
+    /// stream so far has run, and may then overlap later main-stream work (a memory-bound thin GEMM beside a
+    /// compute-bound one). Every fork must be closed by <see cref="Join"/> before its tensors are freed: the caching
+    /// allocator reuses a block at once, which is safe only for work ordered on the main stream.
+    /// </summary>
+    internal void Fork()
+    {
+        var side = _side.Value;
+        MakeCurrent();
+        CudaDriver.Check(CudaDriver.cuEventRecord(side.Forked, Stream), "cuEventRecord(fork)");
+        CudaDriver.Check(CudaDriver.cuStreamWaitEvent(side.Stream, side.Forked, 0), "cuStreamWaitEvent(fork)");
+    }
+
+    /// <summary>Closes the side lane: main-stream work queued after this call waits for everything queued on the side.</summary>
+    internal void Join()
+    {
+        var side = _side.Value;
+        MakeCurrent();
+        CudaDriver.Check(CudaDriver.cuEventRecord(side.Joined, side.Stream), "cuEventRecord(join)");
+        CudaDriver.Check(CudaDriver.cuStreamWaitEvent(Stream, side.Joined, 0), "cuStreamWaitEvent(join)");
     }
 
     /// <summary>(free, total) device memory as the driver reports it.</summary>
@@ -135,11 +163,22 @@ public sealed class CudaDevice
         return Encoding.UTF8.GetString(buffer, length);
     }
 
-    private IntPtr CreateBlas()
+    private IntPtr CreateBlas() => CreateBlas(Stream);
+
+    private IntPtr CreateBlas(IntPtr stream)
     {
         MakeCurrent();
         CuBlas.Check(CuBlas.cublasCreate_v2(out var handle), "cublasCreate_v2");
-        CuBlas.Check(CuBlas.cublasSetStream_v2(handle, Stream), "cublasSetStream_v2");
+        CuBlas.Check(CuBlas.cublasSetStream_v2(handle, stream), "cublasSetStream_v2");
         return handle;
+    }
+
+    private (IntPtr, IntPtr, IntPtr, IntPtr) CreateSide()
+    {
+        MakeCurrent();
+        CudaDriver.Check(CudaDriver.cuStreamCreate(out var stream, CudaDriver.StreamNonBlocking), "cuStreamCreate(side)");
+        CudaDriver.Check(CudaDriver.cuEventCreate(out var forked, CudaDriver.EventDisableTiming), "cuEventCreate(fork)");
+        CudaDriver.Check(CudaDriver.cuEventCreate(out var joined, CudaDriver.EventDisableTiming), "cuEventCreate(join)");
+        return (stream, CreateBlas(stream), forked, joined);
     }
 }

@@ -64,11 +64,13 @@ public class BlasAndLoraTests : GpuTest
         }
     }
 
-    [TestCase(DType.F32, LoraForwardOrder.AdapterFirst)]
-    [TestCase(DType.F32, LoraForwardOrder.BaseFirst)]
-    [TestCase(DType.BF16, LoraForwardOrder.AdapterFirst)]
-    [TestCase(DType.BF16, LoraForwardOrder.BaseFirst)]
-    public void LoraForwardAndBackwardMatchTheComposite(DType dtype, LoraForwardOrder order)
+    [TestCase(DType.F32, LoraForwardOrder.AdapterFirst, false)]
+    [TestCase(DType.F32, LoraForwardOrder.BaseFirst, true)]
+    [TestCase(DType.F32, LoraForwardOrder.Overlapped, true)]
+    [TestCase(DType.BF16, LoraForwardOrder.AdapterFirst, true)]
+    [TestCase(DType.BF16, LoraForwardOrder.BaseFirst, false)]
+    [TestCase(DType.BF16, LoraForwardOrder.Overlapped, true)]
+    public void LoraForwardAndBackwardMatchTheComposite(DType dtype, LoraForwardOrder order, bool overlapBackward)
     {
         int m = 96, k = 160, n = 112, r = 8;
         float scale = 2.5f;
@@ -91,7 +93,7 @@ public class BlasAndLoraTests : GpuTest
         Assert.That(RelativeError(F(yd), Y), Is.LessThanOrEqualTo(Tolerance(dtype)), "y");
         Assert.That(RelativeError(F(td), T), Is.LessThanOrEqualTo(Tolerance(dtype)), "t = x·Aᵀ");
 
-        var (dxd, dad, dbd) = CudaLora.Backward(dyd, xd, td, wd, ad, bd, scale);
+        var (dxd, dad, dbd) = CudaLora.Backward(dyd, xd, td, wd, ad, bd, scale, overlap: overlapBackward);
         var U = Mul(DY, B, m, n, r, tb: false);                                           // dY·B  [m, r]
         var DX = Add(Mul(DY, W, m, n, k, tb: false), Mul(U, A, m, r, k, tb: false), scale);
         var DB = Scale(Mul(Transpose(DY, m, n), T, n, m, r, tb: false), scale);           // s·dYᵀ·t
@@ -99,7 +101,12 @@ public class BlasAndLoraTests : GpuTest
         Assert.That(RelativeError(F(dxd!), DX), Is.LessThanOrEqualTo(Tolerance(dtype)), "dX");
         Assert.That(RelativeError(F(dbd), DB), Is.LessThanOrEqualTo(Tolerance(dtype)), "dB");
         Assert.That(RelativeError(F(dad), DA), Is.LessThanOrEqualTo(Tolerance(dtype)), "dA");
-        foreach (var t in new[] { yd, td, dxd!, dad, dbd }) t.Dispose();
+        // Without an input gradient only dA and dB are computed, with the same values.
+        var (none, dad2, dbd2) = CudaLora.Backward(dyd, xd, td, wd, ad, bd, scale, inputGrad: false);
+        Assert.That(none, Is.Null);
+        Assert.That(F(dad2), Is.EqualTo(F(dad)));
+        Assert.That(F(dbd2), Is.EqualTo(F(dbd)));
+        foreach (var t in new[] { yd, td, dxd!, dad, dbd, dad2, dbd2 }) t.Dispose();
     }
 
     [Test]

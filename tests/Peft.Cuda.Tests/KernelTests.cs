@@ -49,8 +49,9 @@ public class KernelTests : GpuTest
         Assert.That(Bits(got), Is.EqualTo(Bits(want)), "f32 is bit-exact; bf16 is the f32 reference rounded to nearest even");
     }
 
-    [TestCase(257, 1023, DType.F32)]
-    [TestCase(128, 4096, DType.BF16)]
+    [TestCase(257, 1023, DType.F32)]  // cols % 16 ≠ 0: the scalar path
+    [TestCase(128, 4096, DType.BF16)] // the vector path
+    [TestCase(33, 2048, DType.F32)]
     public void Int8DequantMatchesTheCpuReference(int rows, int cols, DType dtype)
     {
         using var w = Tensor.Randn([rows * cols], Fresh(), std: 0.05);
@@ -63,6 +64,29 @@ public class KernelTests : GpuTest
         using var got = yd.To(Device.Cpu);
         using var want = Tensor.FromArray(reference, [rows, cols]).To(dtype);
         Assert.That(Bits(got), Is.EqualTo(Bits(want)));
+    }
+
+    [Test]
+    public void MisalignedViewsTakeTheScalarPathAndStillMatch()
+    {
+        int n = 10_001;
+        using var x = Tensor.Randn([n + 1], Fresh());
+        using var xd = x.To(Gpu.Device);
+        using var view = xd.Narrow(0, 1, n); // starts 4 bytes into the block: not 16-byte aligned
+        using var yd = CudaKernels.Cast(view, DType.BF16);
+        using var got = yd.To(Device.Cpu);
+        using var hostView = x.Narrow(0, 1, n);
+        using var want = hostView.To(DType.BF16);
+        Assert.That(Bits(got), Is.EqualTo(Bits(want)));
+
+        using var w = Tensor.Randn([n], Fresh(), std: 0.05);
+        var (packed, absmax) = Nf4.Quantize(w.ToArray<float>());
+        using var shifted = Tensor.FromArray(new byte[] { 0x5A }.Concat(packed).ToArray()).To(Gpu.Device);
+        using var packedView = shifted.Narrow(0, 1, packed.Length);
+        using var absmaxD = Tensor.FromArray(absmax).To(Gpu.Device);
+        using var dq = CudaKernels.DequantizeNf4(packedView, absmaxD, [n], DType.F32);
+        using var dqHost = dq.To(Device.Cpu);
+        Assert.That(dqHost.ToArray<float>(), Is.EqualTo(Nf4.Dequantize(packed, absmax, n)));
     }
 
     [Test]

@@ -16,7 +16,7 @@ internal static unsafe partial class CudaDriver
     internal const int AttrMultiprocessorCount = 16;
     internal const int AttrComputeCapabilityMajor = 75;
     internal const int AttrComputeCapabilityMinor = 76;
-    internal const int EventDefault = 0;
+    internal const int EventDefault = 0, EventDisableTiming = 2;
     internal const int StreamNonBlocking = 1;
 
     [LibraryImport(Lib)] internal static partial int cuInit(uint flags);
@@ -42,6 +42,7 @@ internal static unsafe partial class CudaDriver
     [LibraryImport(Lib)] internal static partial int cuStreamCreate(out IntPtr stream, uint flags);
     [LibraryImport(Lib)] internal static partial int cuStreamDestroy_v2(IntPtr stream);
     [LibraryImport(Lib)] internal static partial int cuStreamSynchronize(IntPtr stream);
+    [LibraryImport(Lib)] internal static partial int cuStreamWaitEvent(IntPtr stream, IntPtr evt, uint flags);
     [LibraryImport(Lib)] internal static partial int cuEventCreate(out IntPtr evt, uint flags);
     [LibraryImport(Lib)] internal static partial int cuEventDestroy_v2(IntPtr evt);
     [LibraryImport(Lib)] internal static partial int cuEventRecord(IntPtr evt, IntPtr stream);

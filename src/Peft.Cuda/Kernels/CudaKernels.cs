@@ -23,7 +23,7 @@ public static class CudaKernels
         };
         var y = CudaTensors.Empty(x.Shape, dtype, device);
         long n = x.NumEl;
-        if (n > 0) device.Kernels.Launch(name, device.Kernels.GridFor((n + 7) / 8, Block), Block, CudaTensors.Address(x), CudaTensors.Address(y), n);
+        if (n > 0) device.Kernels.Launch(name, device.Kernels.GridFor((n + 3) / 4, Block), Block, CudaTensors.Address(x), CudaTensors.Address(y), n);
         return y;
     }
 

@@ -47,7 +47,12 @@ public static class CudaBlas
     /// <paramref name="transA"/>) with leading dimension <paramref name="lda"/>; likewise B; C has leading dimension
     /// <paramref name="ldc"/>. All three share one dtype; the tensors only supply device, dtype and base address.
     /// </summary>
-    public static unsafe void Gemm(bool transA, bool transB, int m, int n, int k, float alpha, Tensor a, int lda, Tensor b, int ldb, float beta, Tensor c, int ldc)
+    public static void Gemm(bool transA, bool transB, int m, int n, int k, float alpha, Tensor a, int lda, Tensor b, int ldb, float beta, Tensor c, int ldc) =>
+        Gemm(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, side: false);
+
+    /// <summary><see cref="Gemm(bool, bool, int, int, int, float, Tensor, int, Tensor, int, float, Tensor, int)"/> queued on the
+    /// device's side lane when <paramref name="side"/> (between <see cref="CudaDevice.Fork"/> and <see cref="CudaDevice.Join"/>).</summary>
+    internal static unsafe void Gemm(bool transA, bool transB, int m, int n, int k, float alpha, Tensor a, int lda, Tensor b, int ldb, float beta, Tensor c, int ldc, bool side)
     {
         CudaTensors.RequireSameDevice("Gemm", a, b, c);
         if (a.DType != b.DType || a.DType != c.DType)
@@ -58,14 +63,14 @@ public static class CudaBlas
         if (a.DType == DType.F64)
         {
             double al = alpha, be = beta;
-            Call(device, transA, transB, m, n, k, &al, a, lda, b, ldb, &be, c, ldc, type, compute);
+            Call(side ? device.SideBlas : device.Blas, transA, transB, m, n, k, &al, a, lda, b, ldb, &be, c, ldc, type, compute);
         }
-        else Call(device, transA, transB, m, n, k, &alpha, a, lda, b, ldb, &beta, c, ldc, type, compute);
+        else Call(side ? device.SideBlas : device.Blas, transA, transB, m, n, k, &alpha, a, lda, b, ldb, &beta, c, ldc, type, compute);
     }
 
-    private static unsafe void Call(CudaDevice device, bool transA, bool transB, int m, int n, int k, void* alpha, Tensor a, int lda, Tensor b, int ldb,
+    private static unsafe void Call(IntPtr handle, bool transA, bool transB, int m, int n, int k, void* alpha, Tensor a, int lda, Tensor b, int ldb,
         void* beta, Tensor c, int ldc, int type, int compute) =>
-        CuBlas.Check(CuBlas.cublasGemmEx(device.Blas, transB ? CuBlas.OpT : CuBlas.OpN, transA ? CuBlas.OpT : CuBlas.OpN, n, m, k,
+        CuBlas.Check(CuBlas.cublasGemmEx(handle, transB ? CuBlas.OpT : CuBlas.OpN, transA ? CuBlas.OpT : CuBlas.OpN, n, m, k,
             alpha, CudaTensors.Address(b), type, ldb, CudaTensors.Address(a), type, lda, beta, CudaTensors.Address(c), type, ldc, compute, CuBlas.GemmDefault),
             $"cublasGemmEx({c.DType}, m={m}, n={n}, k={k})");
 

@@ -10,6 +10,8 @@ public enum LoraForwardOrder
     AdapterFirst,
     /// <summary>y = x·Wᵀ, then y += s·t·Bᵀ (eager PEFT's order: a separate pass reads and writes y).</summary>
     BaseFirst,
+    /// <summary>As <see cref="BaseFirst"/>, with t = x·Aᵀ (memory-bound) on a side stream beside the compute-bound base GEMM.</summary>
+    Overlapped,
 }
 
 /// <summary>
@@ -27,6 +29,15 @@ public static class CudaLora
         var device = CudaTensors.DeviceOf(x);
         var t = CudaTensors.Empty([m, r], x.DType, device);
         var y = CudaTensors.Empty([m, n], x.DType, device);
+        if (order == LoraForwardOrder.Overlapped)
+        {
+            device.Fork();
+            CudaBlas.Gemm(false, true, m, r, k, 1f, x, k, a, k, 0f, t, r, side: true);  // t = x·Aᵀ        (side)
+            CudaBlas.Gemm(false, true, m, n, k, 1f, x, k, w, k, 0f, y, n);              // y = x·Wᵀ        (main)
+            device.Join();
+            CudaBlas.Gemm(false, true, m, n, r, scale, t, r, b, r, 1f, y, n);           // y += s·t·Bᵀ
+            return (y, t);
+        }
         CudaBlas.Gemm(false, true, m, r, k, 1f, x, k, a, k, 0f, t, r);                 // t = x·Aᵀ
         if (order == LoraForwardOrder.AdapterFirst)
         {
@@ -41,8 +52,10 @@ public static class CudaLora
         return (y, t);
     }
 
-    /// <summary>Backward: (dX or null when <paramref name="inputGrad"/> is false, dA [r, K], dB [N, r]). No dW.</summary>
-    public static (Tensor? DX, Tensor DA, Tensor DB) Backward(Tensor dy, Tensor x, Tensor t, Tensor w, Tensor a, Tensor b, float scale, bool inputGrad = true)
+    /// <summary>Backward: (dX or null when <paramref name="inputGrad"/> is false, dA [r, K], dB [N, r]). No dW.
+    /// With <paramref name="overlap"/> the thin, memory-bound products (u, dB, dA) run on a side stream beside the
+    /// compute-bound dX GEMM; the result is the same.</summary>
+    public static (Tensor? DX, Tensor DA, Tensor DB) Backward(Tensor dy, Tensor x, Tensor t, Tensor w, Tensor a, Tensor b, float scale, bool inputGrad = true, bool overlap = true)
     {
         var (m, k, n, r) = Check(x, w, a, b);
         if (dy.Rank != 2 || dy.Size(0) != m || dy.Size(1) != n) throw new ArgumentException($"LoRA backward: dY must be [{m}, {n}], got {Shapes.Format(dy.Shape)}");
@@ -50,18 +63,20 @@ public static class CudaLora
         CudaTensors.RequireSameDevice("LoRA backward", dy, x, t, w);
         var device = CudaTensors.DeviceOf(x);
         using var u = CudaTensors.Empty([m, r], x.DType, device);
-        CudaBlas.Gemm(false, false, m, r, n, 1f, dy, n, b, r, 0f, u, r);                  // u = dY·B
-        Tensor? dx = null;
-        if (inputGrad)
-        {
-            dx = CudaTensors.Empty([m, k], x.DType, device);
-            CudaBlas.Gemm(false, false, m, k, r, scale, u, r, a, k, 0f, dx, k);           // dX = s·u·A
-            CudaBlas.Gemm(false, false, m, k, n, 1f, dy, n, w, k, 1f, dx, k);             // dX += dY·W
-        }
         var db = CudaTensors.Empty([n, r], x.DType, device);
-        CudaBlas.Gemm(true, false, n, r, m, scale, dy, n, t, r, 0f, db, r);               // dB = s·dYᵀ·t
         var da = CudaTensors.Empty([r, k], x.DType, device);
-        CudaBlas.Gemm(true, false, r, k, m, scale, u, r, x, k, 0f, da, k);                // dA = s·uᵀ·x
+        Tensor? dx = inputGrad ? CudaTensors.Empty([m, k], x.DType, device) : null;
+        bool side = overlap && inputGrad;
+        if (side) device.Fork();
+        CudaBlas.Gemm(false, false, m, r, n, 1f, dy, n, b, r, 0f, u, r, side);            // u = dY·B
+        CudaBlas.Gemm(true, false, n, r, m, scale, dy, n, t, r, 0f, db, r, side);         // dB = s·dYᵀ·t
+        CudaBlas.Gemm(true, false, r, k, m, scale, u, r, x, k, 0f, da, k, side);          // dA = s·uᵀ·x
+        if (dx != null)
+        {
+            CudaBlas.Gemm(false, false, m, k, n, 1f, dy, n, w, k, 0f, dx, k);             // dX = dY·W      (main)
+            if (side) device.Join();                                                     // u is ready
+            CudaBlas.Gemm(false, false, m, k, r, scale, u, r, a, k, 1f, dx, k);           // dX += s·u·A
+        }
         return (dx, da, db);
     }
 
