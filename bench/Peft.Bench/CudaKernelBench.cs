@@ -128,6 +128,7 @@ internal static class CudaKernelBench
             samples[5, round] = Bwd(false);
             samples[6, round] = Bwd(true);
         }
+        Breakdown(o, gpu, x, w, a, b, dy, y, dx, t, scale);
         t.Dispose();
         double Median(int item) => Enumerable.Range(0, rounds).Select(r => samples[item, r]).Order().ElementAt(rounds / 2);
         double baseMs = Median(0), adapterFirst = Median(1), baseFirst = Median(2), overlapped = Median(3), dxMs = Median(4), bwdSerial = Median(5), bwd = Median(6);
@@ -142,6 +143,36 @@ internal static class CudaKernelBench
         o.WriteLine($"| dX GEMM dY·W | {dxMs:F3} | 1.00 |");
         o.WriteLine($"| LoRA backward (dX, dA, dB; no dW), one stream | {bwdSerial:F3} | {bwdSerial / dxMs:F2}× dX GEMM |");
         o.WriteLine($"| LoRA backward, u/dA/dB on a side stream | {bwd:F3} | {bwd / dxMs:F2}× dX GEMM |");
+    }
+
+    /// <summary>Each GEMM of the LoRA layer alone, with the bytes it must move at least: where the overhead over the
+    /// bare base GEMM goes (printed before the summary table).</summary>
+    private static void Breakdown(TextWriter o, CudaDevice gpu, Tensor x, Tensor w, Tensor a, Tensor b, Tensor dy, Tensor y, Tensor dx, Tensor t, float s)
+    {
+        int m = x.Size(0), k = x.Size(1), n = w.Size(0), r = a.Size(0);
+        using var u = CudaTensors.Empty([m, r], DType.BF16, gpu);
+        using var da = CudaTensors.Empty([r, k], DType.BF16, gpu);
+        using var db = CudaTensors.Empty([n, r], DType.BF16, gpu);
+        CudaBlas.Gemm(false, false, m, r, n, 1f, dy, n, b, r, 0f, u, r);
+        o.WriteLine("LoRA GEMMs one by one (bytes: the least each must move, bf16):");
+        o.WriteLine("| GEMM | shape (m × n × k) | µs | MB moved | GB/s |");
+        o.WriteLine("| --- | --- | ---: | ---: | ---: |");
+        void Row(string what, int mm, int nn, int kk, double mb, Action gemm)
+        {
+            double ms = CudaTimer.MedianMilliseconds(gpu, gemm);
+            o.WriteLine($"| {what} | {mm} × {nn} × {kk} | {ms * 1e3:F1} | {mb:F1} | {mb / 1e3 / (ms * 1e-3):F0} |");
+        }
+        double MB(long elements) => elements * 2 / 1e6;
+        Row("t = x·Aᵀ", m, r, k, MB((long)m * k), () => CudaBlas.Gemm(false, true, m, r, k, 1f, x, k, a, k, 0f, t, r));
+        Row("y = s·t·Bᵀ (β = 0)", m, n, r, MB((long)m * n), () => CudaBlas.Gemm(false, true, m, n, r, s, t, r, b, r, 0f, y, n));
+        Row("y += s·t·Bᵀ (β = 1)", m, n, r, MB(2L * m * n), () => CudaBlas.Gemm(false, true, m, n, r, s, t, r, b, r, 1f, y, n));
+        Row("y = x·Wᵀ (β = 0)", m, n, k, MB((long)m * k + (long)n * k + (long)m * n), () => CudaBlas.Gemm(false, true, m, n, k, 1f, x, k, w, k, 0f, y, n));
+        Row("y += x·Wᵀ (β = 1)", m, n, k, MB((long)m * k + (long)n * k + 2L * m * n), () => CudaBlas.Gemm(false, true, m, n, k, 1f, x, k, w, k, 1f, y, n));
+        Row("u = dY·B", m, r, n, MB((long)m * n), () => CudaBlas.Gemm(false, false, m, r, n, 1f, dy, n, b, r, 0f, u, r));
+        Row("dB = s·dYᵀ·t", n, r, m, MB((long)m * n), () => CudaBlas.Gemm(true, false, n, r, m, s, dy, n, t, r, 0f, db, r));
+        Row("dA = s·uᵀ·x", r, k, m, MB((long)m * k), () => CudaBlas.Gemm(true, false, r, k, m, s, u, r, x, k, 0f, da, k));
+        Row("dX += s·u·A (β = 1)", m, k, r, MB(2L * m * k), () => CudaBlas.Gemm(false, false, m, k, r, s, u, r, a, k, 1f, dx, k));
+        o.WriteLine();
     }
 
     private static Tensor Random(int[] shape, DType dtype, CudaDevice gpu, ulong seed, double std = 1)

@@ -17,6 +17,10 @@ grep -E "^(failed|passed|skipped) " "$out/gpu-tests.log" | sort | uniq -c | awk 
 grep -A12 "^failed " "$out/gpu-tests.log" | head -n 80
 sed -n '/Test run summary/,$p' "$out/gpu-tests.log"
 
+echo "== native/bench_kernels (nvcc alone, no .NET)"
+cmake -S . -B /tmp/native -DPEFT_BUILD_KERNEL_BENCH=ON > /dev/null && cmake --build /tmp/native 2>&1 | grep -E "error|warning" | head -n 20
+/tmp/native/kernels/bench_kernels 2>&1 | tee "$out/bench-native.log"
+
 echo "== benchmarks: Peft.Native kernels"
 dotnet .device-carry/app/bench/Peft.Bench.dll kernels 2>&1 | tee "$out/bench-kernels.log"
 echo "== benchmarks: PyTorch + HF peft peers"
