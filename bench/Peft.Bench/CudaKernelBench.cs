@@ -12,7 +12,10 @@ namespace Peft.Bench;
 /// </summary>
 internal static class CudaKernelBench
 {
-    public static void Run(TextWriter o)
+    public static void Run(TextWriter o) => Run(o, loraOnly: false);
+
+    /// <summary>The suite; <paramref name="loraOnly"/> runs just the LoRA part (`kernels-lora`, for profiling under ncu).</summary>
+    public static void Run(TextWriter o, bool loraOnly)
     {
         if (!CudaDevice.IsAvailable(out var reason))
         {
@@ -21,6 +24,11 @@ internal static class CudaKernelBench
         }
         var gpu = CudaDevice.Get(0);
         o.WriteLine($"device: {gpu}, {gpu.MultiprocessorCount} SMs, {gpu.TotalMemoryBytes / (1 << 30)} GiB, driver CUDA {CudaDevice.DriverVersion}");
+        if (loraOnly)
+        {
+            Lora(o, gpu, GemmCeiling(gpu));
+            return;
+        }
         double copyTbs = CopyCeiling(gpu), gemmTflops = GemmCeiling(gpu);
         o.WriteLine($"ceilings: device-to-device copy {copyTbs:F2} TB/s (read + write); cuBLAS bf16 GEMM 8192^3 {gemmTflops:F0} TFLOP/s");
         o.WriteLine();
@@ -99,17 +107,17 @@ internal static class CudaKernelBench
         using var dy = Random([m, n], DType.BF16, gpu, 14);
         using var y = CudaTensors.Empty([m, n], DType.BF16, gpu);
         using var dx = CudaTensors.Empty([m, k], DType.BF16, gpu);
-        double Fwd(LoraForwardOrder order) => CudaTimer.MedianMilliseconds(gpu, () =>
+        double Fwd(LoraForwardOrder order, bool kernels) => CudaTimer.MedianMilliseconds(gpu, () =>
         {
-            var (yy, tt) = CudaLora.Forward(x, w, a, b, scale, order);
+            var (yy, tt) = CudaLora.Forward(x, w, a, b, scale, order, kernels);
             yy.Dispose();
             tt.Dispose();
         });
         var (y0, t) = CudaLora.Forward(x, w, a, b, scale);
         y0.Dispose();
-        double Bwd(bool overlap) => CudaTimer.MedianMilliseconds(gpu, () =>
+        double Bwd(bool overlap, bool kernels) => CudaTimer.MedianMilliseconds(gpu, () =>
         {
-            var (gx, ga, gb) = CudaLora.Backward(dy, x, t, w, a, b, scale, overlap: overlap);
+            var (gx, ga, gb) = CudaLora.Backward(dy, x, t, w, a, b, scale, overlap: overlap, kernels: kernels);
             gx!.Dispose();
             ga.Dispose();
             gb.Dispose();
@@ -117,32 +125,34 @@ internal static class CudaKernelBench
         // The GPU's clocks drift between measurements (one run saw the same base GEMM at 0.215 and 0.187 ms): every
         // item is measured once per round, rounds interleave, and each figure is the median over rounds.
         const int rounds = 5;
-        var samples = new double[8, rounds];
+        var samples = new double[9, rounds];
         for (int round = 0; round < rounds; round++)
         {
             samples[0, round] = CudaTimer.MedianMilliseconds(gpu, () => CudaBlas.Gemm(false, true, m, n, k, 1f, x, k, w, k, 0f, y, n));
-            samples[1, round] = Fwd(LoraForwardOrder.AdapterFirst);
-            samples[2, round] = Fwd(LoraForwardOrder.BaseFirst);
-            samples[3, round] = Fwd(LoraForwardOrder.Overlapped);
+            samples[1, round] = Fwd(LoraForwardOrder.AdapterFirst, kernels: true);
+            samples[2, round] = Fwd(LoraForwardOrder.BaseFirst, kernels: true);
+            samples[3, round] = Fwd(LoraForwardOrder.AdapterFirst, kernels: false);
             samples[4, round] = CudaTimer.MedianMilliseconds(gpu, () => CudaBlas.Gemm(false, false, m, k, n, 1f, dy, n, w, k, 0f, dx, k));
-            samples[5, round] = Bwd(false);
-            samples[6, round] = Bwd(true);
+            samples[5, round] = Bwd(overlap: true, kernels: true);
+            samples[6, round] = Bwd(overlap: false, kernels: true);
+            samples[7, round] = Bwd(overlap: true, kernels: false);
         }
         Breakdown(o, gpu, x, w, a, b, dy, y, dx, t, scale);
         t.Dispose();
         double Median(int item) => Enumerable.Range(0, rounds).Select(r => samples[item, r]).Order().ElementAt(rounds / 2);
-        double baseMs = Median(0), adapterFirst = Median(1), baseFirst = Median(2), overlapped = Median(3), dxMs = Median(4), bwdSerial = Median(5), bwd = Median(6);
+        double baseMs = Median(0), adapterFirst = Median(1), baseFirst = Median(2), cublasFwd = Median(3), dxMs = Median(4), bwd = Median(5), bwdSerial = Median(6), cublasBwd = Median(7);
         double tflops = 2.0 * m * n * k / (baseMs * 1e-3) / 1e12;
-        o.WriteLine($"LoRA layer, M = K = N = {m}, r = {r}, bf16 (cuBLAS GEMMs, our ordering; medians of {rounds} interleaved rounds):");
+        o.WriteLine($"LoRA layer, M = K = N = {m}, r = {r}, bf16 (base GEMMs cuBLAS; thin products kernels/lora.cu unless noted; medians of {rounds} interleaved rounds):");
         o.WriteLine("| what | ms | ratio |");
         o.WriteLine("| --- | ---: | ---: |");
         o.WriteLine($"| base GEMM x·Wᵀ | {baseMs:F3} | 1.00 ({tflops:F0} TFLOP/s, {tflops / gemmTflops * 100:F0}% of the 8192³ rate) |");
         o.WriteLine($"| LoRA forward, adapter first (β = 1 into the base GEMM) | {adapterFirst:F3} | {adapterFirst / baseMs:F2}× base |");
         o.WriteLine($"| LoRA forward, base first (eager order) | {baseFirst:F3} | {baseFirst / baseMs:F2}× base |");
-        o.WriteLine($"| LoRA forward, base first, t = x·Aᵀ on a side stream | {overlapped:F3} | {overlapped / baseMs:F2}× base |");
+        o.WriteLine($"| LoRA forward, adapter first, thin products on cuBLAS | {cublasFwd:F3} | {cublasFwd / baseMs:F2}× base |");
         o.WriteLine($"| dX GEMM dY·W | {dxMs:F3} | 1.00 |");
-        o.WriteLine($"| LoRA backward (dX, dA, dB; no dW), one stream | {bwdSerial:F3} | {bwdSerial / dxMs:F2}× dX GEMM |");
-        o.WriteLine($"| LoRA backward, u/dA/dB on a side stream | {bwd:F3} | {bwd / dxMs:F2}× dX GEMM |");
+        o.WriteLine($"| LoRA backward (dX, dA, dB; no dW), dA/dB on a side stream | {bwd:F3} | {bwd / dxMs:F2}× dX GEMM |");
+        o.WriteLine($"| LoRA backward, one stream | {bwdSerial:F3} | {bwdSerial / dxMs:F2}× dX GEMM |");
+        o.WriteLine($"| LoRA backward, side stream, thin products on cuBLAS | {cublasBwd:F3} | {cublasBwd / dxMs:F2}× dX GEMM |");
     }
 
     /// <summary>Each GEMM of the LoRA layer alone, with the bytes it must move at least: where the overhead over the
@@ -154,7 +164,7 @@ internal static class CudaKernelBench
         using var da = CudaTensors.Empty([r, k], DType.BF16, gpu);
         using var db = CudaTensors.Empty([n, r], DType.BF16, gpu);
         CudaBlas.Gemm(false, false, m, r, n, 1f, dy, n, b, r, 0f, u, r);
-        o.WriteLine("LoRA GEMMs one by one (bytes: the least each must move, bf16):");
+        o.WriteLine("LoRA GEMMs one by one (bytes: the least each must move, bf16; lora_* rows are kernels/lora.cu, the others cuBLAS):");
         o.WriteLine("| GEMM | shape (m × n × k) | µs | MB moved | GB/s |");
         o.WriteLine("| --- | --- | ---: | ---: | ---: |");
         void Row(string what, int mm, int nn, int kk, double mb, Action gemm)
@@ -164,6 +174,10 @@ internal static class CudaKernelBench
         }
         double MB(long elements) => elements * 2 / 1e6;
         Row("t = x·Aᵀ", m, r, k, MB((long)m * k), () => CudaBlas.Gemm(false, true, m, r, k, 1f, x, k, a, k, 0f, t, r));
+        Row("t = x·Aᵀ, lora_shrink_rk", m, r, k, MB((long)m * k), () => LoraKernels.Shrink(x, a, ThinLayout.RK, t, 1f, false, true));
+        Row("y = s·t·Bᵀ (β = 0), lora_expand_cr", m, n, r, MB((long)m * n), () => LoraKernels.Expand(t, b, ThinLayout.CR, y, s, 0f, false, true));
+        Row("u = dY·B, lora_shrink_kr", m, r, n, MB((long)m * n), () => LoraKernels.Shrink(dy, b, ThinLayout.KR, u, 1f, false, true));
+        Row("dX = s·u·A (β = 0), lora_expand_rc", m, k, r, MB((long)m * k), () => LoraKernels.Expand(u, a, ThinLayout.RC, dx, s, 0f, false, true));
         Row("y = s·t·Bᵀ (β = 0)", m, n, r, MB((long)m * n), () => CudaBlas.Gemm(false, true, m, n, r, s, t, r, b, r, 0f, y, n));
         Row("y += s·t·Bᵀ (β = 1)", m, n, r, MB(2L * m * n), () => CudaBlas.Gemm(false, true, m, n, r, s, t, r, b, r, 1f, y, n));
         Row("y = x·Wᵀ (β = 0)", m, n, k, MB((long)m * k + (long)n * k + (long)m * n), () => CudaBlas.Gemm(false, true, m, n, k, 1f, x, k, w, k, 0f, y, n));

@@ -28,6 +28,9 @@ public static class Suites
             case "kernels":   // needs a CUDA GPU; says so and returns otherwise
                 CudaKernelBench.Run(o);
                 return true;
+            case "kernels-lora":   // the LoRA part of `kernels` alone (to profile it)
+                CudaKernelBench.Run(o, loraOnly: true);
+                return true;
             case "gemm":
                 GemmBench.Run(o);
                 return true;

@@ -26,7 +26,15 @@ dotnet .device-carry/app/bench/Peft.Bench.dll kernels 2>&1 | tee "$out/bench-ker
 echo "== benchmarks: PyTorch + HF peft peers"
 python3 bench/gpu/hf_peers.py --json "$out/hf_peers.json" 2>&1 | tee "$out/hf_peers.log"
 
-echo "== compute-sanitizer memcheck over the kernel tests"
-timeout 240 compute-sanitizer --tool memcheck --print-limit 20 dotnet .device-carry/app/tests/Peft.Cuda.Tests.dll --filter "FullyQualifiedName~KernelTests" --no-progress > "$out/memcheck.log" 2>&1
+echo "== compute-sanitizer memcheck over the kernel and LoRA tests"
+timeout 240 compute-sanitizer --tool memcheck --print-limit 20 dotnet .device-carry/app/tests/Peft.Cuda.Tests.dll --filter "FullyQualifiedName~KernelTests|FullyQualifiedName~Lora" --no-progress > "$out/memcheck.log" 2>&1
 echo "compute-sanitizer exit code $?"
 grep -E "ERROR SUMMARY|Test run summary|total:|failed:|succeeded:" "$out/memcheck.log" | head
+
+echo "== ncu: kernels/lora.cu (two launches of each, after warm-up)"
+for pattern in "lora_shrink_rk|lora_expand_cr" "lora_shrink_kr|lora_expand_rc"; do
+  timeout 150 ncu --kernel-name "regex:$pattern" --launch-skip 20 --launch-count 2 --section SpeedOfLight --section Occupancy --section LaunchStats \
+    dotnet .device-carry/app/bench/Peft.Bench.dll kernels-lora >> "$out/ncu-lora.log" 2>&1
+  echo "ncu exit code $?"
+done
+grep -E "  lora_|Duration|Memory Throughput|DRAM Throughput|Compute \(SM\) Throughput|Achieved Occupancy|Registers Per|Theoretical Occupancy" "$out/ncu-lora.log" | head -n 60

@@ -17,4 +17,16 @@ __global__ void dequant_nf4_bf16(const uint8_t* __restrict__ packed, const float
 __global__ void dequant_int8_rowwise_f32(const int8_t* __restrict__ q, const float* __restrict__ scb, float* __restrict__ out, int64_t rows, int64_t cols);
 __global__ void dequant_int8_rowwise_bf16(const int8_t* __restrict__ q, const float* __restrict__ scb, __nv_bfloat16* __restrict__ out, int64_t rows, int64_t cols);
 
+// kernels/lora.cu — the thin products of a LoRA layer on tensor cores (rank R = 16, 32; bf16 in/out, float32 accumulation).
+//   shrink: out[M, R] = scale · x[M, K] · W(j, k)ᵀ, W stored [R, K] (rk) or [K, R] (kr);
+//   expand: out[M, C] = beta · out + scale · t[M, R] · W(c, j)ᵀ, W stored [C, R] (cr) or [R, C] (rc).
+__global__ void lora_shrink_rk_r16_bf16(const __nv_bfloat16* __restrict__ x, const __nv_bfloat16* __restrict__ w, __nv_bfloat16* __restrict__ out, int64_t M, int64_t K, float scale);
+__global__ void lora_shrink_kr_r16_bf16(const __nv_bfloat16* __restrict__ x, const __nv_bfloat16* __restrict__ w, __nv_bfloat16* __restrict__ out, int64_t M, int64_t K, float scale);
+__global__ void lora_expand_cr_r16_bf16(const __nv_bfloat16* __restrict__ t, const __nv_bfloat16* __restrict__ w, __nv_bfloat16* __restrict__ out, int64_t M, int64_t C, float scale, float beta);
+__global__ void lora_expand_rc_r16_bf16(const __nv_bfloat16* __restrict__ t, const __nv_bfloat16* __restrict__ w, __nv_bfloat16* __restrict__ out, int64_t M, int64_t C, float scale, float beta);
+__global__ void lora_shrink_rk_r32_bf16(const __nv_bfloat16* __restrict__ x, const __nv_bfloat16* __restrict__ w, __nv_bfloat16* __restrict__ out, int64_t M, int64_t K, float scale);
+__global__ void lora_shrink_kr_r32_bf16(const __nv_bfloat16* __restrict__ x, const __nv_bfloat16* __restrict__ w, __nv_bfloat16* __restrict__ out, int64_t M, int64_t K, float scale);
+__global__ void lora_expand_cr_r32_bf16(const __nv_bfloat16* __restrict__ t, const __nv_bfloat16* __restrict__ w, __nv_bfloat16* __restrict__ out, int64_t M, int64_t C, float scale, float beta);
+__global__ void lora_expand_rc_r32_bf16(const __nv_bfloat16* __restrict__ t, const __nv_bfloat16* __restrict__ w, __nv_bfloat16* __restrict__ out, int64_t M, int64_t C, float scale, float beta);
+
 }

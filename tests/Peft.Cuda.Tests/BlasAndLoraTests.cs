@@ -64,15 +64,18 @@ public class BlasAndLoraTests : GpuTest
         }
     }
 
-    [TestCase(DType.F32, LoraForwardOrder.AdapterFirst, false)]
-    [TestCase(DType.F32, LoraForwardOrder.BaseFirst, true)]
-    [TestCase(DType.F32, LoraForwardOrder.Overlapped, true)]
-    [TestCase(DType.BF16, LoraForwardOrder.AdapterFirst, true)]
-    [TestCase(DType.BF16, LoraForwardOrder.BaseFirst, false)]
-    [TestCase(DType.BF16, LoraForwardOrder.Overlapped, true)]
-    public void LoraForwardAndBackwardMatchTheComposite(DType dtype, LoraForwardOrder order, bool overlapBackward)
+    // Rows: dtype, M, K, N, r, forward order, side stream in the backward, our thin kernels (bf16, r ∈ {16, 32}, M and K
+    // multiples of 16, N and K multiples of 64 for the expands) or cuBLAS.
+    [TestCase(DType.F32, 96, 160, 112, 8, LoraForwardOrder.AdapterFirst, false, true)]   // f32: cuBLAS thin products
+    [TestCase(DType.F32, 96, 160, 112, 8, LoraForwardOrder.BaseFirst, true, true)]
+    [TestCase(DType.BF16, 96, 192, 128, 16, LoraForwardOrder.AdapterFirst, true, true)]  // every thin product on our kernels
+    [TestCase(DType.BF16, 96, 192, 128, 16, LoraForwardOrder.BaseFirst, false, true)]    // expand with β = 1
+    [TestCase(DType.BF16, 64, 512, 256, 32, LoraForwardOrder.AdapterFirst, true, true)]  // r = 32, K spans several warps
+    [TestCase(DType.BF16, 96, 192, 128, 16, LoraForwardOrder.AdapterFirst, true, false)] // cuBLAS thin products
+    [TestCase(DType.BF16, 97, 264, 120, 16, LoraForwardOrder.AdapterFirst, true, true)]  // ragged shapes: cuBLAS fallback
+    [TestCase(DType.BF16, 96, 160, 112, 8, LoraForwardOrder.AdapterFirst, true, true)]   // r = 8: cuBLAS fallback
+    public void LoraForwardAndBackwardMatchTheComposite(DType dtype, int m, int k, int n, int r, LoraForwardOrder order, bool overlapBackward, bool kernels)
     {
-        int m = 96, k = 160, n = 112, r = 8;
         float scale = 2.5f;
         using var x = Tensor.Randn([m, k], Fresh()).To(dtype);
         using var w = Tensor.Randn([n, k], Fresh(), std: 0.1).To(dtype);
@@ -85,7 +88,14 @@ public class BlasAndLoraTests : GpuTest
         using var bd = b.To(Gpu.Device);
         using var dyd = dy.To(Gpu.Device);
 
-        var (yd, td) = CudaLora.Forward(xd, wd, ad, bd, scale, order);
+        if (dtype == DType.BF16 && kernels && m % 16 == 0 && k % 64 == 0 && n % 64 == 0 && r % 16 == 0)
+            using (var probe = CudaTensors.Empty([m, r], dtype, Gpu))
+            {
+                Assert.That(LoraKernels.ShrinkApplies(xd, ad, probe), Is.True, "this case exercises the shrink kernel");
+                Assert.That(LoraKernels.ExpandApplies(probe, bd, dyd), Is.True, "this case exercises the expand kernel");
+            }
+        PoisonNext(Gpu, (long)m * n * dtype.SizeOf());
+        var (yd, td) = CudaLora.Forward(xd, wd, ad, bd, scale, order, kernels);
         // Float64 composite: y = x·Wᵀ + s·(x·Aᵀ)·Bᵀ.
         var X = D(x, m, k); var W = D(w, n, k); var A = D(a, r, k); var B = D(b, n, r); var DY = D(dy, m, n);
         var T = Mul(X, A, m, k, r, tb: true);
@@ -93,7 +103,8 @@ public class BlasAndLoraTests : GpuTest
         Assert.That(RelativeError(F(yd), Y), Is.LessThanOrEqualTo(Tolerance(dtype)), "y");
         Assert.That(RelativeError(F(td), T), Is.LessThanOrEqualTo(Tolerance(dtype)), "t = x·Aᵀ");
 
-        var (dxd, dad, dbd) = CudaLora.Backward(dyd, xd, td, wd, ad, bd, scale, overlap: overlapBackward);
+        PoisonNext(Gpu, (long)m * k * dtype.SizeOf());
+        var (dxd, dad, dbd) = CudaLora.Backward(dyd, xd, td, wd, ad, bd, scale, overlap: overlapBackward, kernels: kernels);
         var U = Mul(DY, B, m, n, r, tb: false);                                           // dY·B  [m, r]
         var DX = Add(Mul(DY, W, m, n, k, tb: false), Mul(U, A, m, r, k, tb: false), scale);
         var DB = Scale(Mul(Transpose(DY, m, n), T, n, m, r, tb: false), scale);           // s·dYᵀ·t
@@ -102,7 +113,7 @@ public class BlasAndLoraTests : GpuTest
         Assert.That(RelativeError(F(dbd), DB), Is.LessThanOrEqualTo(Tolerance(dtype)), "dB");
         Assert.That(RelativeError(F(dad), DA), Is.LessThanOrEqualTo(Tolerance(dtype)), "dA");
         // Without an input gradient only dA and dB are computed, with the same values.
-        var (none, dad2, dbd2) = CudaLora.Backward(dyd, xd, td, wd, ad, bd, scale, inputGrad: false);
+        var (none, dad2, dbd2) = CudaLora.Backward(dyd, xd, td, wd, ad, bd, scale, inputGrad: false, kernels: kernels);
         Assert.That(none, Is.Null);
         Assert.That(F(dad2), Is.EqualTo(F(dad)));
         Assert.That(F(dbd2), Is.EqualTo(F(dbd)));

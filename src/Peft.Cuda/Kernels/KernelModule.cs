@@ -68,7 +68,11 @@ internal sealed unsafe class KernelModule
     internal void Launch(string name, uint grid, uint block, params ReadOnlySpan<KernelArg> args) =>
         Launch(name, (grid, 1, 1), (block, 1, 1), 0, args);
 
-    internal void Launch(string name, (uint X, uint Y, uint Z) grid, (uint X, uint Y, uint Z) block, uint sharedBytes, params ReadOnlySpan<KernelArg> args)
+    internal void Launch(string name, (uint X, uint Y, uint Z) grid, (uint X, uint Y, uint Z) block, uint sharedBytes, params ReadOnlySpan<KernelArg> args) =>
+        Launch(name, grid, block, sharedBytes, side: false, args);
+
+    /// <summary>Queues kernel <paramref name="name"/> on the main stream, or on the side lane when <paramref name="side"/>.</summary>
+    internal void Launch(string name, (uint X, uint Y, uint Z) grid, (uint X, uint Y, uint Z) block, uint sharedBytes, bool side, params ReadOnlySpan<KernelArg> args)
     {
         var function = Function(name);
         ulong* values = stackalloc ulong[Math.Max(1, args.Length)];
@@ -79,7 +83,7 @@ internal sealed unsafe class KernelModule
             pointers[i] = &values[i];
         }
         _device.MakeCurrent();
-        CudaDriver.Check(CudaDriver.cuLaunchKernel(function, grid.X, grid.Y, grid.Z, block.X, block.Y, block.Z, sharedBytes, _device.Stream, pointers, null),
+        CudaDriver.Check(CudaDriver.cuLaunchKernel(function, grid.X, grid.Y, grid.Z, block.X, block.Y, block.Z, sharedBytes, side ? _device.SideStream : _device.Stream, pointers, null),
             $"cuLaunchKernel({name}, grid {grid}, block {block})");
     }
 
