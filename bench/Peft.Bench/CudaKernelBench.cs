@@ -146,13 +146,13 @@ internal static class CudaKernelBench
         o.WriteLine("| what | ms | ratio |");
         o.WriteLine("| --- | ---: | ---: |");
         o.WriteLine($"| base GEMM x·Wᵀ | {baseMs:F3} | 1.00 ({tflops:F0} TFLOP/s, {tflops / gemmTflops * 100:F0}% of the 8192³ rate) |");
-        o.WriteLine($"| LoRA forward, adapter first (β = 1 into the base GEMM) | {adapterFirst:F3} | {adapterFirst / baseMs:F2}× base |");
-        o.WriteLine($"| LoRA forward, base first (eager order) | {baseFirst:F3} | {baseFirst / baseMs:F2}× base |");
-        o.WriteLine($"| LoRA forward, adapter first, thin products on cuBLAS | {cublasFwd:F3} | {cublasFwd / baseMs:F2}× base |");
+        o.WriteLine($"| LoRA forward, adapter first, thin products on cuBLAS (the default) | {cublasFwd:F3} | {cublasFwd / baseMs:F2}× base |");
+        o.WriteLine($"| LoRA forward, adapter first, thin products on kernels/lora.cu | {adapterFirst:F3} | {adapterFirst / baseMs:F2}× base |");
+        o.WriteLine($"| LoRA forward, base first (eager order), kernels/lora.cu | {baseFirst:F3} | {baseFirst / baseMs:F2}× base |");
         o.WriteLine($"| dX GEMM dY·W | {dxMs:F3} | 1.00 |");
-        o.WriteLine($"| LoRA backward (dX, dA, dB; no dW), dA/dB on a side stream | {bwd:F3} | {bwd / dxMs:F2}× dX GEMM |");
-        o.WriteLine($"| LoRA backward, one stream | {bwdSerial:F3} | {bwdSerial / dxMs:F2}× dX GEMM |");
-        o.WriteLine($"| LoRA backward, side stream, thin products on cuBLAS | {cublasBwd:F3} | {cublasBwd / dxMs:F2}× dX GEMM |");
+        o.WriteLine($"| LoRA backward (dX, dA, dB; no dW), dA/dB on a side stream, cuBLAS (the default) | {cublasBwd:F3} | {cublasBwd / dxMs:F2}× dX GEMM |");
+        o.WriteLine($"| LoRA backward, side stream, thin products on kernels/lora.cu | {bwd:F3} | {bwd / dxMs:F2}× dX GEMM |");
+        o.WriteLine($"| LoRA backward, one stream, kernels/lora.cu | {bwdSerial:F3} | {bwdSerial / dxMs:F2}× dX GEMM |");
     }
 
     /// <summary>Each GEMM of the LoRA layer alone, with the bytes it must move at least: where the overhead over the

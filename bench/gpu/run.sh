@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One GPU-machine call (after bench/gpu/pack.sh here; carry [".device-carry"]): unpacks the carried .NET runtime and
 # programs, runs every GPU test, then the CUDA benchmark suite and the PyTorch + HF peft peers in the same call, so
-# the figures in BENCHMARKS.md sit side by side from one machine. Logs land in $OUT.
+# the figures in BENCHMARKS.md sit side by side from one machine, then compute-sanitizer and ncu. Logs land in $OUT.
+# TESTS_ONLY=1 stops after the GPU tests.
 set -uo pipefail
 out=${OUT:-gpu-out}; mkdir -p "$out"
 export PYTHONUNBUFFERED=1 DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1
@@ -16,6 +17,8 @@ echo "GPU tests exit code $?"
 grep -E "^(failed|passed|skipped) " "$out/gpu-tests.log" | sort | uniq -c | awk '{print $2}' | sort | uniq -c
 grep -A12 "^failed " "$out/gpu-tests.log" | head -n 80
 sed -n '/Test run summary/,$p' "$out/gpu-tests.log"
+
+if [ "${TESTS_ONLY:-0}" = 1 ]; then exit 0; fi  # TESTS_ONLY=1: the GPU tests alone
 
 echo "== native/bench_kernels (nvcc alone, no .NET)"
 cmake -S . -B /tmp/native -DPEFT_BUILD_KERNEL_BENCH=ON > /dev/null && cmake --build /tmp/native 2>&1 | grep -E "error|warning" | head -n 20
