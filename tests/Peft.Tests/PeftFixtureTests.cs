@@ -29,6 +29,7 @@ public class PeftFixtureTests
     [TestCase("peft-boft-llama")]
     [TestCase("peft-prompt-llama")]
     [TestCase("peft-ptuning-gpt2")]
+    [TestCase("peft-ptuning-lstm-gpt2")]
     [TestCase("peft-prefix-llama")]
     [TestCase("peft-prefix-projection-gpt2")]
     [TestCase("peft-adaption-prompt-llama")]
@@ -76,6 +77,37 @@ public class PeftFixtureTests
             Assert.That(b.Tensors.Select(t => t.Name).Order(), Is.EqualTo(a.Tensors.Select(t => t.Name).Order()));
         }
         finally { if (Directory.Exists(resaved)) Directory.Delete(resaved, true); }
+    }
+
+    /// <summary>Prompt-learning adapters on T5 written by Python peft: the decoder logits and peft's parameter counts.
+    /// (peft-prefix-t5 exists too, for when prefix tuning on encoder-decoders lands.)</summary>
+    [TestCase("peft-prompt-t5")]
+    [TestCase("peft-ptuning-t5")]
+    public void ASeq2SeqAdapterWrittenByPythonPeftGivesPeftsLogits(string name)
+    {
+        var dir = Path.Combine(Fixtures(), name);
+        if (!File.Exists(Path.Combine(dir, "expected.safetensors")))
+            Assert.Ignore($"fixture '{name}' is absent: run `python3 tests/fixtures/make_fixtures.py` where torch, transformers and peft are installed");
+        using var scope = Tensor.NewScope();
+        using var expected = SafeTensorsFile.Open(Path.Combine(dir, "expected.safetensors"));
+        using var peft = PeftModel.FromPretrained(AutoModel.FromPretrained(Path.Combine(dir, "base")), Path.Combine(dir, "adapter"));
+        // The fixture passes decoder_input_ids; labels whose shift-right gives them (the last label moves no logit).
+        var decoder = expected.Load("decoder_input_ids").ToArray<long>();
+        int rows = expected.Load("input_ids").Size(0), steps = decoder.Length / rows;
+        var labels = new long[decoder.Length];
+        for (int r = 0; r < rows; r++)
+            for (int t = 0; t < steps; t++) labels[r * steps + t] = t + 1 < steps ? decoder[r * steps + t + 1] : 1;
+        var logits = peft.Forward(expected.Load("input_ids"), expected.Load("attention_mask"), Tensor.FromArray(labels, [rows, steps])).Logits.ToFloatArray();
+        var want = expected.Load("logits").ToFloatArray();
+        Assert.That(logits.Length, Is.EqualTo(want.Length), "decoder positions only: the prompts sit in the encoder");
+        double num = 0, den = 0;
+        for (int i = 0; i < want.Length; i++) { num += Math.Pow(logits[i] - want[i], 2); den += (double)want[i] * want[i]; }
+        Assert.That(Math.Sqrt(num / den), Is.LessThanOrEqualTo(1e-4));
+        var counts = expected.Load("counts").ToArray<long>();
+        var trainingConfig = PeftConfig.Load(Path.Combine(dir, "adapter"));
+        trainingConfig.InferenceMode = false;
+        using var training = PeftModel.Create(AutoModel.FromPretrained(Path.Combine(dir, "base")), trainingConfig);
+        Assert.That(training.GetNbTrainableParameters(), Is.EqualTo((counts[0], counts[1])));
     }
 
     /// <summary>Writes a base model, an adapter and .NET's logits for check_csharp_adapter.py to verify in Python.</summary>

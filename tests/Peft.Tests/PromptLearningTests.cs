@@ -45,6 +45,7 @@ public class PromptLearningTests
         {
             yield return new TestCaseData(json, (Func<PromptLearningConfig>)(() => new PromptTuningConfig { NumVirtualTokens = 4, TaskType = "CAUSAL_LM" })).SetArgDisplayNames($"prompt_{name}");
             yield return new TestCaseData(json, (Func<PromptLearningConfig>)(() => new PromptEncoderConfig { NumVirtualTokens = 3, EncoderHiddenSize = 12, TaskType = "CAUSAL_LM" })).SetArgDisplayNames($"ptuning_{name}");
+            yield return new TestCaseData(json, (Func<PromptLearningConfig>)(() => new PromptEncoderConfig { NumVirtualTokens = 3, EncoderHiddenSize = 6, EncoderReparameterizationType = "LSTM", TaskType = "CAUSAL_LM" })).SetArgDisplayNames($"ptuning_lstm_{name}");
             yield return new TestCaseData(json, (Func<PromptLearningConfig>)(() => new PrefixTuningConfig { NumVirtualTokens = 3, TaskType = "CAUSAL_LM" })).SetArgDisplayNames($"prefix_{name}");
             yield return new TestCaseData(json, (Func<PromptLearningConfig>)(() => new PrefixTuningConfig { NumVirtualTokens = 2, PrefixProjection = true, EncoderHiddenSize = 10, TaskType = "CAUSAL_LM" })).SetArgDisplayNames($"prefix_projection_{name}");
             yield return new TestCaseData(json, (Func<PromptLearningConfig>)(() => new MultitaskPromptTuningConfig { NumVirtualTokens = 3, NumTasks = 2, NumRanks = 2, TaskType = "CAUSAL_LM" })).SetArgDisplayNames($"mpt_{name}");

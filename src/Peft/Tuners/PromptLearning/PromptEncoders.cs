@@ -84,6 +84,27 @@ public sealed class PTuningEncoder : PromptEncoder
     }
 }
 
+/// <summary>P-tuning's LSTM reparameterisation (PEFT's PromptEncoder with encoder_reparameterization_type LSTM):
+/// embedding → bidirectional LSTM (<c>lstm_head</c>) → Linear(2h, 2h)–ReLU–Linear(2h, token_dim) (<c>mlp_head.0</c>,
+/// <c>.2</c>).</summary>
+public sealed class PTuningLstmEncoder : PromptEncoder
+{
+    /// <summary>Creates the encoder.</summary>
+    public PTuningLstmEncoder(int tokens, int width, int hidden, int layers, double dropout) : base(tokens, width)
+    {
+        RegisterModule("lstm_head", new Lstm(width, hidden, layers, bidirectional: true, dropout: dropout));
+        RegisterModule("mlp_head", new ModuleList<Module>([new Linear(2 * hidden, 2 * hidden), new Relu(), new Linear(2 * hidden, width)]));
+    }
+
+    /// <inheritdoc/>
+    protected override Tensor Encode(Tensor indices, long[]? taskIds)
+    {
+        using var embedded = Embedding.Forward(indices);
+        var recurrent = Child<Lstm>("lstm_head").Forward(embedded);
+        return Child<ModuleList<Module>>("mlp_head").Chain(recurrent, (layer, x) => ((IUnaryModule)layer).Forward(x));
+    }
+}
+
 /// <summary>Prefix tuning's projection (PEFT's PrefixEncoder with prefix_projection): embedding of width token_dim →
 /// Linear–Tanh–Linear (<c>transform.0</c>, <c>.2</c>) to 2·layers·token_dim.</summary>
 public sealed class PrefixEncoder : PromptEncoder
