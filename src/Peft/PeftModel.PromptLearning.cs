@@ -42,6 +42,8 @@ public sealed partial class PeftModel
         // PEFT prepends the first num_virtual_tokens prompts to the encoder input only (the decoder half of a seq2seq
         // prompt_embeddings is kept in the file but unused by the forward).
         int b = input.Size(0), n = config is PrefixTuningConfig || seq2seq ? config.NumVirtualTokens : config.TotalVirtualTokens;
+        if (config is PrefixTuningConfig && Model is Peft.Transformers.T5.T5ForConditionalGeneration t5)
+            return Seq2SeqPrefixForward(config, t5, encoder, input, attentionMask, labels);
         using var prefixMask = attentionMask == null ? null : PrefixOnes(b, n, attentionMask);
         if (config is PrefixTuningConfig)
         {
@@ -63,6 +65,42 @@ public sealed partial class PeftModel
         using var embeds = PromptedEmbeddings(config, input, n, taskIds);
         using var longLabels = labels != null && Model.Task == ModelTask.CausalLM ? PrefixIgnored(b, n, labels) : null;
         return Model.Forward(embeds, prefixMask, longLabels ?? labels, cache);
+    }
+
+    /// <summary>Prefix tuning on T5: the encoder runs on the plain input and mask; the prefix is the decoder's past
+    /// self-attention keys/values (queries start at position num_virtual_tokens for the relative position bias).</summary>
+    private static ModelOutput Seq2SeqPrefixForward(PromptLearningConfig config, Peft.Transformers.T5.T5ForConditionalGeneration t5, PromptEncoder encoder,
+        Tensor input, Tensor? attentionMask, Tensor? labels)
+    {
+        int b = input.Size(0);
+        using var cache = new KvCache(t5.NumLayers);
+        using var prefix = Prefix(config, encoder.Forward(b), b);
+        var views = Seq2SeqPrefixViews(prefix, config, t5.NumLayers);
+        try
+        {
+            SetPrefix(cache, views);
+            using var decoderInputs = labels != null ? t5.ShiftRight(labels) : Tensor.Full([b, 1], t5.Config.DecoderStartTokenId, DType.I64);
+            return t5.Forward(input, attentionMask, decoderInputs, labels, cache);
+        }
+        finally
+        {
+            foreach (var (k, v) in views) { k.Dispose(); v.Dispose(); }
+        }
+    }
+
+    /// <summary>
+    /// The decoder layers' prefix views as PEFT builds them for encoder-decoders: the 2L rows (k₀, v₀, k₁, v₁, …) are
+    /// concatenated with themselves and cut into groups of four per decoder layer — (self k, self v, cross k, cross v) —
+    /// whose cross half PEFT then discards. So decoder layer i reads rows 4i and 4i + 1 of the doubled list: the keys and
+    /// values of prefix layer (2i mod L), not layer i. Odd prefix layers are trained by nothing; the fixture from peft 0.21
+    /// (tests/fixtures/peft-prefix-t5) pins this.
+    /// </summary>
+    private static List<(Tensor K, Tensor V)> Seq2SeqPrefixViews(Tensor prefix, PromptLearningConfig config, int decoderLayers)
+    {
+        int layers = config.NumLayers!.Value;
+        if (decoderLayers > layers)
+            throw new NotSupportedException($"prefix tuning on an encoder-decoder gives {layers} decoder layers a prefix (PEFT's num_layers), but the model has {decoderLayers}");
+        return Enumerable.Range(0, decoderLayers).Select(i => (prefix.Select(0, 2 * (2 * i % layers)), prefix.Select(0, 2 * (2 * i % layers) + 1))).ToList();
     }
 
     /// <summary>The first <paramref name="n"/> virtual-token embeddings of the active prompt encoder, then the word
@@ -148,6 +186,16 @@ public sealed partial class PeftModel
             return Model is Peft.Transformers.T5.T5ForConditionalGeneration t5
                 ? Seq2SeqGeneration.Generate(t5, inputIds, options: options ?? new GenerationOptions { EosTokenIds = [t5.Config.EosTokenId] })
                 : TextGeneration.Generate(Model, inputIds, options);
+        if (Model is Peft.Transformers.T5.T5ForConditionalGeneration withPrefix && config is PrefixTuningConfig)
+        {
+            using var s2sPrefix = Tensor.NewScope();
+            using var noGradPrefix = Autograd.NoGrad();
+            int b = inputIds.Size(0);
+            using var prefix = Prefix(config, PromptEncoders[_active[0]].Forward(b), b);
+            var decoderViews = Seq2SeqPrefixViews(prefix, config, withPrefix.NumLayers);
+            return Seq2SeqGeneration.Generate(withPrefix, inputIds, options: options ?? new GenerationOptions { EosTokenIds = [withPrefix.Config.EosTokenId] },
+                prepareDecoderCache: cache => SetPrefix(cache, decoderViews));
+        }
         if (Model is Peft.Transformers.T5.T5ForConditionalGeneration encoderDecoder)
         {
             // The prompts go in front of the encoder input; the decoder loop is the model's own.

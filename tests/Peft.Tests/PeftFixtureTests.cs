@@ -79,10 +79,10 @@ public class PeftFixtureTests
         finally { if (Directory.Exists(resaved)) Directory.Delete(resaved, true); }
     }
 
-    /// <summary>Prompt-learning adapters on T5 written by Python peft: the decoder logits and peft's parameter counts.
-    /// (peft-prefix-t5 exists too, for when prefix tuning on encoder-decoders lands.)</summary>
+    /// <summary>Prompt-learning adapters on T5 written by Python peft: the decoder logits and peft's parameter counts.</summary>
     [TestCase("peft-prompt-t5")]
     [TestCase("peft-ptuning-t5")]
+    [TestCase("peft-prefix-t5")]
     public void ASeq2SeqAdapterWrittenByPythonPeftGivesPeftsLogits(string name)
     {
         var dir = Path.Combine(Fixtures(), name);

@@ -241,34 +241,129 @@ public class Seq2SeqPromptLearningTests
         finally { Directory.Delete(dir, true); }
     }
 
-    [Test]
-    public void PrefixTuningOnAnEncoderDecoderIsRefusedPlainly() =>
-        Assert.That(Assert.Throws<NotSupportedException>(() => PeftModel.Create(TinyConfigs.Create(T5), new PrefixTuningConfig { NumVirtualTokens = 2, TaskType = "SEQ_2_SEQ_LM" }))!.Message,
-            Does.Contain("encoder-decoder"));
-}
+    [TestCase(false)]
+    [TestCase(true)]
+    public void PrefixTuningOnT5TrainsTheDecoderPrefixSavesAndGenerates(bool projection)
+    {
+        var dir = Directory.CreateTempSubdirectory("peft-t5-prefix-").FullName;
+        try
+        {
+            using var scope = Tensor.NewScope();
+            float[] baseLogits = TrainingProbe.Logits(() => TinyConfigs.Create(T5).Forward(Input, labels: Target));
+            float[] trained;
+            int[][] generated;
+            using (var peft = PeftModel.Create(TinyConfigs.Create(T5), new PrefixTuningConfig { NumVirtualTokens = 2, PrefixProjection = projection, EncoderHiddenSize = 8, TaskType = "SEQ_2_SEQ_LM" }))
+            {
+                var (first, last) = TrainingProbe.Run(peft, 6, () => peft.Forward(Input, labels: Target).Loss!, TrainingProbe.Sgd(peft, 0.5),
+                    () => TrainingProbe.OnlyTheseHaveGradients(peft, name => name.StartsWith("prompt_encoder.default.")));
+                Assert.That(last, Is.LessThan(first));
+                peft.Eval();
+                trained = TrainingProbe.Logits(() => peft.Forward(Input, labels: Target));
+                Assert.That(trained, Has.Length.EqualTo(baseLogits.Length), "decoder logits only: the prefix adds no positions");
+                Assert.That(trained, Is.Not.EqualTo(baseLogits));
+                using (peft.DisableAdapter()) Assert.That(TrainingProbe.Logits(() => peft.Forward(Input, labels: Target)), Is.EqualTo(baseLogits));
+                generated = peft.Generate(Input, new GenerationOptions { MaxNewTokens = 3, EosTokenIds = [1] });
+                peft.SavePretrained(dir);
+            }
+            using (var st = Peft.Core.SafeTensors.SafeTensorsFile.Open(Path.Combine(dir, "adapter_model.safetensors")))
+                Assert.That(st.Info("prompt_embeddings").Shape, Is.EqualTo(new[] { 2, 2 * 2 * 16 }), "num_virtual_tokens × 2·layers·d_model, as PEFT saves");
+            using var loaded = PeftModel.FromPretrained(TinyConfigs.Create(T5), dir);
+            Assert.That(TrainingProbe.Logits(() => loaded.Forward(Input, labels: Target)), Is.EqualTo(trained).Within(1e-5));
+            Assert.That(loaded.Generate(Input, new GenerationOptions { MaxNewTokens = 3, EosTokenIds = [1] }), Is.EqualTo(generated));
+        }
+        finally { Directory.Delete(dir, true); }
+    }
 
-/// <summary>Prompt tuning on a BERT sequence classifier: virtual tokens before the word embeddings (positions 0.. over
-/// the whole sequence, as transformers numbers inputs_embeds), the head as modules_to_save.</summary>
-[TestFixture]
-public class EncoderPromptLearningTests
-{
     [Test]
-    public void BertSequenceClassificationTrainsWithPromptsAndRefusesAPrefix()
+    public void GreedyGenerationWithAPrefixAgreesWithTheTeacherForcedForward()
     {
         using var scope = Tensor.NewScope();
-        var ids = Tensor.FromArray(new long[] { 3, 9, 4, 12, 7, 1, 5, 2, 8, 6 }, [2, 5]);
-        var labels = Tensor.FromArray(new long[] { 2, 0 });
-        using var peft = PeftModel.Create(Cases.Create(Cases.Bert, ModelTask.SequenceClassification), new PromptTuningConfig { NumVirtualTokens = 3, TaskType = "SEQ_CLS" });
-        var (first, last) = TrainingProbe.Run(peft, 6, () => peft.Forward(ids, labels: labels).Loss!, TrainingProbe.Sgd(peft, 0.5),
-            () => TrainingProbe.OnlyTheseHaveGradients(peft, name => name.StartsWith("prompt_encoder.default.") || name.Contains(".modules_to_save.")));
-        Assert.That(last, Is.LessThan(first));
-        // The encoder with prompts equals the encoder fed the concatenated embeddings directly.
-        using var _ = Autograd.NoGrad();
-        var prompt = peft.GetSubmodule("prompt_encoder.default.embedding").Parameter("weight");
-        var embeds = Tensor.Cat([prompt.Unsqueeze(0).Expand(2, -1, -1).Contiguous(), peft.Model.InputEmbeddings!.Forward(ids)], 1);
+        using var peft = PeftModel.Create(TinyConfigs.Create(T5), new PrefixTuningConfig { NumVirtualTokens = 3, TaskType = "SEQ_2_SEQ_LM" });
         peft.Eval();
-        Assert.That(peft.Forward(ids).Logits.ToFloatArray(), Is.EqualTo(peft.Model.Forward(embeds).Logits.ToFloatArray()).Within(1e-6));
-        Assert.That(Assert.Throws<NotSupportedException>(() => PeftModel.Create(Cases.Create(Cases.Bert, ModelTask.SequenceClassification),
-            new PrefixTuningConfig { NumVirtualTokens = 2, TaskType = "SEQ_CLS" }))!.Message, Does.Contain("past keys/values"));
+        var generated = peft.Generate(Input, new GenerationOptions { MaxNewTokens = 3 });
+        // Feed the generated tokens back as labels: each position's argmax must be the next generated token.
+        int rows = generated.Length, steps = generated.Min(g => g.Length);
+        var labels = Tensor.FromArray(generated.SelectMany(g => g.Take(steps).Select(t => (long)t)).ToArray(), [rows, steps]);
+        var logits = peft.Forward(Input, labels: labels).Logits;
+        int vocab = logits.Size(2);
+        var values = logits.ToFloatArray();
+        for (int r = 0; r < rows; r++)
+            for (int t = 0; t < steps; t++)
+            {
+                var row = values.AsSpan((r * steps + t) * vocab, vocab).ToArray();
+                Assert.That(Array.IndexOf(row, row.Max()), Is.EqualTo(generated[r][t]), $"row {r}, step {t}");
+            }
+    }
+}
+
+/// <summary>Multitask prompt tuning's source-task inits (PEFT's AVERAGE_SOURCE_TASKS, EXACT_SOURCE_TASK,
+/// ONLY_SOURCE_SHARED) from a source adapter saved in PEFT's format.</summary>
+[TestFixture]
+public class MultitaskSourceInitTests
+{
+    private static string SaveSource(string dir, out float[] shared, out float[] cols, out float[] rows)
+    {
+        using var scope = Tensor.NewScope();
+        using var source = PeftModel.Create(Cases.Create(Cases.Gpt2), new MultitaskPromptTuningConfig { NumVirtualTokens = 3, NumTasks = 3, NumRanks = 2, TaskType = "CAUSAL_LM" });
+        source.SavePretrained(dir);
+        var file = Path.Combine(dir, "adapter_model.safetensors");
+        using var st = Peft.Core.SafeTensors.SafeTensorsFile.Open(file);
+        shared = st.Load("prompt_embeddings").ToFloatArray();
+        cols = st.Load("prefix_task_cols").ToFloatArray();
+        rows = st.Load("prefix_task_rows").ToFloatArray();
+        return file;
+    }
+
+    private static (float[] Shared, float[] Cols, float[] Rows) Target(string init, string? path, int tasks = 1, int task = 0)
+    {
+        using var peft = PeftModel.Create(Cases.Create(Cases.Gpt2), new MultitaskPromptTuningConfig
+        {
+            NumVirtualTokens = 3, NumTasks = tasks, NumRanks = 2, TaskType = "CAUSAL_LM", PromptTuningInit = init,
+            PromptTuningInitStateDictPath = path, PromptTuningInitTask = task,
+        });
+        var state = peft.StateDict();
+        float[] Get(string suffix) => state.Single(kv => kv.Key.EndsWith(suffix)).Value.ToFloatArray();
+        return (Get("embedding.weight"), Get("prefix_task_cols"), Get("prefix_task_rows"));
+    }
+
+    [Test]
+    public void TheThreeSourceInitsCopyWhatPeftCopies()
+    {
+        var dir = Directory.CreateTempSubdirectory("peft-mpt-source-").FullName;
+        try
+        {
+            var file = SaveSource(dir, out var shared, out var cols, out var rows);
+            int colsPerTask = cols.Length / 3, rowsPerTask = rows.Length / 3;
+            float[] Mean(float[] all, int per) => Enumerable.Range(0, per).Select(i => (all[i] + all[per + i] + all[2 * per + i]) / 3).ToArray();
+
+            var average = Target("AVERAGE_SOURCE_TASKS", file);
+            Assert.That(average.Shared, Is.EqualTo(shared));
+            Assert.That(average.Cols, Is.EqualTo(Mean(cols, colsPerTask)).Within(1e-6));
+            Assert.That(average.Rows, Is.EqualTo(Mean(rows, rowsPerTask)).Within(1e-6));
+
+            var exact = Target("EXACT_SOURCE_TASK", file, task: 2);
+            Assert.That(exact.Cols, Is.EqualTo(cols[(2 * colsPerTask)..]));
+            Assert.That(exact.Rows, Is.EqualTo(rows[(2 * rowsPerTask)..]));
+
+            var sharedOnly = Target("ONLY_SOURCE_SHARED", file, tasks: 4);
+            Assert.That(sharedOnly.Shared, Is.EqualTo(shared));
+            Assert.That(sharedOnly.Cols, Has.Length.EqualTo(4 * colsPerTask), "task matrices keep their own shape and random init");
+        }
+        finally { Directory.Delete(dir, true); }
+    }
+
+    [Test]
+    public void BadSourcesAreNamed()
+    {
+        var dir = Directory.CreateTempSubdirectory("peft-mpt-source-").FullName;
+        try
+        {
+            var file = SaveSource(dir, out _, out _, out _);
+            Assert.That(Assert.Throws<InvalidOperationException>(() => Target("AVERAGE_SOURCE_TASKS", null))!.Message, Does.Contain("prompt_tuning_init_state_dict_path"));
+            Assert.That(Assert.Throws<NotSupportedException>(() => Target("AVERAGE_SOURCE_TASKS", Path.Combine(dir, "adapter_model.bin")))!.Message, Does.Contain("safetensors"));
+            Assert.That(Assert.Throws<InvalidOperationException>(() => Target("AVERAGE_SOURCE_TASKS", file, tasks: 2))!.Message, Does.Contain("prefix_task_cols").And.Contain("[2, 3, 2]"));
+            Assert.Throws<ArgumentOutOfRangeException>(() => Target("EXACT_SOURCE_TASK", file, task: 3));
+        }
+        finally { Directory.Delete(dir, true); }
     }
 }

@@ -8,8 +8,10 @@ namespace Peft.Transformers;
 public static class Seq2SeqGeneration
 {
     /// <summary>Generates a target for each input row; rows stop at EOS (included) or MaxNewTokens. The decoder
-    /// starts from the config's decoder_start_token_id.</summary>
-    public static int[][] Generate(T5ForConditionalGeneration model, Tensor inputIds, Tensor? attentionMask = null, GenerationOptions? options = null)
+    /// starts from the config's decoder_start_token_id. <paramref name="prepareDecoderCache"/> runs once on the empty
+    /// decoder self-attention cache (prefix tuning puts its keys/values there).</summary>
+    public static int[][] Generate(T5ForConditionalGeneration model, Tensor inputIds, Tensor? attentionMask = null, GenerationOptions? options = null,
+        Action<KvCache>? prepareDecoderCache = null)
     {
         var o = options ?? new GenerationOptions { EosTokenIds = [model.Config.EosTokenId] };
         int b = inputIds.Size(0);
@@ -21,6 +23,7 @@ public static class Seq2SeqGeneration
         model.Eval();
         using var _ = Autograd.NoGrad();
         using var cache = new KvCache(model.NumLayers);
+        prepareDecoderCache?.Invoke(cache);
         using var cross = new T5CrossCache();
         using var encoded = model.Encode(inputIds, attentionMask).KeepAlive();
         var next = Tensor.Full([b, 1], model.Config.DecoderStartTokenId, DType.I64).KeepAlive();

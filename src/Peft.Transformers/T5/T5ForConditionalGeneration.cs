@@ -96,7 +96,7 @@ public sealed class T5ForConditionalGeneration : PreTrainedModel
     }
 
     /// <summary>Encoder-decoder forward; decoder inputs are <paramref name="labels"/> shifted right (or just the start
-    /// token when no labels are given). Use <see cref="Forward(Tensor, Tensor?, Tensor, Tensor?)"/> to pass them.</summary>
+    /// token when no labels are given). Use <see cref="Forward(Tensor, Tensor?, Tensor, Tensor?, KvCache?)"/> to pass them.</summary>
     public override ModelOutput Forward(Tensor input, Tensor? attentionMask = null, Tensor? labels = null, KvCache? cache = null)
     {
         if (cache != null) throw new NotSupportedException("pass decoder caches through Decode (see Seq2SeqGeneration)");
@@ -104,11 +104,12 @@ public sealed class T5ForConditionalGeneration : PreTrainedModel
         return Forward(input, attentionMask, decoderInputs, labels);
     }
 
-    /// <summary>Encoder-decoder forward with explicit decoder input ids; the loss is cross-entropy on <paramref name="labels"/>.</summary>
-    public ModelOutput Forward(Tensor input, Tensor? attentionMask, Tensor decoderInputIds, Tensor? labels)
+    /// <summary>Encoder-decoder forward with explicit decoder input ids; the loss is cross-entropy on <paramref name="labels"/>.
+    /// <paramref name="decoderCache"/> holds past decoder self-attention keys/values (a prefix-tuning prefix).</summary>
+    public ModelOutput Forward(Tensor input, Tensor? attentionMask, Tensor decoderInputIds, Tensor? labels, KvCache? decoderCache = null)
     {
         using var encoded = Encode(input, attentionMask);
-        var logits = Decode(decoderInputIds, encoded, attentionMask);
+        var logits = Decode(decoderInputIds, encoded, attentionMask, decoderCache);
         return new ModelOutput(logits, labels == null ? null : TaskHeads.TokenClassificationLoss(logits, labels));
     }
 }

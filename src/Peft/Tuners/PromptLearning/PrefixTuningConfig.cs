@@ -33,6 +33,10 @@ public sealed class PrefixTuningConfig : PromptLearningConfig
     /// <inheritdoc/>
     public override PeftConfig Clone() => new PrefixTuningConfig((JsonObject)Json.DeepClone());
 
+    /// <summary>On T5 the prefix goes to the decoder's self-attention (PEFT's EncoderDecoderCache with an empty
+    /// cross-attention cache); the encoder runs unchanged.</summary>
+    internal override bool SupportsEncoderDecoder => true;
+
     internal override void FillFrom(PreTrainedModel model)
     {
         base.FillFrom(model);

@@ -145,6 +145,39 @@ public sealed class MultitaskPromptEmbedding : PromptEncoder
         Embedding.Weight.CopyFrom(rows);
     }
 
+    /// <summary>The source-task inits (PEFT's MultitaskPromptEmbedding): the shared prompt from the source adapter's
+    /// <c>prompt_embeddings</c>, and for AVERAGE_SOURCE_TASKS / EXACT_SOURCE_TASK the task matrices reduced to one task
+    /// (the mean, or source task prompt_tuning_init_task), which must then fit this encoder exactly (PEFT loads them
+    /// strictly, so its target has num_tasks = 1).</summary>
+    internal void InitialiseFromSource(MultitaskPromptTuningConfig config)
+    {
+        var path = config.PromptTuningInitStateDictPath!;
+        if (!path.EndsWith(".safetensors", StringComparison.OrdinalIgnoreCase))
+            throw new NotSupportedException($"prompt_tuning_init_state_dict_path '{path}': only safetensors files are read here (a torch pickle cannot be); point it at the source adapter's adapter_model.safetensors");
+        using var _ = Autograd.NoGrad();
+        using var file = Peft.Core.SafeTensors.SafeTensorsFile.Open(path);
+        Copy(file, path, "prompt_embeddings", Embedding.Weight, t => t.Contiguous());
+        if (config.PromptTuningInit == "ONLY_SOURCE_SHARED") return;
+        int task = config.PromptTuningInitTask;
+        Tensor Reduce(Tensor t) => config.PromptTuningInit == "AVERAGE_SOURCE_TASKS"
+            ? t.Mean(0, keepDim: true)
+            : task >= 0 && task < t.Size(0) ? t.Narrow(0, task, 1).Contiguous()
+            : throw new ArgumentOutOfRangeException(nameof(config), $"prompt_tuning_init_task {task} is not a task of '{path}' (it has {t.Size(0)})");
+        Copy(file, path, "prefix_task_cols", Parameter("prefix_task_cols"), Reduce);
+        Copy(file, path, "prefix_task_rows", Parameter("prefix_task_rows"), Reduce);
+    }
+
+    private static void Copy(Peft.Core.SafeTensors.SafeTensorsFile file, string path, string key, Tensor destination, Func<Tensor, Tensor> reduce)
+    {
+        if (!file.Contains(key)) throw new KeyNotFoundException($"'{path}' has no tensor '{key}' (a multitask prompt tuning adapter has prompt_embeddings, prefix_task_cols and prefix_task_rows)");
+        using var loaded = file.Load(key);
+        using var f32 = loaded.To(destination.DType);
+        using var value = reduce(f32);
+        if (!value.Shape.SequenceEqual(destination.Shape))
+            throw new InvalidOperationException($"'{path}': tensor '{key}' gives {Shapes.Format(value.Shape)} but this adapter needs {Shapes.Format(destination.Shape)}");
+        destination.CopyFrom(value);
+    }
+
     /// <summary>The shared prompt only: PEFT saves the embedding's output as prompt_embeddings, the task matrices apart.</summary>
     public Tensor SharedPrompt()
     {
