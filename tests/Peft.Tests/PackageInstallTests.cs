@@ -89,4 +89,45 @@ public class PackageInstallTests
         }
         finally { Directory.Delete(dir, true); }
     }
+
+    /// <summary>The Peft.Cuda package carries the kernels nvcc built (build/kernels/peft_kernels.fatbin) inside its
+    /// assembly, byte for byte, so an application needs no CUDA toolkit, only the driver.</summary>
+    [Test]
+    public void ThePeftCudaPackageCarriesTheKernelFatbin()
+    {
+        var fatbin = Path.Combine(RepoRoot(), "build", "kernels", "peft_kernels.fatbin");
+        if (!File.Exists(fatbin)) Assert.Ignore($"{fatbin} is missing: nvcc has not built the kernels on this machine (CI builds them before the tests)");
+        var dir = Directory.CreateTempSubdirectory("peft-cuda-package-").FullName;
+        try
+        {
+            var version = "0.1.0-test" + DateTime.UtcNow.ToString("yyyyMMddHHmmssfff");
+            var configuration = TestContext.CurrentContext.TestDirectory.Contains($"{Path.DirectorySeparatorChar}Release{Path.DirectorySeparatorChar}") ? "Release" : "Debug";
+            var (code, output) = Dotnet($"pack src/Peft.Cuda/Peft.Cuda.csproj -c {configuration} --no-build -o \"{dir}\" -p:PackageVersion={version}", RepoRoot());
+            Assert.That(code, Is.EqualTo(0), output);
+            using var zip = System.IO.Compression.ZipFile.OpenRead(Path.Combine(dir, $"Peft.Cuda.{version}.nupkg"));
+            var dll = zip.GetEntry("lib/net10.0/Peft.Cuda.dll") ?? throw new AssertionException("the package has no lib/net10.0/Peft.Cuda.dll");
+            Assert.That(zip.Entries.Select(e => e.FullName), Does.Contain("README.md").And.Contain("lib/net10.0/Peft.Cuda.xml"));
+            using var stream = new MemoryStream();
+            using (var entry = dll.Open()) entry.CopyTo(stream);
+            Assert.That(EmbeddedResource(stream.ToArray(), "peft_kernels.fatbin"), Is.EqualTo(File.ReadAllBytes(fatbin)));
+        }
+        finally { Directory.Delete(dir, true); }
+    }
+
+    /// <summary>The bytes of manifest resource <paramref name="name"/> of an assembly image (read with System.Reflection.Metadata: no load).</summary>
+    private static byte[] EmbeddedResource(byte[] image, string name)
+    {
+        using var pe = new System.Reflection.PortableExecutable.PEReader(new MemoryStream(image));
+        var md = System.Reflection.Metadata.PEReaderExtensions.GetMetadataReader(pe);
+        foreach (var handle in md.ManifestResources)
+        {
+            var resource = md.GetManifestResource(handle);
+            if (md.GetString(resource.Name) != name) continue;
+            var section = pe.GetSectionData(pe.PEHeaders.CorHeader!.ResourcesDirectory.RelativeVirtualAddress);
+            var reader = section.GetReader((int)resource.Offset, section.Length - (int)resource.Offset);
+            int length = reader.ReadInt32();
+            return reader.ReadBytes(length);
+        }
+        throw new AssertionException($"the assembly embeds no resource '{name}'");
+    }
 }

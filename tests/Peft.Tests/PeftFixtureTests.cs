@@ -30,6 +30,7 @@ public class PeftFixtureTests
     [TestCase("peft-prompt-llama")]
     [TestCase("peft-ptuning-gpt2")]
     [TestCase("peft-ptuning-lstm-gpt2")]
+    [TestCase("peft-mpt-gpt2")]
     [TestCase("peft-prefix-llama")]
     [TestCase("peft-prefix-projection-gpt2")]
     [TestCase("peft-adaption-prompt-llama")]
@@ -41,7 +42,8 @@ public class PeftFixtureTests
         using var scope = Tensor.NewScope();
         using var expected = SafeTensorsFile.Open(Path.Combine(dir, "expected.safetensors"));
         using var peft = PeftModel.FromPretrained(AutoModel.FromPretrained(Path.Combine(dir, "base")), Path.Combine(dir, "adapter"));
-        var logits = peft.Forward(expected.Load("input_ids"), expected.Load("attention_mask")).Logits.ToFloatArray();
+        long[]? taskIds = expected.Contains("task_ids") ? expected.Load("task_ids").ToArray<long>() : null; // multitask prompt tuning
+        var logits = peft.Forward(expected.Load("input_ids"), expected.Load("attention_mask"), taskIds: taskIds).Logits.ToFloatArray();
         var want = expected.Load("logits").ToFloatArray();
         var mask = expected.Load("attention_mask").ToArray<long>();
         Assert.That(logits.Length, Is.EqualTo(want.Length), "prompt tuning returns the virtual positions too, as PEFT does");
