@@ -96,6 +96,7 @@ public static class AtomicFile
         var full = System.IO.Path.GetFullPath(path);
         var dir = System.IO.Path.GetDirectoryName(full)!;
         Directory.CreateDirectory(dir);
+        RemoveStaleTemps(dir, System.IO.Path.GetFileName(full));
         var tmp = System.IO.Path.Combine(dir, $".{System.IO.Path.GetFileName(full)}.{Environment.ProcessId}.{Guid.NewGuid():N}.tmp");
         try
         {
@@ -111,6 +112,32 @@ public static class AtomicFile
             try { File.Delete(tmp); } catch (IOException) { /* best effort: the target is intact either way */ }
             throw;
         }
+    }
+
+    /// <summary>
+    /// Deletes temp files of <paramref name="name"/> left by writers that died mid-save (killed, power loss): their
+    /// name carries the writer's process id, and a file whose process no longer exists can belong to no live save.
+    /// Temp files of live processes (another writer right now) are left alone.
+    /// </summary>
+    private static void RemoveStaleTemps(string dir, string name)
+    {
+        foreach (var file in Directory.EnumerateFiles(dir, $".{name}.*.tmp"))
+        {
+            var parts = System.IO.Path.GetFileName(file)[(name.Length + 2)..].Split('.');
+            if (parts.Length != 3 || !int.TryParse(parts[0], out int pid) || pid == Environment.ProcessId || ProcessAlive(pid)) continue;
+            try { File.Delete(file); } catch (IOException) { } catch (UnauthorizedAccessException) { }
+        }
+    }
+
+    private static bool ProcessAlive(int pid)
+    {
+        try
+        {
+            using var p = System.Diagnostics.Process.GetProcessById(pid);
+            return !p.HasExited;
+        }
+        catch (ArgumentException) { return false; }          // no such process
+        catch (InvalidOperationException) { return false; }
     }
 
     /// <summary>Writes UTF-8 text atomically.</summary>
