@@ -36,9 +36,7 @@ public class PeftFixtureTests
     [TestCase("peft-adaption-prompt-llama")]
     public void AnAdapterWrittenByPythonPeftGivesPeftsLogits(string name)
     {
-        var dir = Path.Combine(Fixtures(), name);
-        if (!File.Exists(Path.Combine(dir, "expected.safetensors")))
-            Assert.Ignore($"fixture '{name}' is absent: run `python3 tests/fixtures/make_fixtures.py` where torch, transformers and peft are installed");
+        var dir = FixtureFolder(name);
         using var scope = Tensor.NewScope();
         using var expected = SafeTensorsFile.Open(Path.Combine(dir, "expected.safetensors"));
         using var peft = PeftModel.FromPretrained(AutoModel.FromPretrained(Path.Combine(dir, "base")), Path.Combine(dir, "adapter"));
@@ -61,14 +59,7 @@ public class PeftFixtureTests
         Assert.That(Math.Sqrt(num / den), Is.LessThanOrEqualTo(1e-4));
         var (loadedTrainable, _) = peft.GetNbTrainableParameters();
         Assert.That(loadedTrainable, Is.EqualTo(0), "loaded for inference: frozen");
-        // The fixture's counts come from peft.get_peft_model (a training-mode model: P-tuning's MLP and the prefix
-        // projection exist there, not in a model loaded for inference), so they are compared with a training-mode model.
-        var counts = expected.Load("counts").ToArray<long>();
-        var trainingConfig = PeftConfig.Load(Path.Combine(dir, "adapter"));
-        trainingConfig.InferenceMode = false;
-        using var training = PeftModel.Create(AutoModel.FromPretrained(Path.Combine(dir, "base")), trainingConfig);
-        Assert.That(training.GetNbTrainableParameters(), Is.EqualTo((counts[0], counts[1])),
-            "(trainable, all) as peft's get_nb_trainable_parameters counts them");
+        AssertTrainingModeCounts(dir, expected);
         // Re-saving a Python adapter reproduces its config byte for byte (PEFT's own fields rewritten identically).
         var resaved = Path.Combine(Path.GetTempPath(), "peft-resave-" + Guid.NewGuid().ToString("N"));
         try
@@ -87,9 +78,7 @@ public class PeftFixtureTests
     [TestCase("peft-prefix-t5")]
     public void ASeq2SeqAdapterWrittenByPythonPeftGivesPeftsLogits(string name)
     {
-        var dir = Path.Combine(Fixtures(), name);
-        if (!File.Exists(Path.Combine(dir, "expected.safetensors")))
-            Assert.Ignore($"fixture '{name}' is absent: run `python3 tests/fixtures/make_fixtures.py` where torch, transformers and peft are installed");
+        var dir = FixtureFolder(name);
         using var scope = Tensor.NewScope();
         using var expected = SafeTensorsFile.Open(Path.Combine(dir, "expected.safetensors"));
         using var peft = PeftModel.FromPretrained(AutoModel.FromPretrained(Path.Combine(dir, "base")), Path.Combine(dir, "adapter"));
@@ -105,11 +94,28 @@ public class PeftFixtureTests
         double num = 0, den = 0;
         for (int i = 0; i < want.Length; i++) { num += Math.Pow(logits[i] - want[i], 2); den += (double)want[i] * want[i]; }
         Assert.That(Math.Sqrt(num / den), Is.LessThanOrEqualTo(1e-4));
+        AssertTrainingModeCounts(dir, expected);
+    }
+
+    /// <summary>The fixture folder, or the test ignored with how to make it.</summary>
+    private static string FixtureFolder(string name)
+    {
+        var dir = Path.Combine(Fixtures(), name);
+        if (!File.Exists(Path.Combine(dir, "expected.safetensors")))
+            Assert.Ignore($"fixture '{name}' is absent: run `python3 tests/fixtures/make_fixtures.py` where torch, transformers and peft are installed");
+        return dir;
+    }
+
+    /// <summary>The fixture's counts come from peft.get_peft_model, a training-mode model (P-tuning's MLP or LSTM and the
+    /// prefix projection exist there, not in a model loaded for inference), so they are compared with one.</summary>
+    private static void AssertTrainingModeCounts(string dir, SafeTensorsFile expected)
+    {
         var counts = expected.Load("counts").ToArray<long>();
         var trainingConfig = PeftConfig.Load(Path.Combine(dir, "adapter"));
         trainingConfig.InferenceMode = false;
         using var training = PeftModel.Create(AutoModel.FromPretrained(Path.Combine(dir, "base")), trainingConfig);
-        Assert.That(training.GetNbTrainableParameters(), Is.EqualTo((counts[0], counts[1])));
+        Assert.That(training.GetNbTrainableParameters(), Is.EqualTo((counts[0], counts[1])),
+            "(trainable, all) as peft's get_nb_trainable_parameters counts them");
     }
 
     /// <summary>Writes a base model, an adapter and .NET's logits for check_csharp_adapter.py to verify in Python.</summary>
