@@ -45,7 +45,7 @@ internal static class CudaKernelBench
         using var a = CudaTensors.Empty([(int)(bytes / 4)], DType.F32, gpu);
         using var b = CudaTensors.Empty([(int)(bytes / 4)], DType.F32, gpu);
         CudaTensors.FillBytes(a, 0x3C);
-        double ms = CudaTimer.MedianMilliseconds(gpu, () => CudaTimer.CopyBytes(b, a, bytes));
+        double ms = CudaTimer.MedianMilliseconds(gpu, () => CudaTensors.CopyBytes(b, a, bytes));
         return 2.0 * bytes / (ms * 1e-3) / 1e12;
     }
 

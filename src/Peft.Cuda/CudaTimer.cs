@@ -1,4 +1,3 @@
-using Peft.Core;
 using Peft.Cuda.Interop;
 
 namespace Peft.Cuda;
@@ -39,13 +38,5 @@ public static class CudaTimer
             CudaDriver.cuEventDestroy_v2(start);
             CudaDriver.cuEventDestroy_v2(end);
         }
-    }
-
-    /// <summary>Queues a device-to-device copy of <paramref name="bytes"/> bytes between two CUDA tensors' memory (the bandwidth ceiling's probe).</summary>
-    public static void CopyBytes(Tensor destination, Tensor source, long bytes)
-    {
-        var device = CudaTensors.DeviceOf(source);
-        device.MakeCurrent();
-        CudaDriver.Check(CudaDriver.cuMemcpyDtoDAsync_v2(CudaTensors.Address(destination), CudaTensors.Address(source), (nuint)bytes, device.Stream), "cuMemcpyDtoDAsync_v2");
     }
 }

@@ -100,7 +100,7 @@ public sealed partial class PeftModel
         int layers = config.NumLayers!.Value;
         if (decoderLayers > layers)
             throw new NotSupportedException($"prefix tuning on an encoder-decoder gives {layers} decoder layers a prefix (PEFT's num_layers), but the model has {decoderLayers}");
-        return Enumerable.Range(0, decoderLayers).Select(i => (prefix.Select(0, 2 * (2 * i % layers)), prefix.Select(0, 2 * (2 * i % layers) + 1))).ToList();
+        return PrefixViews(prefix, Enumerable.Range(0, decoderLayers).Select(i => 2 * i % layers));
     }
 
     /// <summary>The first <paramref name="n"/> virtual-token embeddings of the active prompt encoder, then the word
@@ -145,7 +145,11 @@ public sealed partial class PeftModel
     /// <summary>Layer l's keys are row 2l of the prefix, its values row 2l + 1 (views: the caller disposes them once
     /// the cache that reads them is done).</summary>
     private static List<(Tensor K, Tensor V)> PrefixViews(Tensor prefix, PromptLearningConfig config) =>
-        Enumerable.Range(0, config.NumLayers!.Value).Select(l => (prefix.Select(0, 2 * l), prefix.Select(0, 2 * l + 1))).ToList();
+        PrefixViews(prefix, Enumerable.Range(0, config.NumLayers!.Value));
+
+    /// <summary>One (keys, values) view pair per cache layer, cache layer i reading prefix layer <paramref name="sourceLayers"/>[i].</summary>
+    private static List<(Tensor K, Tensor V)> PrefixViews(Tensor prefix, IEnumerable<int> sourceLayers) =>
+        sourceLayers.Select(l => (prefix.Select(0, 2 * l), prefix.Select(0, 2 * l + 1))).ToList();
 
     private static void SetPrefix(KvCache cache, List<(Tensor K, Tensor V)> views)
     {

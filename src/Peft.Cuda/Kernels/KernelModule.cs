@@ -1,5 +1,4 @@
 using System.Collections.Concurrent;
-using System.Runtime.InteropServices;
 using Peft.Cuda.Interop;
 
 namespace Peft.Cuda.Kernels;

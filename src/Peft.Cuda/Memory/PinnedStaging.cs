@@ -52,19 +52,18 @@ internal sealed unsafe class PinnedStaging
         lock (_lock)
         {
             _device.MakeCurrent();
-            long previous = -1, previousBytes = 0;
+            int previousBuffer = -1;                                // the chunk still to copy out, and where from
+            long previous = 0, previousBytes = 0;
             for (long done = 0, chunk = 0; done < bytes; done += ChunkBytes, chunk++)
             {
                 int b = (int)(chunk & 1);
                 long n = Math.Min(ChunkBytes, bytes - done);
                 CudaDriver.Check(CudaDriver.cuMemcpyDtoHAsync_v2(_buffers[b], source + (ulong)done, (nuint)n, _device.Stream), "cuMemcpyDtoHAsync_v2");
                 CudaDriver.Check(CudaDriver.cuEventRecord(_done[b], _device.Stream), "cuEventRecord");
-                if (previous >= 0) Drain((int)((chunk - 1) & 1), destination + previous, previousBytes); // overlaps this chunk's DMA
-                previous = done;
-                previousBytes = n;
+                if (previousBuffer >= 0) Drain(previousBuffer, destination + previous, previousBytes); // overlaps this chunk's DMA
+                (previousBuffer, previous, previousBytes) = (b, done, n);
             }
-            long last = (bytes + ChunkBytes - 1) / ChunkBytes - 1;
-            if (previous >= 0) Drain((int)(last & 1), destination + previous, previousBytes);
+            if (previousBuffer >= 0) Drain(previousBuffer, destination + previous, previousBytes);
         }
     }
 

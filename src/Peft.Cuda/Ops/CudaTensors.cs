@@ -25,6 +25,14 @@ public static class CudaTensors
         CudaDriver.Check(CudaDriver.cuMemsetD8Async(Address(tensor), value, (nuint)(tensor.NumEl * tensor.DType.SizeOf()), device.Stream), "cuMemsetD8Async");
     }
 
+    /// <summary>Queues a device-to-device copy of <paramref name="bytes"/> bytes between two CUDA tensors' memory (the benchmarks' bandwidth probe).</summary>
+    public static void CopyBytes(Tensor destination, Tensor source, long bytes)
+    {
+        var device = CudaTensors.DeviceOf(source);
+        device.MakeCurrent();
+        CudaDriver.Check(CudaDriver.cuMemcpyDtoDAsync_v2(CudaTensors.Address(destination), CudaTensors.Address(source), (nuint)bytes, device.Stream), "cuMemcpyDtoDAsync_v2");
+    }
+
     /// <summary>A zero-filled tensor on <paramref name="device"/>.</summary>
     public static Tensor Zeros(ReadOnlySpan<int> shape, DType dtype, CudaDevice device)
     {
