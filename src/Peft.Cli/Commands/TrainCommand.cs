@@ -32,6 +32,8 @@ internal static class TrainCommand
         var batchSize = new Option<int>("--batch-size") { DefaultValueFactory = _ => 8 };
         var maxLength = new Option<int>("--max-length") { Description = "tokens per example (longer ones are truncated)", DefaultValueFactory = _ => 256 };
         var quantize = new Option<string>("--quantize") { Description = "none, int8 or nf4 (frozen base weights; LoRA trains on top)", DefaultValueFactory = _ => "none" };
+        var doubleQuant = new Option<bool>("--double-quant") { Description = "with --quantize nf4: quantize the block absmax values too (bnb_4bit_use_double_quant)" };
+        var int8Threshold = new Option<double>("--int8-threshold") { Description = "with --quantize int8: activation outlier threshold (llm_int8_threshold; 0: all columns in int8)", DefaultValueFactory = _ => 6.0 };
         var device = new Option<string>("--device") { Description = "cpu (cuda arrives with the CUDA backend)", DefaultValueFactory = _ => "cpu" };
         var dtype = new Option<string>("--dtype") { Description = "f32", DefaultValueFactory = _ => "f32" };
         var seed = new Option<ulong>("--seed") { DefaultValueFactory = _ => 42 };
@@ -41,7 +43,7 @@ internal static class TrainCommand
         var maxGradNorm = new Option<double>("--max-grad-norm") { Description = "global gradient-norm clip (0: none)", DefaultValueFactory = _ => 1.0 };
         var evalFraction = new Option<double>("--eval-fraction") { Description = "share of --data held out when --eval-data is absent", DefaultValueFactory = _ => 0.1 };
         var cmd = new Command("train", "Fine-tune a Hugging Face model folder with a PEFT method (without --model: a complete built-in demonstration)");
-        foreach (var opt in new Option[] { model, data, evalData, method, virtualTokens, task, r, alpha, targets, output, epochs, lr, batchSize, maxLength, quantize, device, dtype, seed, evalFraction, schedule, warmup, gradAccum, maxGradNorm })
+        foreach (var opt in new Option[] { model, data, evalData, method, virtualTokens, task, r, alpha, targets, output, epochs, lr, batchSize, maxLength, quantize, doubleQuant, int8Threshold, device, dtype, seed, evalFraction, schedule, warmup, gradAccum, maxGradNorm })
             cmd.Options.Add(opt);
         cmd.SetAction(result => ModelLoading.ReportingBadInput(stderr, () =>
         {
@@ -83,7 +85,9 @@ internal static class TrainCommand
                 result.GetValue(schedule)!,
                 result.GetValue(warmup) >= 0 ? result.GetValue(warmup) : throw new ArgumentException("--warmup-steps must not be negative"),
                 Positive(result.GetValue(gradAccum), "--grad-accum"),
-                result.GetValue(maxGradNorm) is > 0 and var clip ? clip : null);
+                result.GetValue(maxGradNorm) is > 0 and var clip ? clip : null,
+                result.GetValue(doubleQuant),
+                result.GetValue(int8Threshold) is >= 0 and var threshold ? threshold : throw new ArgumentException("--int8-threshold must not be negative"));
             IProgressView view = ReferenceEquals(stdout, Console.Out) && !Console.IsOutputRedirected ? new SpectreProgress() : new PlainProgress(stdout);
             return TrainRunner.Run(options, view, stdout);
         }));

@@ -4,4 +4,5 @@ namespace Peft.Cli.Training;
 internal sealed record TrainOptions(
     string Model, string Data, string? EvalData, string Method, string? Task, int R, double Alpha, string[]? TargetModules,
     int Epochs, double LearningRate, int BatchSize, int MaxLength, string Quantize, string Output, ulong Seed, double EvalFraction, int VirtualTokens = 20,
-    string Schedule = "linear", int WarmupSteps = 0, int GradientAccumulation = 1, double? MaxGradNorm = 1.0);
+    string Schedule = "linear", int WarmupSteps = 0, int GradientAccumulation = 1, double? MaxGradNorm = 1.0,
+    bool DoubleQuant = false, double Int8Threshold = 6.0);

@@ -34,7 +34,11 @@ internal static class TrainRunner
         Generator.Default.ManualSeed(o.Seed);
         var model = LoadModel(o.Model, hf, task, labels);
         if (o.Quantize != "none")
-            stdout.WriteLine($"quantized {Quantize.Linears(model, o.Quantize).Count} linear layers to {o.Quantize} (frozen base)");
+        {
+            var q = new QuantizationConfig { Method = o.Quantize, DoubleQuant = o.DoubleQuant, Int8Threshold = o.Int8Threshold };
+            string how = o.Quantize == "nf4" ? (o.DoubleQuant ? ", double-quantized absmax" : "") : string.Create(inv, $", outlier threshold {o.Int8Threshold}");
+            stdout.WriteLine($"quantized {Quantize.Linears(model, q).Count} linear layers to {o.Quantize}{how} (frozen base)");
+        }
         int stepsPerEpoch = (train.Count + o.BatchSize - 1) / o.BatchSize;
         int optimizerSteps = o.Epochs * ((stepsPerEpoch + o.GradientAccumulation - 1) / o.GradientAccumulation);
         var config = MethodConfigs.Create(o.Method, task, o.R, o.Alpha, o.TargetModules, optimizerSteps, o.VirtualTokens, model.NumLayers);

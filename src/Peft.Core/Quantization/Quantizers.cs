@@ -38,7 +38,7 @@ public static class Int8RowWise
 /// <summary>
 /// QLoRA's NF4: blocks of 64 values, each scaled by its absmax and mapped to the nearest of 16 normal-distribution
 /// quantiles; two codes per byte, the first element of a pair in the high nibble (bitsandbytes' packing). The CPU
-/// reference of the dequant_nf4_* kernels. Double quantization of the absmax values is not implemented yet.
+/// reference of the dequant_nf4_* kernels. Double quantization of the absmax values: <see cref="DoubleQuantizedAbsmax"/>.
 /// </summary>
 public static class Nf4
 {

@@ -39,8 +39,8 @@ public abstract class QuantizedLinear : Module, IUnaryModule
         return weight.ToFloatArray();
     }
 
-    /// <inheritdoc/>
-    public Tensor Forward(Tensor input)
+    /// <summary>x·Wᵀ + b with the weight dequantized for this call.</summary>
+    public virtual Tensor Forward(Tensor input)
     {
         using var w = DequantizedWeight();
         return input.Linear(w, Bias);
@@ -54,19 +54,29 @@ public abstract class QuantizedLinear : Module, IUnaryModule
 }
 
 /// <summary>
-/// LLM.int8-style weights: int8 <c>weight</c> [out, in] and float <c>SCB</c> [out] buffers (row-wise absmax); W = q·SCB/127.
-/// The weight is frozen; a bias stays a float parameter. Memory per weight: 1 byte + 4/in bytes.
+/// LLM.int8 weights: int8 <c>weight</c> [out, in] and float <c>SCB</c> [out] buffers (row-wise absmax); W = q·SCB/127.
+/// With a <see cref="Threshold"/> the forward is bitsandbytes' <c>Linear8bitLt</c>: activations are quantized row-wise
+/// to int8 too, except the feature columns holding an |x| ≥ threshold, which go through a float matmul with the
+/// dequantized weight columns (the mixed-precision decomposition); without one (null) the weight is dequantized and
+/// the matmul runs in float. The backward is dY·W (dequantized) either way, as bitsandbytes'; the weight is frozen and a
+/// bias stays a float parameter. Memory per weight: 1 byte + 4/in bytes.
 /// </summary>
 public sealed class Int8Linear : QuantizedLinear
 {
-    /// <summary>Quantizes <paramref name="source"/> (its weight must be F32).</summary>
-    public Int8Linear(Linear source) : base(source)
+    /// <summary>Quantizes <paramref name="source"/> (its weight must be F32); <paramref name="threshold"/> is
+    /// <c>llm_int8_threshold</c> (transformers' default 6.0; 0: every activation column in int8; null: weight-only).</summary>
+    public Int8Linear(Linear source, double? threshold = 6.0) : base(source)
     {
+        if (threshold is < 0 or double.NaN) throw new ArgumentOutOfRangeException(nameof(threshold), threshold, "llm_int8_threshold must be ≥ 0 (or null for weight-only int8)");
+        Threshold = threshold;
         var (q, scb) = Int8RowWise.Quantize(source.Weight.ToFloatArray(), OutFeatures, InFeatures);
         RegisterBuffer("weight", Tensor.FromArray(q, [OutFeatures, InFeatures]));
         RegisterBuffer("SCB", Tensor.FromArray(scb));
         RegisterFrozenBias(source);
     }
+
+    /// <summary>The outlier threshold of the int8 activation path, or null for weight-only int8.</summary>
+    public double? Threshold { get; }
 
     /// <inheritdoc/>
     public override void Requantize(Tensor weight)
@@ -79,54 +89,139 @@ public sealed class Int8Linear : QuantizedLinear
     /// <inheritdoc/>
     public override Tensor DequantizedWeight() =>
         Tensor.FromArray(Int8RowWise.Dequantize(Buffer("weight").ToArray<sbyte>(), Buffer("SCB").ToArray<float>(), OutFeatures, InFeatures), [OutFeatures, InFeatures]);
+
+    /// <inheritdoc/>
+    public override Tensor Forward(Tensor input)
+    {
+        if (Threshold is not { } threshold) return base.Forward(input);
+        if (input.Size(-1) != InFeatures)
+            throw new ShapeMismatchException($"Int8Linear: input features {input.Size(-1)} do not match the layer's {InFeatures}");
+        int k = InFeatures, n = OutFeatures;
+        var outShape = input.Shape.ToArray();
+        outShape[^1] = n;
+        Tensor output;
+        using (Autograd.NoGrad())
+        using (var scope = Tensor.NewScope())
+        {
+            var x = input.ToFloatArray();
+            int m = x.Length / k;
+            var (codes, rowStats, outliers) = LlmInt8.QuantizeActivations(x, m, k, threshold);
+            var qx = Tensor.FromArray(codes, [m, k]);
+            var qw = Buffer("weight").To(DType.F32);
+            // The int8 product: every term is an exact integer; bitsandbytes' reference backend also sums in f32.
+            var acc = qx.MatMul(qw.Transpose(0, 1)).ToFloatArray();
+            var scb = Buffer("SCB").ToArray<float>();
+            for (int r = 0; r < m; r++)
+                for (int j = 0; j < n; j++) acc[r * n + j] *= rowStats[r] * scb[j] * LlmInt8.ProductScale;
+            var y = Tensor.FromArray(acc, [m, n]);
+            if (outliers.Length > 0)
+            {
+                using var cols = Tensor.FromArray(outliers.Select(c => (long)c).ToArray());
+                var xo = Tensor.FromArray(x, [m, k]).IndexSelect(1, cols);
+                var wo = DequantizedWeight().IndexSelect(1, cols);
+                y = y.Add(xo.MatMul(wo.Transpose(0, 1)));
+            }
+            if (Bias is { } b) y = y.Add(b);
+            output = y.Reshape(outShape).Contiguous().MoveToOuterScope();
+        }
+        return Autograd.Record(output, "llm_int8_linear", [input], (g, needs) =>
+        {
+            using var w = DequantizedWeight();
+            return [needs[0] ? g.MatMul(w) : null];
+        });
+    }
 }
 
 /// <summary>
-/// QLoRA's NF4 weights: packed 4-bit codes (<c>weight</c>, U8, two per byte) and float <c>absmax</c> per 64 values.
-/// The weight is frozen; a bias stays a float parameter. Memory per weight: 0.5 byte + 4/64 bytes.
+/// QLoRA's NF4 weights: packed 4-bit codes (<c>weight</c>, U8, two per byte) and one absmax per 64 values — float
+/// (<c>absmax</c>), or with double quantization (bitsandbytes' <c>compress_statistics</c>, transformers'
+/// <c>bnb_4bit_use_double_quant</c>) 8-bit codes (<c>absmax</c>, U8) over blocks of 256 with a float
+/// <c>nested_absmax</c> per block and their mean in <c>nested_offset</c>. The weight is frozen; a bias stays a float
+/// parameter. Memory per weight: 0.5 + 4/64 bytes (4.5 bits), or 0.5 + 1/64 + 4/(64·256) bytes (≈ 4.13 bits) doubly
+/// quantized.
 /// </summary>
 public sealed class Nf4Linear : QuantizedLinear
 {
     /// <summary>Quantizes <paramref name="source"/> (its weight must be F32).</summary>
-    public Nf4Linear(Linear source) : base(source)
+    public Nf4Linear(Linear source, bool doubleQuant = false) : base(source)
     {
+        DoubleQuant = doubleQuant;
         var (packed, absmax) = Nf4.Quantize(source.Weight.ToFloatArray());
         RegisterBuffer("weight", Tensor.FromArray(packed));
-        RegisterBuffer("absmax", Tensor.FromArray(absmax));
+        if (!doubleQuant) RegisterBuffer("absmax", Tensor.FromArray(absmax));
+        else
+        {
+            var dq = DoubleQuantizedAbsmax.From(absmax);
+            RegisterBuffer("absmax", Tensor.FromArray(dq.Codes));
+            RegisterBuffer("nested_absmax", Tensor.FromArray(dq.NestedAbsmax));
+            RegisterBuffer("nested_offset", Tensor.FromArray(new[] { dq.Offset }));
+        }
         RegisterFrozenBias(source);
     }
+
+    /// <summary>Whether the block absmax values are themselves 8-bit quantized.</summary>
+    public bool DoubleQuant { get; }
 
     /// <inheritdoc/>
     public override void Requantize(Tensor weight)
     {
         var (packed, absmax) = Nf4.Quantize(CheckedValues(weight));
         using (var pt = Tensor.FromArray(packed)) Buffer("weight").CopyFrom(pt);
-        using (var at = Tensor.FromArray(absmax)) Buffer("absmax").CopyFrom(at);
+        if (!DoubleQuant)
+        {
+            using var at = Tensor.FromArray(absmax);
+            Buffer("absmax").CopyFrom(at);
+            return;
+        }
+        var dq = DoubleQuantizedAbsmax.From(absmax);
+        using (var ct = Tensor.FromArray(dq.Codes)) Buffer("absmax").CopyFrom(ct);
+        using (var nt = Tensor.FromArray(dq.NestedAbsmax)) Buffer("nested_absmax").CopyFrom(nt);
+        using (var ot = Tensor.FromArray(new[] { dq.Offset })) Buffer("nested_offset").CopyFrom(ot);
     }
+
+    /// <summary>The per-64 absmax values the dequantization uses (decoded from their 8-bit codes when doubly quantized).</summary>
+    public float[] BlockAbsmax() => !DoubleQuant ? Buffer("absmax").ToArray<float>()
+        : new DoubleQuantizedAbsmax(Buffer("absmax").ToArray<byte>(), Buffer("nested_absmax").ToArray<float>(), Buffer("nested_offset").ToArray<float>()[0]).Dequantize();
 
     /// <inheritdoc/>
     public override Tensor DequantizedWeight() =>
-        Tensor.FromArray(Nf4.Dequantize(Buffer("weight").ToArray<byte>(), Buffer("absmax").ToArray<float>(), OutFeatures * InFeatures), [OutFeatures, InFeatures]);
+        Tensor.FromArray(Nf4.Dequantize(Buffer("weight").ToArray<byte>(), BlockAbsmax(), OutFeatures * InFeatures), [OutFeatures, InFeatures]);
+}
+
+/// <summary>How <see cref="Quantize.Linears(Module, QuantizationConfig, Func{string, bool}?)"/> stores frozen
+/// weights (the part of transformers' BitsAndBytesConfig that applies here).</summary>
+public sealed record QuantizationConfig
+{
+    /// <summary>"int8" (LLM.int8, <c>load_in_8bit</c>) or "nf4" (QLoRA, <c>load_in_4bit</c> with nf4).</summary>
+    public string Method { get; init; } = "nf4";
+
+    /// <summary><c>llm_int8_threshold</c>: activation columns holding an |x| at or above it stay in float (6.0 as
+    /// transformers); 0 sends every column through int8; null dequantizes the weight instead (weight-only int8).</summary>
+    public double? Int8Threshold { get; init; } = 6.0;
+
+    /// <summary><c>bnb_4bit_use_double_quant</c>: quantize NF4's block absmax values too (off, as transformers).</summary>
+    public bool DoubleQuant { get; init; }
 }
 
 /// <summary>Replaces Linear layers of a model by quantized ones (the frozen base of QLoRA-style training).</summary>
 public static class Quantize
 {
+    /// <summary>Quantizes with transformers' defaults for <paramref name="method"/> ("int8": threshold 6.0; "nf4": no
+    /// double quantization); see <see cref="Linears(Module, QuantizationConfig, Func{string, bool}?)"/>.</summary>
+    public static List<string> Linears(Module model, string method, Func<string, bool>? include = null) =>
+        Linears(model, new QuantizationConfig { Method = method }, include);
+
     /// <summary>Quantizes every Linear whose dotted path satisfies <paramref name="include"/> (default: all but heads
-    /// named lm_head/score/classifier) to int8 or NF4; returns the paths replaced.</summary>
-    public static List<string> Linears(Module model, string method, Func<string, bool>? include = null)
+    /// named lm_head/score/classifier) as <paramref name="config"/> says; returns the paths replaced.</summary>
+    public static List<string> Linears(Module model, QuantizationConfig config, Func<string, bool>? include = null)
     {
+        if (config.Method is not ("int8" or "nf4")) throw new ArgumentException($"quantization method must be 'int8' or 'nf4', got '{config.Method}'");
         include ??= path => !(path.EndsWith("lm_head", StringComparison.Ordinal) || path.EndsWith("score", StringComparison.Ordinal) || path.EndsWith("classifier", StringComparison.Ordinal));
         var targets = model.NamedModules().Where(m => m.Module is Linear && m.Name.Length > 0 && include(m.Name)).Select(m => m.Name).ToList();
         foreach (var path in targets)
         {
             var linear = (Linear)model.GetSubmodule(path);
-            Module q = method switch
-            {
-                "int8" => new Int8Linear(linear),
-                "nf4" => new Nf4Linear(linear),
-                _ => throw new ArgumentException($"quantization method must be 'int8' or 'nf4', got '{method}'"),
-            };
+            Module q = config.Method == "int8" ? new Int8Linear(linear, config.Int8Threshold) : new Nf4Linear(linear, config.DoubleQuant);
             model.SetSubmodule(path, q);
             linear.Dispose();
         }
