@@ -19,7 +19,7 @@ internal static unsafe class GemmThreads
             var c = Tensor.Zeros([size, size]);
             foreach (int threads in new[] { 1, Environment.ProcessorCount })
             {
-                void Once() => Peft.Core.Cpu.Gemm.Sgemm(size, size, size, 1, new(a.Ptr<float>(), size, false, false), new(b.Ptr<float>(), size, false, false), 0, c.Ptr<float>(), size, threads);
+                void Once() => Peft.Core.Cpu.Gemm.Sgemm(size, size, size, 1, new(a.Ptr<float>(), size, false, Peft.Core.Cpu.Gemm.Element.F32), new(b.Ptr<float>(), size, false, Peft.Core.Cpu.Gemm.Element.F32), 0, c.Ptr<float>(), size, threads);
                 Once();
                 var times = new List<double>();
                 for (int r = 0; r < 7; r++) { var sw = Stopwatch.StartNew(); Once(); times.Add(sw.Elapsed.TotalMilliseconds); }

@@ -196,15 +196,27 @@ public abstract class Module : IDisposable
 
     /// <summary>Converts every floating-point parameter and buffer to <paramref name="dtype"/> in place (tied tensors
     /// stay tied; RequiresGrad is kept). Returns this module.</summary>
-    public Module ToDType(DType dtype)
+    public Module ToDType(DType dtype) => ToDType(dtype, (_, _, _) => true);
+
+    /// <summary>Converts the floating-point parameters and buffers that <paramref name="which"/> selects (given the
+    /// owning module, the member name and the tensor) to <paramref name="dtype"/> in place; a tensor shared by several
+    /// modules is converted once, for all of them, when any selects it. Returns this module.</summary>
+    public Module ToDType(DType dtype, Func<Module, string, Tensor, bool> which)
     {
         if (!dtype.IsFloatingPoint()) throw new ArgumentException($"ToDType needs a floating-point dtype, got {dtype}");
         var converted = new Dictionary<Tensor, Tensor>(ReferenceEqualityComparer.Instance);
+        var selected = new HashSet<Tensor>(ReferenceEqualityComparer.Instance);
+        foreach (var (_, m) in NamedModules())
+        {
+            foreach (var n in m._paramOrder) if (which(m, n, m._params[n])) selected.Add(m._params[n]);
+            foreach (var n in m._bufferOrder) if (which(m, n, m._buffers[n].Tensor)) selected.Add(m._buffers[n].Tensor);
+        }
         using var _ = Autograd.NoGrad();
         foreach (var (_, m) in NamedModules())
         {
-            foreach (var n in m._paramOrder.ToList()) m._params[n] = Convert(m._params[n]);
-            foreach (var n in m._bufferOrder.ToList()) m._buffers[n] = (Convert(m._buffers[n].Tensor), m._buffers[n].Persistent);
+            foreach (var n in m._paramOrder.ToList()) if (selected.Contains(m._params[n])) m._params[n] = Convert(m._params[n]);
+            foreach (var n in m._bufferOrder.ToList())
+                if (selected.Contains(m._buffers[n].Tensor)) m._buffers[n] = (Convert(m._buffers[n].Tensor), m._buffers[n].Persistent);
         }
         foreach (var old in converted.Keys) if (!ReferenceEquals(old, converted[old])) old.Dispose();
         return this;

@@ -74,7 +74,7 @@ public class GemmTests
         {
             var c = new float[300 * 150];
             fixed (float* pc = c)
-                Cpu.Gemm.Sgemm(300, 150, 200, 1, new Cpu.Gemm.Operand(a.Ptr<float>(), 200, false, false), new Cpu.Gemm.Operand(b.Ptr<float>(), 150, false, false), 0, pc, 150, threads);
+                Cpu.Gemm.Sgemm(300, 150, 200, 1, new Cpu.Gemm.Operand(a.Ptr<float>(), 200, false, Cpu.Gemm.Element.F32), new Cpu.Gemm.Operand(b.Ptr<float>(), 150, false, Cpu.Gemm.Element.F32), 0, pc, 150, threads);
             return c;
         }
     }

@@ -97,6 +97,26 @@ public class QuantizedLinearTests
     }
 
     [Test]
+    public void AConv1DQuantizesAsTheLinearWithItsTransposedWeight()
+    {
+        using var conv = new Conv1D(12, 40, generator: new Generator(17));   // weight [in, out]
+        using var linear = new Linear(40, 12);
+        using (Autograd.NoGrad())
+        {
+            using var wt = conv.Weight.Transpose(0, 1);
+            linear.Weight.CopyFrom(wt);
+            using var b = Tensor.Randn([12], new Generator(18));
+            linear.Bias!.CopyFrom(b);
+            conv.Bias.CopyFrom(b);
+        }
+        using var x = Tensor.Randn([3, 40], new Generator(19));
+        using var fromConv = new Nf4Linear(conv, doubleQuant: true);
+        using var fromLinear = new Nf4Linear(linear, doubleQuant: true);
+        Assert.That(Forward(fromConv, x), Is.EqualTo(Forward(fromLinear, x)));
+        Assert.That(RelErr(Forward(fromConv, x), Forward(conv, x)), Is.LessThan(0.15));
+    }
+
+    [Test]
     public void NegativeOrNaNThresholdsAreRefused()
     {
         using var linear = new Linear(4, 4);

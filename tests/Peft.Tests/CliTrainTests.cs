@@ -85,6 +85,22 @@ public class CliTrainTests
         Assert.That(Run("train", "--model", Bert, "--data", Path.Combine(_dir, "cls.jsonl"), "--grad-accum", "0").Code, Is.EqualTo(2));
     }
 
+    [TestCase("--dtype", "bf16", "mixed precision bf16: frozen weight matrices stored in bf16")]
+    [TestCase("--dtype", "f16", "dynamic loss scaling")]
+    [TestCase("--quantize", "nf4", "to nf4, double-quantized absmax")]
+    [TestCase("--quantize", "int8", "to int8, outlier threshold 6")]
+    public void MixedPrecisionAndQuantizedBasesTrainFromTheCommandLine(string option, string value, string expected)
+    {
+        var output = Path.Combine(_dir, "out-" + value);
+        string[] extra = value == "nf4" ? ["--double-quant"] : [];
+        var (code, stdout, stderr) = Run(["train", "--model", Gpt2, "--data", Path.Combine(_dir, "lm.jsonl"), "--epochs", "1", option, value, .. extra, "--output", output]);
+        Assert.That(code, Is.EqualTo(0), stderr);
+        Assert.That(stdout, Does.Contain(expected).And.Contain("after training: loss"));
+        if (option == "--quantize") Assert.That(stdout, Does.Contain("quantized 8 linear layers"), "GPT-2's Conv1D layers: c_attn, attn.c_proj, c_fc, mlp.c_proj in each of 2 blocks");
+        Assert.That(File.Exists(Path.Combine(output, "adapter_model.safetensors")));
+        Assert.That(Run("train", "--model", Gpt2, "--data", Path.Combine(_dir, "lm.jsonl"), "--dtype", "f8").Err, Does.Contain("--dtype must be f32, bf16 or f16"));
+    }
+
     [Test]
     public void CausalLmPromptCompletionAndTokenClassificationRun()
     {

@@ -35,7 +35,7 @@ internal static class TrainCommand
         var doubleQuant = new Option<bool>("--double-quant") { Description = "with --quantize nf4: quantize the block absmax values too (bnb_4bit_use_double_quant)" };
         var int8Threshold = new Option<double>("--int8-threshold") { Description = "with --quantize int8: activation outlier threshold (llm_int8_threshold; 0: all columns in int8)", DefaultValueFactory = _ => 6.0 };
         var device = new Option<string>("--device") { Description = "cpu (cuda arrives with the CUDA backend)", DefaultValueFactory = _ => "cpu" };
-        var dtype = new Option<string>("--dtype") { Description = "f32", DefaultValueFactory = _ => "f32" };
+        var dtype = new Option<string>("--dtype") { Description = "f32, or bf16 / f16 mixed precision (frozen weights stored and matmuls computed in it, adapters f32; f16 with loss scaling)", DefaultValueFactory = _ => "f32" };
         var seed = new Option<ulong>("--seed") { DefaultValueFactory = _ => 42 };
         var schedule = new Option<string>("--schedule") { Description = "constant, constant_with_warmup, linear, cosine (transformers' schedules)", DefaultValueFactory = _ => "linear" };
         var warmup = new Option<int>("--warmup-steps") { DefaultValueFactory = _ => 0 };
@@ -57,11 +57,6 @@ internal static class TrainCommand
             if (result.GetValue(device) is not "cpu")
             {
                 stderr.WriteLine($"--device {result.GetValue(device)}: not yet — the CUDA backend is not in this build; train on --device cpu");
-                return NotYet;
-            }
-            if (result.GetValue(dtype) is not "f32")
-            {
-                stderr.WriteLine($"--dtype {result.GetValue(dtype)}: not yet — CPU training runs in f32 (bf16 training comes with mixed precision)");
                 return NotYet;
             }
             var options = new TrainOptions(
@@ -87,7 +82,8 @@ internal static class TrainCommand
                 Positive(result.GetValue(gradAccum), "--grad-accum"),
                 result.GetValue(maxGradNorm) is > 0 and var clip ? clip : null,
                 result.GetValue(doubleQuant),
-                result.GetValue(int8Threshold) is >= 0 and var threshold ? threshold : throw new ArgumentException("--int8-threshold must not be negative"));
+                result.GetValue(int8Threshold) is >= 0 and var threshold ? threshold : throw new ArgumentException("--int8-threshold must not be negative"),
+                result.GetValue(dtype) is "f32" or "bf16" or "f16" ? result.GetValue(dtype)! : throw new ArgumentException($"--dtype must be f32, bf16 or f16, got '{result.GetValue(dtype)}'"));
             IProgressView view = ReferenceEquals(stdout, Console.Out) && !Console.IsOutputRedirected ? new SpectreProgress() : new PlainProgress(stdout);
             return TrainRunner.Run(options, view, stdout);
         }));

@@ -44,7 +44,12 @@ internal static class TrainRunner
         var config = MethodConfigs.Create(o.Method, task, o.R, o.Alpha, o.TargetModules, optimizerSteps, o.VirtualTokens, model.NumLayers);
         using var peft = PeftModel.Create(model, config);
         stdout.WriteLine(peft.TrainableParametersLine());
-        var before = Evaluate(peft, batcher, eval, o.BatchSize);
+        if (o.LowPrecision is { } low)
+        {
+            long saved = MixedPrecision.StoreFrozenWeights(peft, low);
+            stdout.WriteLine(string.Create(inv, $"mixed precision {o.Precision}: frozen weight matrices stored in {o.Precision} ({saved / 1048576.0:F1} MiB saved), matmuls in {o.Precision}, adapters and optimizer in f32{(low == DType.F16 ? ", dynamic loss scaling" : "")}"));
+        }
+        var before = Evaluate(peft, batcher, eval, o.BatchSize, o.LowPrecision);
         stdout.WriteLine($"before training: {before.Describe(inv)}");
 
         using var optimizer = new AdamW(peft.Parameters().Where(p => p.RequiresGrad), lr: o.LearningRate, weightDecay: 0.0);
@@ -55,13 +60,13 @@ internal static class TrainRunner
         {
             var batch = batcher.Make(chunk);
             return peft.Forward(batch.InputIds, batch.AttentionMask, batch.Labels).Loss!;
-        }, new TrainerOptions { Epochs = o.Epochs, GradientAccumulationSteps = o.GradientAccumulation, MaxGradNorm = o.MaxGradNorm, Seed = o.Seed, LogEvery = 1 }, scheduler);
+        }, new TrainerOptions { Epochs = o.Epochs, GradientAccumulationSteps = o.GradientAccumulation, MaxGradNorm = o.MaxGradNorm, Seed = o.Seed, LogEvery = 1, MixedPrecision = o.LowPrecision }, scheduler);
         var evalLosses = new List<(int, double)> { (0, before.Loss) };
         if (config is AdaLoraConfig) trainer.AfterOptimizerStep += s => peft.UpdateAndAllocate((int)s);
         trainer.Logged += log => view.Step(log.Epoch + 1, log.Loss);
         trainer.EpochEnded += (epoch, meanLoss) =>
         {
-            var m = Evaluate(peft, batcher, eval, o.BatchSize);
+            var m = Evaluate(peft, batcher, eval, o.BatchSize, o.LowPrecision);
             evalLosses.Add(((int)trainer.GlobalStep, m.Loss));
             view.EpochDone(epoch + 1, o.Epochs, meanLoss, m.Describe(inv));
         };
@@ -69,7 +74,7 @@ internal static class TrainRunner
         trainer.Train(batches);
         var stepLosses = trainer.StepLosses;
         view.Stop();
-        var after = Evaluate(peft, batcher, eval, o.BatchSize);
+        var after = Evaluate(peft, batcher, eval, o.BatchSize, o.LowPrecision);
         stdout.WriteLine($"after training: {after.Describe(inv)}");
 
         Directory.CreateDirectory(o.Output);
@@ -162,10 +167,11 @@ internal static class TrainRunner
             : string.Format(f, "loss {0:F4}, perplexity {1:F2}", Loss, Math.Exp(Loss));
     }
 
-    private static Metrics Evaluate(PeftModel peft, TaskBatcher batcher, List<Example> eval, int batchSize)
+    private static Metrics Evaluate(PeftModel peft, TaskBatcher batcher, List<Example> eval, int batchSize, DType? precision)
     {
         peft.Eval();
         using var _ = Autograd.NoGrad();
+        using var __ = precision is { } low ? Autocast.Enable(low) : null;
         double lossSum = 0;
         long correct = 0, counted = 0;
         int batches = 0;

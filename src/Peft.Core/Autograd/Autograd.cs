@@ -82,6 +82,8 @@ public static class Autograd
         var order = TopologicalOrder(root.GradFn);
         var grads = new Dictionary<GradNode, Tensor>(ReferenceEqualityComparer.Instance) { [root.GradFn] = gradient };
         using var _ = NoGrad();
+        // Backward formulas run in F32: an autocast matmul's node rounds its own gradient products, nothing else may.
+        using var __ = Autocast.Disable();
         for (int n = order.Count - 1; n >= 0; n--)
         {
             var node = order[n];

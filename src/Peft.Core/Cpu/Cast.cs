@@ -38,6 +38,28 @@ internal static unsafe class Cast
         });
     }
 
+    /// <summary>Rounds F32 values in place to the nearest BF16 or F16 value (ties to even; F16 overflows to ±∞ as a
+    /// real F16 store would), keeping them in F32 storage.</summary>
+    public static void RoundInPlace(float* p, long n, DType low)
+    {
+        const int chunk = 65536;
+        Parallel.For(0, (n + chunk - 1) / chunk, b =>
+        {
+            long start = b * chunk;
+            int count = (int)Math.Min(chunk, n - start);
+            float* q = p + start;
+            if (low == DType.BF16)
+            {
+                for (int i = 0; i < count; i++) ((uint*)q)[i] = (uint)BFloat16.RoundBits(((uint*)q)[i]) << 16;
+                return;
+            }
+            var half = new Half[count];
+            var span = new Span<float>(q, count);
+            TensorPrimitives.ConvertToHalf(span, half);
+            TensorPrimitives.ConvertToSingle(half, span);
+        });
+    }
+
     public static void Bf16ToFloat(ushort* src, float* dst, long n)
     {
         for (long i = 0; i < n; i++) ((uint*)dst)[i] = (uint)src[i] << 16;

@@ -8,7 +8,7 @@ namespace Peft.Core.Cpu;
 /// Row-major GEMM: C = α·op(A)·op(B) + β·C, op = optional transpose. F32 uses the BLIS/GotoBLAS scheme:
 /// B is packed into KC×NR micro-panels (L1-resident while a micro-kernel runs), A into MC×KC blocks of MR-row
 /// micro-panels (L2-resident), and an MR×NR register-tiled FMA micro-kernel does all the arithmetic. Packing also
-/// applies α and converts BF16 inputs to F32, so the micro-kernel only ever sees aligned F32 panels.
+/// applies α and converts BF16/F16 inputs to F32, so the micro-kernel only ever sees aligned F32 panels.
 /// Threads split the rows of C (each packs its own A blocks, all share the packed B panel).
 /// </summary>
 internal static unsafe partial class Gemm
@@ -18,14 +18,27 @@ internal static unsafe partial class Gemm
     internal static readonly int NR = Wide ? 32 : 16;
     private const int KC = 256, MC = 120, NC = 3072;
 
+    /// <summary>The element types an operand may have; packing widens the 16-bit ones exactly.</summary>
+    internal enum Element : byte { F32, BF16, F16 }
+
     /// <summary>Describes one operand: base pointer, leading dimension, transpose flag and element type.</summary>
-    internal readonly struct Operand(void* ptr, long ld, bool trans, bool bf16)
+    internal readonly struct Operand(void* ptr, long ld, bool trans, Element element)
     {
         public readonly void* Ptr = ptr;
         public readonly long Ld = ld;
         public readonly bool Trans = trans;
-        public readonly bool Bf16 = bf16;
+        public readonly Element Type = element;
+        public bool IsF32 => Type == Element.F32;
     }
+
+    /// <summary>The GEMM element type of a tensor dtype (F32, BF16 or F16).</summary>
+    internal static Element ElementOf(DType dtype) => dtype switch
+    {
+        DType.F32 => Element.F32,
+        DType.BF16 => Element.BF16,
+        DType.F16 => Element.F16,
+        _ => throw new DTypeMismatchException($"the F32 GEMM takes F32, BF16 or F16 operands, not {dtype}"),
+    };
 
     public static void Sgemm(int m, int n, int k, float alpha, Operand a, Operand b, float beta, float* c, long ldc, int threads = 0)
     {
@@ -121,8 +134,12 @@ internal static unsafe partial class Gemm
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static float Load(Operand o, long index) =>
-        o.Bf16 ? BitConverter.UInt32BitsToSingle((uint)((ushort*)o.Ptr)[index] << 16) : ((float*)o.Ptr)[index];
+    private static float Load(Operand o, long index) => o.Type switch
+    {
+        Element.BF16 => BitConverter.UInt32BitsToSingle((uint)((ushort*)o.Ptr)[index] << 16),
+        Element.F16 => (float)((Half*)o.Ptr)[index],
+        _ => ((float*)o.Ptr)[index],
+    };
 
     /// <summary>Packs op(A)[ic..ic+mc, pc..pc+kc]·α as MR-row panels: panel p holds, for each k, MR consecutive rows.</summary>
     private static void PackA(Operand a, float alpha, int ic, int mc, int pc, int kc, float* dst)
@@ -138,7 +155,7 @@ internal static unsafe partial class Gemm
                 if (!a.Trans)
                 {
                     long baseIdx = row * a.Ld + pc;
-                    if (!a.Bf16) { float* src = (float*)a.Ptr + baseIdx; for (int p = 0; p < kc; p++) panel[p * MR + i] = alpha * src[p]; }
+                    if (a.IsF32) { float* src = (float*)a.Ptr + baseIdx; for (int p = 0; p < kc; p++) panel[p * MR + i] = alpha * src[p]; }
                     else for (int p = 0; p < kc; p++) panel[p * MR + i] = alpha * Load(a, baseIdx + p);
                 }
                 else for (int p = 0; p < kc; p++) panel[p * MR + i] = alpha * Load(a, (pc + p) * a.Ld + row);
@@ -161,7 +178,7 @@ internal static unsafe partial class Gemm
                 {
                     long rowBase = (pc + p) * b.Ld + jc + jr;
                     float* d = panel + p * nr;
-                    if (!b.Bf16) Buffer.MemoryCopy((float*)b.Ptr + rowBase, d, nr * 4, cols * 4);
+                    if (b.IsF32) Buffer.MemoryCopy((float*)b.Ptr + rowBase, d, nr * 4, cols * 4);
                     else for (int j = 0; j < cols; j++) d[j] = Load(b, rowBase + j);
                     for (int j = cols; j < nr; j++) d[j] = 0;
                 }
@@ -172,7 +189,7 @@ internal static unsafe partial class Gemm
                 {
                     if (j >= cols) { for (int p = 0; p < kc; p++) panel[p * nr + j] = 0; continue; }
                     long colBase = (long)(jc + jr + j) * b.Ld + pc;
-                    if (!b.Bf16) { float* src = (float*)b.Ptr + colBase; for (int p = 0; p < kc; p++) panel[p * nr + j] = src[p]; }
+                    if (b.IsF32) { float* src = (float*)b.Ptr + colBase; for (int p = 0; p < kc; p++) panel[p * nr + j] = src[p]; }
                     else for (int p = 0; p < kc; p++) panel[p * nr + j] = Load(b, colBase + p);
                 }
             }

@@ -22,6 +22,11 @@ public sealed partial class Tensor
 
     internal static Tensor BinaryKernel(BinaryOp op, Tensor a, Tensor b)
     {
+        // BF16/F16 operands (frozen low-precision weights) widen exactly to F32, as torch promotes bf16 with f32.
+        using var wa = a.DType is DType.BF16 or DType.F16 ? a.ToDTypeNoGrad(DType.F32) : null;
+        using var wb = b.DType is DType.BF16 or DType.F16 ? b.ToDTypeNoGrad(DType.F32) : null;
+        a = wa ?? a;
+        b = wb ?? b;
         CheckFloatOperands(op.ToString(), a, b);
         var o = Allocate(Shapes.Broadcast(a._shape, b._shape), a.DType, zero: false);
         if (a.DType == DType.F64) Elementwise<double>.Binary(op, a, b, o);

@@ -8,7 +8,8 @@ public sealed partial class Tensor
 {
     /// <summary>
     /// torch.matmul: 1-D·1-D is a dot product; 2-D·2-D a matrix product; higher ranks are batches of matrices whose
-    /// batch dims broadcast. F32 and F64; BF16 operands (alone or with F32) compute in F32 and return F32.
+    /// batch dims broadcast. F32 and F64; BF16/F16 operands (alone or with F32) compute in F32 and return F32. Inside
+    /// <see cref="Autocast.Enable"/> the product computes in the autocast dtype instead (see <see cref="Autocast"/>).
     /// </summary>
     public Tensor MatMul(Tensor other)
     {
@@ -41,6 +42,7 @@ public sealed partial class Tensor
             using var y = flat.MatMul(other);
             return y.Reshape([.. _shape[..^1], other._shape[1]]);
         }
+        if (Autocast.Current is { } low && DType != DType.F64 && other.DType != DType.F64) return AutocastMatMul(this, other, low);
         var r = MatMulKernel(this, other);
         return Autograd.Record(r, "MatMul", [this, other], saved =>
         {
@@ -85,8 +87,8 @@ public sealed partial class Tensor
         {
             t.ThrowIfDisposed();
             if (t.Device.Type != DeviceType.Cpu) throw new NotSupportedException($"MatMul: tensors on {t.Device} need the Peft.Cuda backend");
-            if (t.DType is not (DType.F32 or DType.F64 or DType.BF16))
-                throw new DTypeMismatchException($"MatMul supports F32, F64 and BF16 on the CPU, got {t.DType}");
+            if (t.DType is not (DType.F32 or DType.F64 or DType.BF16 or DType.F16))
+                throw new DTypeMismatchException($"MatMul supports F32, F64, BF16 and F16 on the CPU, got {t.DType}");
         }
         if ((a.DType == DType.F64) != (b.DType == DType.F64))
             throw new DTypeMismatchException($"MatMul: dtypes differ ({a.DType} vs {b.DType})");
@@ -127,8 +129,8 @@ public sealed partial class Tensor
             if (outDType == DType.F64)
                 Gemm.Dgemm(m, n, k, 1, (double*)(pa + oa * ea), lda, ta, (double*)(pb + ob * eb), ldb, tb, 0, (double*)cp, n);
             else
-                Gemm.Sgemm(m, n, k, 1, new Gemm.Operand(pa + oa * ea, lda, ta, ad.DType == DType.BF16),
-                    new Gemm.Operand(pb + ob * eb, ldb, tb, bd.DType == DType.BF16), 0, (float*)cp, n, threads);
+                Gemm.Sgemm(m, n, k, 1, new Gemm.Operand(pa + oa * ea, lda, ta, Gemm.ElementOf(ad.DType)),
+                    new Gemm.Operand(pb + ob * eb, ldb, tb, Gemm.ElementOf(bd.DType)), 0, (float*)cp, n, threads);
         }
         // Many small matrices (attention heads): one thread per matrix. Few large ones: threads inside each GEMM.
         if (batches > 1 && (long)m * n * k < 4_000_000) Parallel.For(0, batches, bi => One(bi, 1));

@@ -7,6 +7,12 @@ public sealed partial class Tensor
 {
     internal unsafe Tensor UnaryKernel(UnaryOp op, double p0 = 0, double p1 = 0)
     {
+        // The CPU computes element-wise maths in F32: a BF16/F16 input widens exactly and the result is F32.
+        if (DType is DType.BF16 or DType.F16)
+        {
+            using var wide = ToDTypeNoGrad(DType.F32);
+            return wide.UnaryKernel(op, p0, p1);
+        }
         CheckFloatOperands(op.ToString(), this);
         using var x = ContiguousData();
         var y = Allocate(_shape, DType, zero: false);

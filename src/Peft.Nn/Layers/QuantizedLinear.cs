@@ -9,10 +9,42 @@ public abstract class QuantizedLinear : Module, IUnaryModule
 {
     /// <summary>Takes the shape of <paramref name="source"/>; the subclass registers its buffers, then calls
     /// <see cref="RegisterFrozenBias"/> (so the state dict keeps the order weight, quantization state, bias).</summary>
-    protected QuantizedLinear(Linear source)
+    protected QuantizedLinear(FloatLinear source)
     {
         InFeatures = source.InFeatures;
         OutFeatures = source.OutFeatures;
+    }
+
+    /// <summary>The float layer being quantized, in Linear's terms: a Linear, or a GPT-2 Conv1D whose [in, out] weight
+    /// is read transposed (as transformers' bitsandbytes integration quantizes Conv1D layers).</summary>
+    public readonly struct FloatLinear
+    {
+        private FloatLinear(int inFeatures, int outFeatures, Func<float[]> weight, Tensor? bias) =>
+            (InFeatures, OutFeatures, _weight, Bias) = (inFeatures, outFeatures, weight, bias);
+
+        private readonly Func<float[]> _weight;
+
+        /// <summary>Input features.</summary>
+        public int InFeatures { get; }
+
+        /// <summary>Output features.</summary>
+        public int OutFeatures { get; }
+
+        /// <summary>The bias, if any.</summary>
+        public Tensor? Bias { get; }
+
+        /// <summary>The weight as row-major [out, in] floats.</summary>
+        public float[] WeightOutIn() => _weight();
+
+        /// <summary>A Linear layer.</summary>
+        public static implicit operator FloatLinear(Linear l) => new(l.InFeatures, l.OutFeatures, () => l.Weight.ToFloatArray(), l.Bias);
+
+        /// <summary>A GPT-2 Conv1D layer.</summary>
+        public static implicit operator FloatLinear(Conv1D c) => new(c.InFeatures, c.OutFeatures, () =>
+        {
+            using var t = c.Weight.Transpose(0, 1);
+            return t.ToFloatArray();
+        }, c.Bias);
     }
 
     /// <summary>Input features.</summary>
@@ -46,10 +78,10 @@ public abstract class QuantizedLinear : Module, IUnaryModule
         return input.Linear(w, Bias);
     }
 
-    /// <summary>Copies <paramref name="source"/>'s bias, if any, as a frozen parameter.</summary>
-    protected void RegisterFrozenBias(Linear source)
+    /// <summary>Copies <paramref name="source"/>'s bias, if any, as a frozen F32 parameter.</summary>
+    protected void RegisterFrozenBias(FloatLinear source)
     {
-        if (source.Bias is { } b) using (Autograd.NoGrad()) RegisterParameter("bias", b.Clone(), requiresGrad: false);
+        if (source.Bias is { } b) using (Autograd.NoGrad()) RegisterParameter("bias", b.To(DType.F32), requiresGrad: false);
     }
 }
 
@@ -63,13 +95,13 @@ public abstract class QuantizedLinear : Module, IUnaryModule
 /// </summary>
 public sealed class Int8Linear : QuantizedLinear
 {
-    /// <summary>Quantizes <paramref name="source"/> (its weight must be F32); <paramref name="threshold"/> is
+    /// <summary>Quantizes <paramref name="source"/> (a Linear or a Conv1D); <paramref name="threshold"/> is
     /// <c>llm_int8_threshold</c> (transformers' default 6.0; 0: every activation column in int8; null: weight-only).</summary>
-    public Int8Linear(Linear source, double? threshold = 6.0) : base(source)
+    public Int8Linear(FloatLinear source, double? threshold = 6.0) : base(source)
     {
         if (threshold is < 0 or double.NaN) throw new ArgumentOutOfRangeException(nameof(threshold), threshold, "llm_int8_threshold must be ≥ 0 (or null for weight-only int8)");
         Threshold = threshold;
-        var (q, scb) = Int8RowWise.Quantize(source.Weight.ToFloatArray(), OutFeatures, InFeatures);
+        var (q, scb) = Int8RowWise.Quantize(source.WeightOutIn(), OutFeatures, InFeatures);
         RegisterBuffer("weight", Tensor.FromArray(q, [OutFeatures, InFeatures]));
         RegisterBuffer("SCB", Tensor.FromArray(scb));
         RegisterFrozenBias(source);
@@ -142,11 +174,11 @@ public sealed class Int8Linear : QuantizedLinear
 /// </summary>
 public sealed class Nf4Linear : QuantizedLinear
 {
-    /// <summary>Quantizes <paramref name="source"/> (its weight must be F32).</summary>
-    public Nf4Linear(Linear source, bool doubleQuant = false) : base(source)
+    /// <summary>Quantizes <paramref name="source"/> (a Linear or a Conv1D).</summary>
+    public Nf4Linear(FloatLinear source, bool doubleQuant = false) : base(source)
     {
         DoubleQuant = doubleQuant;
-        var (packed, absmax) = Nf4.Quantize(source.Weight.ToFloatArray());
+        var (packed, absmax) = Nf4.Quantize(source.WeightOutIn());
         RegisterBuffer("weight", Tensor.FromArray(packed));
         if (!doubleQuant) RegisterBuffer("absmax", Tensor.FromArray(absmax));
         else
@@ -211,19 +243,20 @@ public static class Quantize
     public static List<string> Linears(Module model, string method, Func<string, bool>? include = null) =>
         Linears(model, new QuantizationConfig { Method = method }, include);
 
-    /// <summary>Quantizes every Linear whose dotted path satisfies <paramref name="include"/> (default: all but heads
-    /// named lm_head/score/classifier) as <paramref name="config"/> says; returns the paths replaced.</summary>
+    /// <summary>Quantizes every Linear and GPT-2 Conv1D whose dotted path satisfies <paramref name="include"/> (default:
+    /// all but heads named lm_head/score/classifier) as <paramref name="config"/> says; returns the paths replaced.</summary>
     public static List<string> Linears(Module model, QuantizationConfig config, Func<string, bool>? include = null)
     {
         if (config.Method is not ("int8" or "nf4")) throw new ArgumentException($"quantization method must be 'int8' or 'nf4', got '{config.Method}'");
         include ??= path => !(path.EndsWith("lm_head", StringComparison.Ordinal) || path.EndsWith("score", StringComparison.Ordinal) || path.EndsWith("classifier", StringComparison.Ordinal));
-        var targets = model.NamedModules().Where(m => m.Module is Linear && m.Name.Length > 0 && include(m.Name)).Select(m => m.Name).ToList();
+        var targets = model.NamedModules().Where(m => m.Module is Linear or Conv1D && m.Name.Length > 0 && include(m.Name)).Select(m => m.Name).ToList();
         foreach (var path in targets)
         {
-            var linear = (Linear)model.GetSubmodule(path);
-            Module q = config.Method == "int8" ? new Int8Linear(linear, config.Int8Threshold) : new Nf4Linear(linear, config.DoubleQuant);
+            var layer = model.GetSubmodule(path);
+            QuantizedLinear.FloatLinear source = layer is Linear l ? l : (Conv1D)layer;
+            Module q = config.Method == "int8" ? new Int8Linear(source, config.Int8Threshold) : new Nf4Linear(source, config.DoubleQuant);
             model.SetSubmodule(path, q);
-            linear.Dispose();
+            layer.Dispose();
         }
         return targets;
     }

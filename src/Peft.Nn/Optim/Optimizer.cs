@@ -48,7 +48,12 @@ public abstract class Optimizer : IDisposable
     /// <summary>Steps taken.</summary>
     public long StepCount { get; protected set; }
 
-    /// <summary>Updates every parameter that has a gradient.</summary>
+    /// <summary>F32 master copies of BF16/F16 parameters: the update runs on the master (small steps are not lost to
+    /// 8-bit mantissas) and the parameter receives it rounded.</summary>
+    private readonly Dictionary<Tensor, Tensor> _masters = new(ReferenceEqualityComparer.Instance);
+
+    /// <summary>Updates every parameter that has a gradient. A BF16/F16 parameter is updated through its F32 master
+    /// copy, with F32 optimizer state.</summary>
     public void Step()
     {
         StepCount++;
@@ -56,10 +61,30 @@ public abstract class Optimizer : IDisposable
         using var scope = Tensor.NewScope();
         foreach (var g in Groups)
             foreach (var p in g.Parameters)
-                if (p.Grad != null) Update(g, p, p.Grad);
+            {
+                if (p.Grad == null) continue;
+                if (!IsLowPrecision(p)) { Update(g, p, p.Grad); continue; }
+                var master = MasterOf(p);
+                var grad = p.Grad.DType == DType.F32 ? p.Grad : p.Grad.To(DType.F32);
+                Update(g, master, grad);
+                p.CopyFrom(master);
+            }
     }
 
-    /// <summary>Applies one update to <paramref name="p"/> (inside NoGrad and a scope).</summary>
+    private static bool IsLowPrecision(Tensor p) => p.DType is DType.BF16 or DType.F16;
+
+    private Tensor MasterOf(Tensor p)
+    {
+        if (!_masters.TryGetValue(p, out var m))
+            _masters[p] = m = p.To(DType.F32).MoveToOuterScope().KeepAlive();
+        return m;
+    }
+
+    /// <summary>The tensor whose state the optimizer keeps for <paramref name="p"/>: its master copy or itself.</summary>
+    private Tensor StateKey(Tensor p) => _masters.TryGetValue(p, out var m) ? m : p;
+
+    /// <summary>Applies one update to <paramref name="p"/> (inside NoGrad and a scope); for a low-precision parameter
+    /// <paramref name="p"/> is its F32 master copy.</summary>
     protected abstract void Update(ParamGroup group, Tensor p, Tensor grad);
 
     /// <summary>The state tensors of <paramref name="p"/>, created as zeros on first use.</summary>
@@ -111,8 +136,11 @@ public abstract class Optimizer : IDisposable
         var result = new Dictionary<string, Tensor>();
         var all = Groups.SelectMany(g => g.Parameters).ToList();
         for (int i = 0; i < all.Count; i++)
-            if (State.TryGetValue(all[i], out var s))
+        {
+            if (State.TryGetValue(StateKey(all[i]), out var s))
                 for (int k = 0; k < s.Length; k++) result[$"state.{i}.{k}"] = s[k];
+            if (_masters.TryGetValue(all[i], out var master)) result[$"master.{i}"] = master;
+        }
         result["step"] = Tensor.Scalar(StepCount, DType.I64);
         return result;
     }
@@ -122,10 +150,17 @@ public abstract class Optimizer : IDisposable
     {
         var all = Groups.SelectMany(g => g.Parameters).ToList();
         var entries = new List<(int Param, int Slot, Tensor Value)>();
+        var masters = new List<(int Param, Tensor Value)>();
         foreach (var (key, value) in state)
         {
             if (key == "step") { StepCount = value.ToArray<long>()[0]; continue; }
             var parts = key.Split('.');
+            if (parts.Length == 2 && parts[0] == "master" && int.TryParse(parts[1], out int mi) && mi >= 0 && mi < all.Count && IsLowPrecision(all[mi])
+                && value.Shape.AsSpan().SequenceEqual(all[mi].Shape))
+            {
+                masters.Add((mi, value));
+                continue;
+            }
             if (parts.Length != 3 || parts[0] != "state" || !int.TryParse(parts[1], out int i) || !int.TryParse(parts[2], out int k) || i < 0 || i >= all.Count || k < 0)
                 throw new ArgumentException($"optimizer state key '{key}' does not fit this optimizer ({all.Count} parameters)");
             if (!value.Shape.AsSpan().SequenceEqual(all[i].Shape))
@@ -133,9 +168,11 @@ public abstract class Optimizer : IDisposable
             entries.Add((i, k, value));
         }
         using var _ = Autograd.NoGrad();
+        foreach (var (i, value) in masters) MasterOf(all[i]).CopyFrom(value);
         foreach (var group in entries.GroupBy(e => e.Param))
         {
-            var slots = StateOf(all[group.Key], group.Max(e => e.Slot) + 1);
+            var key = IsLowPrecision(all[group.Key]) ? MasterOf(all[group.Key]) : all[group.Key];
+            var slots = StateOf(key, group.Max(e => e.Slot) + 1);
             foreach (var (_, k, value) in group)
             {
                 if (k >= slots.Length) throw new ArgumentException($"optimizer state for parameter {group.Key} has slot {k}; this optimizer keeps {slots.Length}");
@@ -149,6 +186,8 @@ public abstract class Optimizer : IDisposable
     {
         foreach (var s in State.Values) foreach (var t in s) t.Dispose();
         State.Clear();
+        foreach (var m in _masters.Values) m.Dispose();
+        _masters.Clear();
         GC.SuppressFinalize(this);
     }
 }

@@ -9,7 +9,8 @@ namespace Peft.Nn;
 
 /// <summary>
 /// The training loop (transformers' Trainer, reduced to what fine-tuning needs): seeded epoch shuffling, gradient
-/// accumulation, optional clipping, a learning-rate schedule, progress reports, a stop with the step named when the
+/// accumulation, optional clipping, a learning-rate schedule, BF16/F16 mixed precision (F16 with dynamic loss
+/// scaling), progress reports, a stop with the step named when the
 /// loss stops being finite, and checkpoints — trainable parameters, optimizer state, generator state and position —
 /// written atomically, from which <see cref="Resume"/> continues bit-identically on the CPU.
 /// </summary>
@@ -33,8 +34,19 @@ public sealed class Trainer<TBatch>
     {
         if (options.Epochs <= 0 || options.GradientAccumulationSteps <= 0 || options.LogEvery <= 0)
             throw new ArgumentException("Epochs, GradientAccumulationSteps and LogEvery must be positive");
+        if (options.MixedPrecision is { } mp && mp is not (DType.BF16 or DType.F16))
+            throw new ArgumentException($"MixedPrecision is BF16, F16 or null (F32), not {mp}");
         (_model, _optimizer, _loss, Options, _scheduler) = (model, optimizer, loss, options, scheduler);
+        if (options.MixedPrecision == DType.F16) Scaler = new GradScaler();
     }
+
+    /// <summary>The F16 loss scaler (null unless <see cref="TrainerOptions.MixedPrecision"/> is F16). Replace it before
+    /// training to change its settings.</summary>
+    public GradScaler? Scaler { get; set; }
+
+    /// <summary>Optimizer steps skipped because the unscaled gradients were not finite (F16 loss scaling backs off
+    /// and retries on the next batch; the learning-rate schedule does not advance).</summary>
+    public long SkippedSteps { get; private set; }
 
     /// <summary>The options.</summary>
     public TrainerOptions Options { get; }
@@ -89,10 +101,13 @@ public sealed class Trainer<TBatch>
             {
                 using (var scope = Tensor.NewScope())
                 {
-                    var loss = _loss(data[order[_nextBatch]]);
+                    Tensor loss;
+                    using (Options.MixedPrecision is { } low ? Autocast.Enable(low) : null) loss = _loss(data[order[_nextBatch]]);
                     double value = loss.Item();
                     if (!double.IsFinite(value)) throw new TrainingDivergedException(GlobalStep, _epoch, value);
-                    using var scaled = accum == 1 ? loss.Contiguous() : loss.Mul(1.0 / accum);
+                    // The loss scale and the accumulation divisor are one factor (1 when neither applies).
+                    double factor = (Scaler?.Scale ?? 1.0) / accum;
+                    using var scaled = factor == 1 ? loss.Contiguous() : loss.Mul(factor);
                     scaled.Backward();
                     stepLoss += value;
                 }
@@ -100,11 +115,11 @@ public sealed class Trainer<TBatch>
                 micro++;
                 bool lastOfEpoch = _nextBatch == data.Count - 1;
                 if (inStep < accum && !lastOfEpoch) continue;
-                if (Options.MaxGradNorm is { } max) _optimizer.ClipGradNorm(max);
-                _optimizer.Step();
+                bool stepped = OptimizerStep();
                 AfterOptimizerStep?.Invoke(GlobalStep);
                 _optimizer.ZeroGrad();
-                _scheduler?.Step();
+                if (stepped) _scheduler?.Step();
+                else SkippedSteps++;
                 GlobalStep++;
                 StepLosses.Add(stepLoss / inStep);
                 windowLoss += stepLoss / inStep;
@@ -113,7 +128,7 @@ public sealed class Trainer<TBatch>
                 bool last = lastOfEpoch && _epoch == Options.Epochs - 1;
                 if (GlobalStep % Options.LogEvery == 0 || last)
                 {
-                    Logged?.Invoke(new TrainerLog(GlobalStep, _epoch, windowLoss / windowSteps, _optimizer.Groups[0].Lr, clock.Elapsed.TotalSeconds, micro));
+                    Logged?.Invoke(new TrainerLog(GlobalStep, _epoch, windowLoss / windowSteps, _optimizer.Groups[0].Lr, clock.Elapsed.TotalSeconds, micro, Scaler?.Scale));
                     (windowLoss, windowSteps) = (0, 0);
                 }
                 if (Options.CheckpointDir != null && Options.CheckpointEvery > 0 && GlobalStep % Options.CheckpointEvery == 0)
@@ -128,6 +143,23 @@ public sealed class Trainer<TBatch>
                 _model.Train();
             }
         }
+    }
+
+    /// <summary>Clips and steps; with loss scaling the gradients are unscaled first (so the clip sees true values) and
+    /// a step whose gradients overflowed is skipped. Returns whether the parameters changed.</summary>
+    private bool OptimizerStep()
+    {
+        if (Scaler is not { } scaler)
+        {
+            if (Options.MaxGradNorm is { } max) _optimizer.ClipGradNorm(max);
+            _optimizer.Step();
+            return true;
+        }
+        scaler.Unscale(_optimizer);
+        if (!scaler.FoundInf && Options.MaxGradNorm is { } clip) _optimizer.ClipGradNorm(clip);
+        bool stepped = scaler.Step(_optimizer);
+        scaler.Update();
+        return stepped;
     }
 
     private IEnumerable<(string Name, Tensor Parameter)> Trainable() => _model.NamedParameters().Where(p => p.Parameter.RequiresGrad);
@@ -155,7 +187,9 @@ public sealed class Trainer<TBatch>
                 ["global_step"] = GlobalStep, ["epoch"] = _epoch, ["next_batch"] = nextBatch,
                 ["rng_seed"] = Generator.Default.Seed.ToString(CultureInfo.InvariantCulture), ["rng_offset"] = Generator.Default.Offset,
                 ["scheduler_step"] = _scheduler?.LastStep, ["seed"] = Options.Seed.ToString(CultureInfo.InvariantCulture),
+                ["skipped_steps"] = SkippedSteps,
             };
+            if (Scaler != null) state["grad_scaler"] = new JsonObject { ["scale"] = Scaler.Scale, ["growth_tracker"] = Scaler.GrowthTracker };
             File.WriteAllText(Path.Combine(temp, "trainer_state.json"), state.ToJsonString(new System.Text.Json.JsonSerializerOptions { WriteIndented = true }));
             if (Directory.Exists(final)) Directory.Delete(final, true);
             Directory.Move(temp, final);
@@ -203,6 +237,13 @@ public sealed class Trainer<TBatch>
         Generator.Default.ManualSeed(ulong.Parse(state["rng_seed"]!.GetValue<string>(), CultureInfo.InvariantCulture));
         Generator.Default.Offset = state["rng_offset"]!.GetValue<long>();
         if (_scheduler != null && state["scheduler_step"] is JsonValue s) _scheduler.SetStep(s.GetValue<long>());
+        SkippedSteps = state["skipped_steps"] is JsonValue skipped ? skipped.GetValue<long>() : 0;
+        if (Scaler != null)
+        {
+            if (state["grad_scaler"] is not JsonObject gs)
+                throw new InvalidOperationException($"checkpoint '{checkpoint}' has no grad_scaler state, but this trainer scales its F16 loss");
+            Scaler.Restore(gs["scale"]!.GetValue<double>(), gs["growth_tracker"]!.GetValue<int>());
+        }
         _started = true;
     }
 }

@@ -1,3 +1,5 @@
+using Peft.Core;
+
 namespace Peft.Nn;
 
 /// <summary>How a <see cref="Trainer{TBatch}"/> runs.</summary>
@@ -26,11 +28,17 @@ public sealed record TrainerOptions
 
     /// <summary>Report progress every this many optimizer steps.</summary>
     public int LogEvery { get; init; } = 10;
+
+    /// <summary>Mixed precision: BF16 or F16 matrix products (<see cref="Autocast"/>) in the forward pass and its
+    /// gradients, F32 everywhere else and in the trainable parameters; F16 adds dynamic loss scaling
+    /// (<see cref="Trainer{TBatch}.Scaler"/>). Null: F32 throughout (transformers' <c>bf16</c> / <c>fp16</c> flags).</summary>
+    public DType? MixedPrecision { get; init; }
 }
 
 /// <summary>One progress report: optimizer step, epoch, mean loss since the last report, learning rate of the first
-/// group, seconds since the run started, examples seen (batches × accumulation when batches are examples).</summary>
-public sealed record TrainerLog(long Step, int Epoch, double Loss, double LearningRate, double ElapsedSeconds, long MicroBatches);
+/// group, seconds since the run started, examples seen (batches × accumulation when batches are examples), and the
+/// F16 loss scale after the step (null without loss scaling).</summary>
+public sealed record TrainerLog(long Step, int Epoch, double Loss, double LearningRate, double ElapsedSeconds, long MicroBatches, double? LossScale = null);
 
 /// <summary>The loss stopped being finite: training stops at once, naming the step.</summary>
 public sealed class TrainingDivergedException(long step, int epoch, double loss)
