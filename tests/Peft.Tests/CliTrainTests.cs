@@ -89,11 +89,13 @@ public class CliTrainTests
     [TestCase("--dtype", "f16", "dynamic loss scaling")]
     [TestCase("--quantize", "nf4", "to nf4, double-quantized absmax")]
     [TestCase("--quantize", "int8", "to int8, outlier threshold 6")]
+    [TestCase("--gradient-checkpointing", "", "gradient checkpointing: 1 layer stacks recompute")]
     public void MixedPrecisionAndQuantizedBasesTrainFromTheCommandLine(string option, string value, string expected)
     {
-        var output = Path.Combine(_dir, "out-" + value);
+        var output = Path.Combine(_dir, "out-" + option.TrimStart('-') + value);
         string[] extra = value == "nf4" ? ["--double-quant"] : [];
-        var (code, stdout, stderr) = Run(["train", "--model", Gpt2, "--data", Path.Combine(_dir, "lm.jsonl"), "--epochs", "1", option, value, .. extra, "--output", output]);
+        string[] given = value == "" ? [option] : [option, value];
+        var (code, stdout, stderr) = Run(["train", "--model", Gpt2, "--data", Path.Combine(_dir, "lm.jsonl"), "--epochs", "1", .. given, .. extra, "--output", output]);
         Assert.That(code, Is.EqualTo(0), stderr);
         Assert.That(stdout, Does.Contain(expected).And.Contain("after training: loss"));
         if (option == "--quantize") Assert.That(stdout, Does.Contain("quantized 8 linear layers"), "GPT-2's Conv1D layers: c_attn, attn.c_proj, c_fc, mlp.c_proj in each of 2 blocks");

@@ -34,6 +34,7 @@ internal static class TrainCommand
         var quantize = new Option<string>("--quantize") { Description = "none, int8 or nf4 (frozen base weights; LoRA trains on top)", DefaultValueFactory = _ => "none" };
         var doubleQuant = new Option<bool>("--double-quant") { Description = "with --quantize nf4: quantize the block absmax values too (bnb_4bit_use_double_quant)" };
         var int8Threshold = new Option<double>("--int8-threshold") { Description = "with --quantize int8: activation outlier threshold (llm_int8_threshold; 0: all columns in int8)", DefaultValueFactory = _ => 6.0 };
+        var checkpointing = new Option<bool>("--gradient-checkpointing") { Description = "recompute each layer in backward instead of keeping its activations (less memory, ~1 more forward of compute)" };
         var device = new Option<string>("--device") { Description = "cpu (cuda arrives with the CUDA backend)", DefaultValueFactory = _ => "cpu" };
         var dtype = new Option<string>("--dtype") { Description = "f32, or bf16 / f16 mixed precision (frozen weights stored and matmuls computed in it, adapters f32; f16 with loss scaling)", DefaultValueFactory = _ => "f32" };
         var seed = new Option<ulong>("--seed") { DefaultValueFactory = _ => 42 };
@@ -43,7 +44,7 @@ internal static class TrainCommand
         var maxGradNorm = new Option<double>("--max-grad-norm") { Description = "global gradient-norm clip (0: none)", DefaultValueFactory = _ => 1.0 };
         var evalFraction = new Option<double>("--eval-fraction") { Description = "share of --data held out when --eval-data is absent", DefaultValueFactory = _ => 0.1 };
         var cmd = new Command("train", "Fine-tune a Hugging Face model folder with a PEFT method (without --model: a complete built-in demonstration)");
-        foreach (var opt in new Option[] { model, data, evalData, method, virtualTokens, task, r, alpha, targets, output, epochs, lr, batchSize, maxLength, quantize, doubleQuant, int8Threshold, device, dtype, seed, evalFraction, schedule, warmup, gradAccum, maxGradNorm })
+        foreach (var opt in new Option[] { model, data, evalData, method, virtualTokens, task, r, alpha, targets, output, epochs, lr, batchSize, maxLength, quantize, doubleQuant, int8Threshold, checkpointing, device, dtype, seed, evalFraction, schedule, warmup, gradAccum, maxGradNorm })
             cmd.Options.Add(opt);
         cmd.SetAction(result => ModelLoading.ReportingBadInput(stderr, () =>
         {
@@ -83,7 +84,8 @@ internal static class TrainCommand
                 result.GetValue(maxGradNorm) is > 0 and var clip ? clip : null,
                 result.GetValue(doubleQuant),
                 result.GetValue(int8Threshold) is >= 0 and var threshold ? threshold : throw new ArgumentException("--int8-threshold must not be negative"),
-                result.GetValue(dtype) is "f32" or "bf16" or "f16" ? result.GetValue(dtype)! : throw new ArgumentException($"--dtype must be f32, bf16 or f16, got '{result.GetValue(dtype)}'"));
+                result.GetValue(dtype) is "f32" or "bf16" or "f16" ? result.GetValue(dtype)! : throw new ArgumentException($"--dtype must be f32, bf16 or f16, got '{result.GetValue(dtype)}'"),
+                result.GetValue(checkpointing));
             IProgressView view = ReferenceEquals(stdout, Console.Out) && !Console.IsOutputRedirected ? new SpectreProgress() : new PlainProgress(stdout);
             return TrainRunner.Run(options, view, stdout);
         }));

@@ -39,6 +39,7 @@ internal static class TrainRunner
             string how = o.Quantize == "nf4" ? (o.DoubleQuant ? ", double-quantized absmax" : "") : string.Create(inv, $", outlier threshold {o.Int8Threshold}");
             stdout.WriteLine($"quantized {Quantize.Linears(model, q).Count} linear layers to {o.Quantize}{how} (frozen base)");
         }
+        if (o.GradientCheckpointing) stdout.WriteLine($"gradient checkpointing: {model.GradientCheckpointingEnable()} layer stacks recompute their layers in backward");
         int stepsPerEpoch = (train.Count + o.BatchSize - 1) / o.BatchSize;
         int optimizerSteps = o.Epochs * ((stepsPerEpoch + o.GradientAccumulation - 1) / o.GradientAccumulation);
         var config = MethodConfigs.Create(o.Method, task, o.R, o.Alpha, o.TargetModules, optimizerSteps, o.VirtualTokens, model.NumLayers);

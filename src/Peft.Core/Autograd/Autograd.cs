@@ -16,6 +16,26 @@ public static class Autograd
         return new NoGradScope();
     }
 
+    /// <summary>Turns grad mode back on inside a <see cref="NoGrad"/> region until disposed (gradient checkpointing
+    /// records its recomputation from within backward this way).</summary>
+    public static IDisposable EnableGrad()
+    {
+        int saved = _noGradDepth;
+        _noGradDepth = 0;
+        return new EnableGradScope(saved);
+    }
+
+    private sealed class EnableGradScope(int saved) : IDisposable
+    {
+        private bool _done;
+        public void Dispose()
+        {
+            if (_done) return;
+            _done = true;
+            _noGradDepth = saved;
+        }
+    }
+
     private sealed class NoGradScope : IDisposable
     {
         private bool _done;
@@ -64,7 +84,12 @@ public static class Autograd
     /// Back-propagates from <paramref name="root"/>. Nodes run in reverse topological order (found iteratively:
     /// graphs of deep models overflow a recursive walk); leaf gradients are accumulated into <see cref="Tensor.Grad"/>.
     /// </summary>
-    internal static void Backward(Tensor root, Tensor? gradient)
+    internal static void Backward(Tensor root, Tensor? gradient) => Backward(root, gradient, region: null);
+
+    /// <summary>Back-propagates; with <paramref name="region"/> (a checkpoint's recomputation) every node reached must
+    /// have been created after <see cref="GradNode.LastId"/> was read as <c>region.FirstId</c> — a node from outside
+    /// would run twice (here and in the outer pass), so it is an error naming the op instead.</summary>
+    internal static void Backward(Tensor root, Tensor? gradient, (long FirstId, string Name)? region)
     {
         if (!root.RequiresGrad)
             throw new InvalidOperationException("Backward() called on a tensor that does not require grad: no input of the computation requires grad (or it ran under NoGrad).");
@@ -80,6 +105,9 @@ public static class Autograd
         if (root.GradFn == null) { AccumulateLeaf(root, gradient); return; }
 
         var order = TopologicalOrder(root.GradFn);
+        if (region is { } r && order.FirstOrDefault(n => n.Id <= r.FirstId) is { } outside)
+            throw new InvalidOperationException(
+                $"{r.Name}: the recomputed region reads a tensor that requires grad from outside it (made by {outside.OpName}); pass it as an input of the region so its gradient reaches the outer graph");
         var grads = new Dictionary<GradNode, Tensor>(ReferenceEqualityComparer.Instance) { [root.GradFn] = gradient };
         using var _ = NoGrad();
         // Backward formulas run in F32: an autocast matmul's node rounds its own gradient products, nothing else may.

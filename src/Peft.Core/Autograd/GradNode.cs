@@ -10,13 +10,23 @@ public delegate Tensor?[] BackwardFn(Tensor gradOutput, bool[] needsGrad);
 /// <summary>One recorded op in the autograd graph: its inputs and how to push a gradient back through it.</summary>
 public sealed class GradNode
 {
+    private static long _created;
+
     internal GradNode(string opName, Tensor[] inputs, BackwardFn backward, SavedTensors? saved)
     {
+        Id = Interlocked.Increment(ref _created);
         OpName = opName;
         Inputs = inputs;
         Backward = backward;
         Saved = saved;
     }
+
+    /// <summary>Creation order (process-wide): a recomputed checkpoint region's nodes all come after <see cref="LastId"/>
+    /// read before the recomputation.</summary>
+    internal long Id { get; }
+
+    /// <summary>The id of the most recently created node.</summary>
+    internal static long LastId => Interlocked.Read(ref _created);
 
     /// <summary>Tensors kept for this node's backward; released once it has run.</summary>
     internal SavedTensors? Saved { get; }

@@ -63,7 +63,12 @@ public sealed class Generator
     }
 
     /// <summary>Reserves <paramref name="blocks"/> counters and returns the first.</summary>
-    internal long Reserve(long blocks) => Interlocked.Add(ref _offset, blocks) - blocks;
+    internal long Reserve(long blocks)
+    {
+        long first = Interlocked.Add(ref _offset, blocks) - blocks;
+        RngReplay.Note(this, first);
+        return first;
+    }
 
     internal uint Key0 => (uint)Seed;
     internal uint Key1 => (uint)(Seed >> 32);

@@ -54,8 +54,15 @@ public sealed class Dropout(double p, Peft.Core.Random.Generator? generator = nu
     public Tensor Forward(Tensor input) => input.Dropout(P, IsTraining, Generator);
 }
 
+/// <summary>A layer stack that can recompute its layers in backward instead of keeping their activations.</summary>
+public interface IGradientCheckpointing
+{
+    /// <summary>Whether training-mode passes checkpoint each layer.</summary>
+    bool GradientCheckpointing { get; set; }
+}
+
 /// <summary>Children named "0", "1", ... (torch.nn.ModuleList), as in <c>transformer.h.0</c>.</summary>
-public sealed class ModuleList<T> : Module where T : Module
+public sealed class ModuleList<T> : Module, IGradientCheckpointing where T : Module
 {
     private readonly List<string> _names = new();
 
@@ -79,18 +86,39 @@ public sealed class ModuleList<T> : Module where T : Module
     /// <summary>Module <paramref name="index"/> (looked up by name, so replacements are seen).</summary>
     public T this[int index] => Child<T>(_names[index]);
 
+    /// <summary>Recompute each module in backward instead of keeping its activations (transformers'
+    /// gradient_checkpointing): applies in training mode to <see cref="Chain(Tensor, Func{T, int, Tensor, Tensor}, bool)"/>
+    /// calls that allow it.</summary>
+    public bool GradientCheckpointing { get; set; }
+
     /// <summary>Runs the modules in order, each on the previous one's output (a transformer's layer stack);
     /// <paramref name="step"/> gets the module, its index and its input. Takes ownership of <paramref name="input"/>:
     /// each intermediate, the input included, is disposed once the next module has produced its output, or when a
-    /// module throws. The caller owns the result (<paramref name="input"/> itself when the list is empty).</summary>
-    public Tensor Chain(Tensor input, Func<T, int, Tensor, Tensor> step)
+    /// module throws. The caller owns the result (<paramref name="input"/> itself when the list is empty). With
+    /// <see cref="GradientCheckpointing"/> on, in training, each step is a <see cref="Checkpoint"/> region unless
+    /// <paramref name="checkpointable"/> is false (a step that reads trainable tensors from outside it, such as a
+    /// key/value cache, cannot be recomputed on its own — transformers turns the cache off instead). A step that reads
+    /// tensors other than its input must use the side-input overload: a recomputation runs after they would be freed.</summary>
+    public Tensor Chain(Tensor input, Func<T, int, Tensor, Tensor> step, bool checkpointable = true) =>
+        Chain(input, [], (m, i, x, _) => step(m, i, x), checkpointable);
+
+    /// <summary><see cref="Chain(Tensor, Func{T, int, Tensor, Tensor}, bool)"/> for steps that also read
+    /// <paramref name="sideInputs"/> (masks, rotary tables, an encoder output; nulls allowed): <paramref name="step"/>
+    /// must read them from its last argument, so a checkpointed step's recomputation finds them alive and routes their
+    /// gradients to the outer graph.</summary>
+    public Tensor Chain(Tensor input, IReadOnlyList<Tensor?> sideInputs, Func<T, int, Tensor, IReadOnlyList<Tensor?>, Tensor> step, bool checkpointable = true)
     {
         var x = input;
+        bool recompute = GradientCheckpointing && checkpointable && IsTraining;
         try
         {
             for (int i = 0; i < Count; i++)
             {
-                var next = step(this[i], i, x);
+                var module = this[i];
+                int index = i;
+                var next = recompute
+                    ? Checkpoint.Run((h, side) => step(module, index, h, side), x, sideInputs, module.Parameters().Where(p => p.RequiresGrad).ToList())
+                    : step(module, i, x, sideInputs);
                 x.Dispose();
                 x = next;
             }
@@ -103,6 +131,6 @@ public sealed class ModuleList<T> : Module where T : Module
         }
     }
 
-    /// <summary><see cref="Chain(Tensor, Func{T, int, Tensor, Tensor})"/> for modules that need no index.</summary>
-    public Tensor Chain(Tensor input, Func<T, Tensor, Tensor> step) => Chain(input, (m, _, x) => step(m, x));
+    /// <summary><see cref="Chain(Tensor, Func{T, int, Tensor, Tensor}, bool)"/> for modules that need no index.</summary>
+    public Tensor Chain(Tensor input, Func<T, Tensor, Tensor> step, bool checkpointable = true) => Chain(input, (m, _, x) => step(m, x), checkpointable);
 }

@@ -213,7 +213,7 @@ public sealed class BertModel : Module
     {
         using var mask = TaskHeads.KeyPaddingMask(attentionMask);
         var embedded = Embeddings.Forward(ids, tokenTypeIds);
-        var x = Child<BertEncoder>("encoder").Layers.Chain(embedded, (layer, h) => layer.Forward(h, mask));
+        var x = Child<BertEncoder>("encoder").Layers.Chain(embedded, [mask], (layer, _, h, s) => layer.Forward(h, s[0]));
         return (x, HasPooler ? Child<BertPooler>("pooler").Forward(x) : null);
     }
 }

@@ -126,7 +126,7 @@ public sealed class Gpt2Model : Module
         using var sum = tok.Add(pos);
         using var mask = TaskHeads.KeyPaddingMask(attentionMask);
         var dropped = Child<IUnaryModule>("drop").Forward(sum);
-        using var x = Child<ModuleList<Gpt2Block>>("h").Chain(dropped, (block, h) => block.Forward(h, mask, cache));
+        using var x = Child<ModuleList<Gpt2Block>>("h").Chain(dropped, [mask], (block, _, h, s) => block.Forward(h, s[0], cache), checkpointable: cache == null);
         return Child<IUnaryModule>("ln_f").Forward(x);
     }
 }

@@ -155,7 +155,7 @@ public sealed class LlamaModel : Module
         using (var mask = TaskHeads.KeyPaddingMask(attentionMask))
         {
             var embedded = TaskHeads.EmbedOrPass(Child<IUnaryModule>("embed_tokens"), inputIds);
-            using var x = Child<ModuleList<LlamaDecoderLayer>>("layers").Chain(embedded, (layer, h) => layer.Forward(h, cos, sin, mask, cache));
+            using var x = Child<ModuleList<LlamaDecoderLayer>>("layers").Chain(embedded, [cos, sin, mask], (layer, _, h, s) => layer.Forward(h, s[0]!, s[1]!, s[2], cache), checkpointable: cache == null);
             return Child<IUnaryModule>("norm").Forward(x);
         }
     }

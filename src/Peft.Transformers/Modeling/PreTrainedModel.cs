@@ -32,6 +32,23 @@ public abstract class PreTrainedModel : Module
     /// pooler), as transformers allows with a "newly initialized" warning. Other missing weights are errors.</summary>
     public virtual bool MayBeNewlyInitialized(string key) => !key.StartsWith(BaseModelPrefix + ".", StringComparison.Ordinal);
 
+    /// <summary>
+    /// transformers' <c>gradient_checkpointing_enable()</c>: in training mode every layer of every layer stack is
+    /// recomputed in backward instead of keeping its activations (about one more forward pass of compute for activation
+    /// memory of one layer input per layer). Passes with a key/value cache (generation, prefix tuning) are not
+    /// checkpointed, as transformers turns the cache off. Returns how many layer stacks it switched.
+    /// </summary>
+    public int GradientCheckpointingEnable(bool enable = true)
+    {
+        int stacks = 0;
+        foreach (var (_, m) in NamedModules())
+            if (m is IGradientCheckpointing g) { g.GradientCheckpointing = enable; stacks++; }
+        return stacks;
+    }
+
+    /// <summary>Whether <see cref="GradientCheckpointingEnable"/> is on.</summary>
+    public bool IsGradientCheckpointing => NamedModules().Any(m => m.Module is IGradientCheckpointing { GradientCheckpointing: true });
+
     /// <summary>Re-establishes shared weights (output head = token embedding) after loading.</summary>
     public virtual void TieWeights() { }
 

@@ -136,7 +136,10 @@ public sealed class T5Stack : Module
         using var selfBias = CombineMasks(positionBias, selfMask, causal: _decoder, past);
         using var crossBias = encoderOutput == null ? null : CombineMasks(null, encoderMask, causal: false, 0, encoderOutput.Size(1), embeddings.DType);
         var dropped = Child<IUnaryModule>("dropout").Forward(embeddings);
-        using var x = blocks.Chain(dropped, (block, i, h) => block.Forward(h, selfBias, i, encoderOutput, crossBias, cache, crossCache));
+        // The biases and the encoder output go in as side inputs: a checkpointed block's recomputation must route their
+        // gradients (a trainable position bias, an adapted encoder) back to the outer graph.
+        using var x = blocks.Chain(dropped, [selfBias, encoderOutput, crossBias], (block, i, h, s) => block.Forward(h, s[0]!, i, s[1], s[2], cache, crossCache),
+            checkpointable: cache == null && crossCache == null);
         using var n = Child<IUnaryModule>("final_layer_norm").Forward(x);
         return Child<IUnaryModule>("dropout").Forward(n);
     }
