@@ -129,3 +129,52 @@ public class TrainerTests
         Assert.That(fresh.StepCount, Is.EqualTo(2));
     }
 }
+
+/// <summary>A net whose loss overflows once its weight grows: exp(x·w) in the middle of the forward pass.</summary>
+internal sealed class OverflowingNet : Module
+{
+    public OverflowingNet() => RegisterModule("fc", new Linear(6, 3, generator: new Generator(31)));
+
+    public Tensor Loss((Tensor X, Tensor Y) batch)
+    {
+        using var h = Child<IUnaryModule>("fc").Forward(batch.X);
+        using var dropped = h.Dropout(0.5);               // the re-run must draw the same mask
+        using var e = dropped.Exp();
+        using var logits = e.Log();
+        return logits.CrossEntropy(batch.Y);
+    }
+}
+
+[TestFixture]
+public class DivergenceDiagnosisTests
+{
+    [Test]
+    public void ADivergedLossNamesTheFirstOpThatProducedTheNonFiniteValue()
+    {
+        var net = new OverflowingNet();
+        using (Autograd.NoGrad()) net.Parameters().First().MulInPlace(1e3);   // exp(|x·w| ~ 1e3) overflows F32
+        using var opt = new Sgd(net.Parameters(), lr: 0.1);
+        var data = new List<(Tensor, Tensor)> { (Tensor.Randn([4, 6], 41).KeepAlive(), Tensor.FromArray(new long[] { 0, 1, 2, 0 }).KeepAlive()) };
+        var trainer = new Trainer<(Tensor X, Tensor Y)>(net, opt, net.Loss, new TrainerOptions());
+        var ex = Assert.Throws<TrainingDivergedException>(() => trainer.Train(data));
+        Assert.That(ex!.FirstNonFiniteOp, Is.EqualTo("Exp"));
+        Assert.That(ex.Message, Does.Contain("optimizer step 1").And.Contain("first non-finite value: Exp produced a non-finite value").And.Contain("from finite inputs"));
+        Assert.That(ex.InnerException, Is.TypeOf<AnomalyException>());
+    }
+
+    [Test]
+    public void AnomalyDetectionNamesForwardAndBackwardCulprits()
+    {
+        using var x = Tensor.FromArray(new float[] { 1, 0, 2 }).RequiresGradient();
+        using (Autograd.DetectAnomaly())
+        {
+            var forward = Assert.Throws<AnomalyException>(() => { using var y = x.Log(); });
+            Assert.That((forward!.OpName, forward.FromFiniteInputs, forward.InBackward), Is.EqualTo(("Log", true, false)), "log(0) = −∞");
+            using var scope = Tensor.NewScope();
+            var root = x.Sqrt().Sum();                      // √0 is finite; its derivative 1/(2√0) is not
+            var backward = Assert.Throws<AnomalyException>(() => root.Backward());
+            Assert.That((backward!.OpName, backward.InBackward), Is.EqualTo(("Sqrt", true)));
+        }
+        using (var y = x.Log()) Assert.That(float.IsNegativeInfinity(y.ToFloatArray()[1]), "outside the scope nothing is checked");
+    }
+}

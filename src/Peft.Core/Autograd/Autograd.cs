@@ -1,7 +1,7 @@
 namespace Peft.Core;
 
 /// <summary>Grad mode and the backward pass.</summary>
-public static class Autograd
+public static partial class Autograd
 {
     [ThreadStatic] private static int _noGradDepth;
 
@@ -53,6 +53,7 @@ public static class Autograd
     /// </summary>
     public static Tensor Record(Tensor output, string opName, Tensor[] inputs, BackwardFn backward)
     {
+        CheckForward(output, opName, inputs);
         if (!ShouldRecord(inputs)) return output;
         output.GradFn = new GradNode(opName, inputs, backward, null);
         output.RequiresGrad = true;
@@ -66,6 +67,7 @@ public static class Autograd
     /// </summary>
     public static Tensor Record(Tensor output, string opName, Tensor[] inputs, Func<SavedTensors, BackwardFn> build)
     {
+        CheckForward(output, opName, inputs);
         if (!ShouldRecord(inputs)) return output;
         var saved = new SavedTensors();
         output.GradFn = new GradNode(opName, inputs, build(saved), saved);
@@ -120,12 +122,17 @@ public static class Autograd
             for (int i = 0; i < needs.Length; i++) needs[i] = node.Inputs[i].RequiresGrad;
             if (node.Saved is { } held && held.WasReleased)
                 throw new InvalidOperationException($"{node} already ran: a graph can be back-propagated once (build it again for a second Backward)");
-            var inGrads = node.Backward(g, needs);
+            var outer = _runningBackward;
+            _runningBackward = node;
+            Tensor?[] inGrads;
+            try { inGrads = node.Backward(g, needs); }
+            finally { _runningBackward = outer; }
             node.Saved?.Release();
             for (int i = 0; i < node.Inputs.Length; i++)
             {
                 var gi = inGrads[i];
                 if (gi == null || !needs[i]) continue;
+                CheckBackward(node, i, gi, g);
                 var input = node.Inputs[i];
                 if (!gi._shape.AsSpan().SequenceEqual(input._shape))
                     throw new InvalidOperationException($"internal: {node} produced a gradient of shape {Shapes.Format(gi._shape)} for an input of shape {Shapes.Format(input._shape)}");

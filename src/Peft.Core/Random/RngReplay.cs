@@ -4,9 +4,10 @@ namespace Peft.Core.Random;
 /// Remembers where every generator stood when a region first drew from it, so the region can be run again with the
 /// same random numbers — gradient checkpointing recomputes a block in backward and its dropout masks must be the ones
 /// of the forward pass (torch's preserve_rng_state, for every generator, not only the default one). Replaying leaves
-/// each generator where it was before the replay, so the rest of the run draws what it would have drawn.
+/// each generator where it was before the replay, so the rest of the run draws what it would have drawn. The trainer
+/// uses it too, to re-run a diverged batch exactly under anomaly detection.
 /// </summary>
-internal sealed class RngReplay : IDisposable
+public sealed class RngReplay : IDisposable
 {
     [ThreadStatic] private static List<RngReplay>? _recording;
     private readonly Dictionary<Generator, long> _starts = new(ReferenceEqualityComparer.Instance);

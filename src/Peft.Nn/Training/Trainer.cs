@@ -102,9 +102,15 @@ public sealed class Trainer<TBatch>
                 using (var scope = Tensor.NewScope())
                 {
                     Tensor loss;
-                    using (Options.MixedPrecision is { } low ? Autocast.Enable(low) : null) loss = _loss(data[order[_nextBatch]]);
-                    double value = loss.Item();
-                    if (!double.IsFinite(value)) throw new TrainingDivergedException(GlobalStep, _epoch, value);
+                    double value;
+                    var batch = data[order[_nextBatch]];
+                    using (var rng = RngReplay.Record())
+                    {
+                        using (Options.MixedPrecision is { } low ? Autocast.Enable(low) : null) loss = _loss(batch);
+                        rng.Dispose();   // what this forward drew is what a diagnostic re-run must draw
+                        value = loss.Item();
+                        if (!double.IsFinite(value)) throw new TrainingDivergedException(GlobalStep, _epoch, value, FirstNonFinite(batch, rng));
+                    }
                     // The loss scale and the accumulation divisor are one factor (1 when neither applies).
                     double factor = (Scaler?.Scale ?? 1.0) / accum;
                     using var scaled = factor == 1 ? loss.Contiguous() : loss.Mul(factor);
@@ -143,6 +149,22 @@ public sealed class Trainer<TBatch>
                 _model.Train();
             }
         }
+    }
+
+    /// <summary>Re-runs a diverged batch's forward pass with the same random numbers under anomaly detection and returns
+    /// what it found (null when the re-run stayed finite).</summary>
+    private AnomalyException? FirstNonFinite(TBatch batch, RngReplay rng)
+    {
+        try
+        {
+            using var scope = Tensor.NewScope();
+            using var replay = rng.Replay();
+            using var noGrad = Autograd.NoGrad();
+            using var anomaly = Autograd.DetectAnomaly();
+            using (Options.MixedPrecision is { } low ? Autocast.Enable(low) : null) _loss(batch);
+            return null;
+        }
+        catch (AnomalyException e) { return e; }
     }
 
     /// <summary>Clips and steps; with loss scaling the gradients are unscaled first (so the clip sees true values) and

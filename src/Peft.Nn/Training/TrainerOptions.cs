@@ -40,13 +40,20 @@ public sealed record TrainerOptions
 /// F16 loss scale after the step (null without loss scaling).</summary>
 public sealed record TrainerLog(long Step, int Epoch, double Loss, double LearningRate, double ElapsedSeconds, long MicroBatches, double? LossScale = null);
 
-/// <summary>The loss stopped being finite: training stops at once, naming the step.</summary>
-public sealed class TrainingDivergedException(long step, int epoch, double loss)
-    : Exception($"the loss became {loss} at optimizer step {step + 1} (epoch {epoch + 1}); lower the learning rate, clip gradients or check the data")
+/// <summary>The loss stopped being finite: training stops at once, naming the step and — found by re-running the batch
+/// under anomaly detection with the same random numbers — the first op that produced a NaN/±∞.</summary>
+public sealed class TrainingDivergedException(long step, int epoch, double loss, AnomalyException? firstNonFinite = null)
+    : Exception($"the loss became {loss} at optimizer step {step + 1} (epoch {epoch + 1})"
+        + (firstNonFinite == null ? "" : $"; first non-finite value: {firstNonFinite.Message}")
+        + "; lower the learning rate, clip gradients or check the data", firstNonFinite)
 {
     /// <summary>The optimizer step being computed when the loss diverged (0-based).</summary>
     public long Step { get; } = step;
 
     /// <summary>The loss value (NaN or ±∞).</summary>
     public double Loss { get; } = loss;
+
+    /// <summary>The op that produced the first non-finite value in the re-run forward pass (null when the re-run did not
+    /// reproduce it, e.g. a loss function that is not deterministic).</summary>
+    public string? FirstNonFiniteOp { get; } = firstNonFinite?.OpName;
 }
