@@ -80,6 +80,9 @@ public class CliTests
         var before = double.Parse(System.Text.RegularExpressions.Regex.Match(stdout, @"accuracy before training: (\d+)").Groups[1].Value);
         var after = double.Parse(System.Text.RegularExpressions.Regex.Match(stdout, @"accuracy after training: (\d+)").Groups[1].Value);
         Assert.That(after, Is.GreaterThan(before), "LoRA training improves held-out accuracy");
+        // The stated figure of the end-to-end fine-tune: held-out accuracy reaches at least 75 % (12 of 16; the seeded
+        // run gives 81 % on this project's machines, 50 % before training).
+        Assert.That(after, Is.GreaterThanOrEqualTo(75), "held-out accuracy after LoRA fine-tuning");
         Assert.That(stdout, Does.Contain("reloaded adapter gives the same predictions: yes").And.Contain("merged model gives the same predictions: yes"));
         Assert.That(File.Exists(Path.Combine(_dir, "demo", "adapter", "adapter_config.json")));
         Assert.That(Run("inspect", Path.Combine(_dir, "demo", "adapter")).Out, Does.Contain("lora_A.weight"));

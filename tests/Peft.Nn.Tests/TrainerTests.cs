@@ -13,6 +13,8 @@ internal sealed class DropoutNet : Module
         RegisterModule("fc2", new Linear(8, 3, generator: new Generator(22)));
     }
 
+    public IUnaryModule Child(string name) => Child<IUnaryModule>(name);
+
     public Tensor Loss((Tensor X, Tensor Y) batch)
     {
         using var h = Child<IUnaryModule>("fc1").Forward(batch.X);
@@ -176,5 +178,60 @@ public class DivergenceDiagnosisTests
             Assert.That((backward!.OpName, backward.InBackward), Is.EqualTo(("Sqrt", true)));
         }
         using (var y = x.Log()) Assert.That(float.IsNegativeInfinity(y.ToFloatArray()[1]), "outside the scope nothing is checked");
+    }
+}
+
+[TestFixture]
+public class MetricsTests
+{
+    [Test]
+    public void F1AndAccuracyFollowScikitLearn()
+    {
+        // scikit-learn's f1_score documentation example: macro 0.2667, micro 0.3333.
+        var m = new ClassificationMetrics(3);
+        int[] truth = [0, 1, 2, 0, 1, 2], predicted = [0, 2, 1, 0, 0, 1];
+        for (int i = 0; i < truth.Length; i++) m.Add(predicted[i], truth[i]);
+        Assert.That(m.Accuracy, Is.EqualTo(2.0 / 6).Within(1e-12));
+        Assert.That(m.MacroF1, Is.EqualTo(0.26666666666666666).Within(1e-12));
+        Assert.That(m.MicroF1, Is.EqualTo(1.0 / 3).Within(1e-12));
+        Assert.That(new[] { m.F1(0), m.F1(1), m.F1(2) }, Is.EqualTo(new[] { 0.8, 0, 0 }).Within(1e-12));
+        m.Add(1, ClassificationMetrics.IgnoreIndex);
+        Assert.That(m.Count, Is.EqualTo(6), "−100 is skipped");
+        Assert.Throws<ArgumentOutOfRangeException>(() => m.Add(0, 3));
+    }
+
+    [Test]
+    public void MacroF1AveragesOnlyTheClassesThatOccurAndLogitsAreArgMaxed()
+    {
+        var m = new ClassificationMetrics(4);   // class 3 never appears: scikit-learn leaves it out of the macro mean
+        using var logits = Tensor.FromArray(new float[] { 2, 1, 0, 0, /**/ 0, 3, 1, 0, /**/ 0, 0.5f, 0.2f, 0 }, [1, 3, 4]);
+        using var labels = Tensor.FromArray(new long[] { 0, 2, 1 }, [1, 3]);
+        m.Add(logits, labels);
+        Assert.That((m[0, 0], m[2, 1], m[1, 1]), Is.EqualTo((1L, 1L, 1L)));
+        Assert.That(m.MacroF1, Is.EqualTo((1 + 2.0 / 3 + 0) / 3).Within(1e-12), "classes 0 (F1 1), 1 (2/3), 2 (0)");
+    }
+
+    [Test]
+    public void EvaluateRunsInEvalModeWithoutAGraphAndRestoresTraining()
+    {
+        var net = new DropoutNet(dropout: 0.5);
+        using var opt = new Sgd(net.Parameters(), lr: 0.1);
+        var trainer = new Trainer<(Tensor X, Tensor Y)>(net, opt, net.Loss, new TrainerOptions());
+        var data = Enumerable.Range(0, 3).Select(i => (Tensor.Randn([5, 6], (ulong)(500 + i)).KeepAlive(), Tensor.FromArray(new long[] { 0, 1, 2, 1, 0 }).KeepAlive())).ToList();
+        bool? sawGrad = null;
+        EvalResult Run() => trainer.Evaluate(data, b =>
+        {
+            sawGrad = Autograd.IsGradEnabled;
+            using var h = net.Child("fc1").Forward(b.X);
+            using var a = h.Relu();
+            var logits = net.Child("fc2").Forward(a);
+            return new EvalStep(net.Loss(b), logits, b.Y);
+        }, numClasses: 3);
+        var first = Run();
+        Assert.That(Run().Loss, Is.EqualTo(first.Loss), "dropout is off in eval mode: two passes agree");
+        Assert.That(sawGrad, Is.False);
+        Assert.That(net.IsTraining, "training mode restored");
+        Assert.That(first.Classification!.Count, Is.EqualTo(15));
+        Assert.That(first.Perplexity, Is.EqualTo(Math.Exp(first.Loss)));
     }
 }

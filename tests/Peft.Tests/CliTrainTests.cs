@@ -51,8 +51,9 @@ public class CliTrainTests
         var output = Path.Combine(_dir, "out-" + method);
         var (code, stdout, stderr) = Run("train", "--model", Bert, "--data", Path.Combine(_dir, "cls.jsonl"), "--method", method, "--epochs", "2", "--lr", "5e-3", "--r", "4", "--output", output);
         Assert.That(code, Is.EqualTo(0), stderr);
-        Assert.That(stdout, Does.Contain("task seq-cls").And.Contain("trainable params: ").And.Contain("after training: loss").And.Contain("accuracy"));
+        Assert.That(stdout, Does.Contain("task seq-cls").And.Contain("trainable params: ").And.Contain("after training: loss").And.Contain("accuracy").And.Contain("macro-F1"));
         Assert.That(stdout, Does.Contain("epoch 2/2"));
+        Assert.That(stdout, Does.Match(@"throughput: [\d,]+ tokens in \d+ steps"));
         foreach (var f in new[] { "adapter_config.json", "adapter_model.safetensors", "loss.png" }) Assert.That(File.Exists(Path.Combine(output, f)), f);
         Assert.That(File.ReadAllBytes(Path.Combine(output, "loss.png")).Take(4), Is.EqualTo(new byte[] { 0x89, (byte)'P', (byte)'N', (byte)'G' }));
         var config = PeftConfig.Load(output);

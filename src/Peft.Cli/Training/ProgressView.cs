@@ -6,7 +6,7 @@ namespace Peft.Cli.Training;
 internal interface IProgressView
 {
     void Start(int totalSteps);
-    void Step(int epoch, double loss);
+    void Step(int epoch, double loss, double tokensPerSecond);
     void EpochDone(int epoch, int epochs, double meanLoss, string evaluation);
     void Stop();
 }
@@ -16,7 +16,7 @@ internal sealed class PlainProgress(TextWriter o) : IProgressView
 {
     public void Start(int totalSteps) { }
 
-    public void Step(int epoch, double loss) { }
+    public void Step(int epoch, double loss, double tokensPerSecond) { }
 
     public void EpochDone(int epoch, int epochs, double meanLoss, string evaluation) =>
         o.WriteLine(string.Format(System.Globalization.CultureInfo.InvariantCulture, "epoch {0}/{1}  training loss {2:F4}  eval: {3}", epoch, epochs, meanLoss, evaluation));
@@ -24,7 +24,7 @@ internal sealed class PlainProgress(TextWriter o) : IProgressView
     public void Stop() { }
 }
 
-/// <summary>A Spectre.Console progress bar over all steps, with the running loss in its description.</summary>
+/// <summary>A Spectre.Console progress bar over all steps, with the running loss and throughput in its description.</summary>
 internal sealed class SpectreProgress : IProgressView
 {
     private ProgressTask? _task;
@@ -46,9 +46,9 @@ internal sealed class SpectreProgress : IProgressView
         _started.Wait();
     }
 
-    public void Step(int epoch, double loss)
+    public void Step(int epoch, double loss, double tokensPerSecond)
     {
-        _task!.Description = string.Format(System.Globalization.CultureInfo.InvariantCulture, "epoch {0}  loss {1:F4}", epoch, loss);
+        _task!.Description = string.Format(System.Globalization.CultureInfo.InvariantCulture, "epoch {0}  loss {1:F4}  {2:N0} tokens/s", epoch, loss, tokensPerSecond);
         _task.Increment(1);
     }
 

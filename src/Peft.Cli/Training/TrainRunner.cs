@@ -50,33 +50,37 @@ internal static class TrainRunner
             long saved = MixedPrecision.StoreFrozenWeights(peft, low);
             stdout.WriteLine(string.Create(inv, $"mixed precision {o.Precision}: frozen weight matrices stored in {o.Precision} ({saved / 1048576.0:F1} MiB saved), matmuls in {o.Precision}, adapters and optimizer in f32{(low == DType.F16 ? ", dynamic loss scaling" : "")}"));
         }
-        var before = Evaluate(peft, batcher, eval, o.BatchSize, o.LowPrecision);
-        stdout.WriteLine($"before training: {before.Describe(inv)}");
-
         using var optimizer = new AdamW(peft.Parameters().Where(p => p.RequiresGrad), lr: o.LearningRate, weightDecay: 0.0);
         var scheduler = new LrScheduler(optimizer, LrSchedule.ByName(o.Schedule, o.WarmupSteps, optimizerSteps));
         var batches = train.Chunk(o.BatchSize).ToList();
+        var tokens = new Dictionary<Example[], long>(ReferenceEqualityComparer.Instance);
         // The batch's tensors live in the trainer's per-step scope, which ends after backward (the embedding's gradient reads the ids).
         var trainer = new Trainer<Example[]>(peft, optimizer, chunk =>
         {
             var batch = batcher.Make(chunk);
+            if (!tokens.ContainsKey(chunk)) using (var n = batch.AttentionMask.To(DType.F64).Sum()) tokens[chunk] = (long)n.Item();
             return peft.Forward(batch.InputIds, batch.AttentionMask, batch.Labels).Loss!;
-        }, new TrainerOptions { Epochs = o.Epochs, GradientAccumulationSteps = o.GradientAccumulation, MaxGradNorm = o.MaxGradNorm, Seed = o.Seed, LogEvery = 1, MixedPrecision = o.LowPrecision }, scheduler);
+        }, new TrainerOptions { Epochs = o.Epochs, GradientAccumulationSteps = o.GradientAccumulation, MaxGradNorm = o.MaxGradNorm, Seed = o.Seed, LogEvery = 1, MixedPrecision = o.LowPrecision }, scheduler)
+        { TokenCount = chunk => tokens[chunk] };
+        var evalBatches = eval.Chunk(o.BatchSize).ToList();
+        var before = Evaluate(trainer, batcher, peft, evalBatches);
+        stdout.WriteLine($"before training: {Describe(before, inv)}");
         var evalLosses = new List<(int, double)> { (0, before.Loss) };
         if (config is AdaLoraConfig) trainer.AfterOptimizerStep += s => peft.UpdateAndAllocate((int)s);
-        trainer.Logged += log => view.Step(log.Epoch + 1, log.Loss);
+        trainer.Logged += log => view.Step(log.Epoch + 1, log.Loss, log.TokensPerSecond);
         trainer.EpochEnded += (epoch, meanLoss) =>
         {
-            var m = Evaluate(peft, batcher, eval, o.BatchSize, o.LowPrecision);
+            var m = Evaluate(trainer, batcher, peft, evalBatches);
             evalLosses.Add(((int)trainer.GlobalStep, m.Loss));
-            view.EpochDone(epoch + 1, o.Epochs, meanLoss, m.Describe(inv));
+            view.EpochDone(epoch + 1, o.Epochs, meanLoss, Describe(m, inv));
         };
         view.Start(optimizerSteps);
         trainer.Train(batches);
         var stepLosses = trainer.StepLosses;
         view.Stop();
-        var after = Evaluate(peft, batcher, eval, o.BatchSize, o.LowPrecision);
-        stdout.WriteLine($"after training: {after.Describe(inv)}");
+        var after = Evaluate(trainer, batcher, peft, evalBatches);
+        stdout.WriteLine($"after training: {Describe(after, inv)}");
+        stdout.WriteLine(string.Create(inv, $"throughput: {trainer.Tokens:N0} tokens in {trainer.GlobalStep} steps"));
 
         Directory.CreateDirectory(o.Output);
         peft.SavePretrained(o.Output);
@@ -161,47 +165,20 @@ internal static class TrainRunner
         }
     }
 
-    private sealed record Metrics(double Loss, double? Accuracy, string Task)
-    {
-        public string Describe(IFormatProvider f) => Accuracy is { } a
-            ? string.Format(f, "loss {0:F4}, accuracy {1:P1}", Loss, a)
-            : string.Format(f, "loss {0:F4}, perplexity {1:F2}", Loss, Math.Exp(Loss));
-    }
+    private static string Describe(EvalResult m, IFormatProvider f) => m.Classification is { } c
+        ? string.Format(f, "loss {0:F4}, accuracy {1:P1}, macro-F1 {2:F3}", m.Loss, c.Accuracy, c.MacroF1)
+        : string.Format(f, "loss {0:F4}, perplexity {1:F2}", m.Loss, m.Perplexity);
 
-    private static Metrics Evaluate(PeftModel peft, TaskBatcher batcher, List<Example> eval, int batchSize, DType? precision)
+    /// <summary>The trainer's eval loop over the evaluation batches: accuracy and F1 for classification, loss and
+    /// perplexity otherwise.</summary>
+    private static EvalResult Evaluate(Trainer<Example[]> trainer, TaskBatcher batcher, PeftModel peft, List<Example[]> batches)
     {
-        peft.Eval();
-        using var _ = Autograd.NoGrad();
-        using var __ = precision is { } low ? Autocast.Enable(low) : null;
-        double lossSum = 0;
-        long correct = 0, counted = 0;
-        int batches = 0;
-        foreach (var chunk in eval.Chunk(batchSize))
+        bool classification = batcher.Task is "seq-cls" or "token-cls";
+        return trainer.Evaluate(batches, chunk =>
         {
-            using var scope = Tensor.NewScope();
-            using var batch = batcher.Make(chunk);
+            var batch = batcher.Make(chunk);
             var output = peft.Forward(batch.InputIds, batch.AttentionMask, batch.Labels);
-            lossSum += output.Loss!.Item();
-            batches++;
-            if (batcher.Task is "seq-cls" or "token-cls") (correct, counted) = Count(output.Logits, batch.Labels, correct, counted);
-        }
-        return new Metrics(lossSum / batches, counted > 0 ? (double)correct / counted : null, batcher.Task);
-    }
-
-    /// <summary>Arg-max predictions against the labels, skipping −100.</summary>
-    private static (long, long) Count(Tensor logits, Tensor labels, long correct, long counted)
-    {
-        var l = logits.ToFloatArray();
-        var y = labels.ToArray<long>();
-        int classes = l.Length / y.Length;
-        for (int i = 0; i < y.Length; i++)
-        {
-            if (y[i] == TaskBatcher.Ignore) continue;
-            int best = 0;
-            for (int c = 1; c < classes; c++) if (l[i * classes + c] > l[i * classes + best]) best = c;
-            correct += best == y[i] ? 1 : 0;
-            counted++;
-        }
-        return (correct, counted);
+            return new EvalStep(output.Loss!, output.Logits, batch.Labels);
+        }, classification ? batcher.LabelNames.Count : null);
     }
 }

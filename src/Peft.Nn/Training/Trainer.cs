@@ -44,6 +44,14 @@ public sealed class Trainer<TBatch>
     /// training to change its settings.</summary>
     public GradScaler? Scaler { get; set; }
 
+    /// <summary>Counts the tokens of a batch (non-padding positions), for the tokens/s of <see cref="TrainerLog"/>; it
+    /// is called right after the batch's loss, so it may read what the loss function built. Null: throughput is
+    /// reported in micro-batches only.</summary>
+    public Func<TBatch, long>? TokenCount { get; set; }
+
+    /// <summary>Tokens trained on so far in this run (0 without <see cref="TokenCount"/>).</summary>
+    public long Tokens { get; private set; }
+
     /// <summary>Optimizer steps skipped because the unscaled gradients were not finite (F16 loss scaling backs off
     /// and retries on the next batch; the learning-rate schedule does not advance).</summary>
     public long SkippedSteps { get; private set; }
@@ -116,6 +124,7 @@ public sealed class Trainer<TBatch>
                     using var scaled = factor == 1 ? loss.Contiguous() : loss.Mul(factor);
                     scaled.Backward();
                     stepLoss += value;
+                    if (TokenCount != null) Tokens += TokenCount(batch);
                 }
                 inStep++;
                 micro++;
@@ -134,7 +143,7 @@ public sealed class Trainer<TBatch>
                 bool last = lastOfEpoch && _epoch == Options.Epochs - 1;
                 if (GlobalStep % Options.LogEvery == 0 || last)
                 {
-                    Logged?.Invoke(new TrainerLog(GlobalStep, _epoch, windowLoss / windowSteps, _optimizer.Groups[0].Lr, clock.Elapsed.TotalSeconds, micro, Scaler?.Scale));
+                    Logged?.Invoke(new TrainerLog(GlobalStep, _epoch, windowLoss / windowSteps, _optimizer.Groups[0].Lr, clock.Elapsed.TotalSeconds, micro, Scaler?.Scale, Tokens));
                     (windowLoss, windowSteps) = (0, 0);
                 }
                 if (Options.CheckpointDir != null && Options.CheckpointEvery > 0 && GlobalStep % Options.CheckpointEvery == 0)
@@ -149,6 +158,38 @@ public sealed class Trainer<TBatch>
                 _model.Train();
             }
         }
+    }
+
+    /// <summary>
+    /// The eval loop: the model in eval mode, no graph, the training precision, one scope per batch; then back to
+    /// training mode if it was training. <paramref name="step"/> runs one batch; with <paramref name="numClasses"/> its
+    /// logits and labels feed <see cref="ClassificationMetrics"/>.
+    /// </summary>
+    public EvalResult Evaluate(IReadOnlyList<TBatch> batches, Func<TBatch, EvalStep> step, int? numClasses = null)
+    {
+        if (batches.Count == 0) throw new ArgumentException("no evaluation batches");
+        bool wasTraining = _model.IsTraining;
+        _model.Eval();
+        var metrics = numClasses is { } c ? new ClassificationMetrics(c) : null;
+        double lossSum = 0;
+        try
+        {
+            using var noGrad = Autograd.NoGrad();
+            using var precision = Options.MixedPrecision is { } low ? Autocast.Enable(low) : null;
+            foreach (var batch in batches)
+            {
+                using var scope = Tensor.NewScope();
+                var output = step(batch);
+                lossSum += output.Loss.Item();
+                if (metrics != null)
+                {
+                    if (output.Logits == null || output.Labels == null) throw new ArgumentException("classification metrics need the step to return logits and labels");
+                    metrics.Add(output.Logits, output.Labels);
+                }
+            }
+        }
+        finally { _model.Train(wasTraining); }
+        return new EvalResult(lossSum / batches.Count, metrics);
     }
 
     /// <summary>Re-runs a diverged batch's forward pass with the same random numbers under anomaly detection and returns

@@ -37,8 +37,13 @@ public sealed record TrainerOptions
 
 /// <summary>One progress report: optimizer step, epoch, mean loss since the last report, learning rate of the first
 /// group, seconds since the run started, examples seen (batches × accumulation when batches are examples), and the
-/// F16 loss scale after the step (null without loss scaling).</summary>
-public sealed record TrainerLog(long Step, int Epoch, double Loss, double LearningRate, double ElapsedSeconds, long MicroBatches, double? LossScale = null);
+/// F16 loss scale after the step (null without loss scaling), and the tokens trained on so far (0 unless the trainer
+/// counts them).</summary>
+public sealed record TrainerLog(long Step, int Epoch, double Loss, double LearningRate, double ElapsedSeconds, long MicroBatches, double? LossScale = null, long Tokens = 0)
+{
+    /// <summary>Training throughput since the run started (0 when tokens are not counted).</summary>
+    public double TokensPerSecond => ElapsedSeconds > 0 ? Tokens / ElapsedSeconds : 0;
+}
 
 /// <summary>The loss stopped being finite: training stops at once, naming the step and — found by re-running the batch
 /// under anomaly detection with the same random numbers — the first op that produced a NaN/±∞.</summary>
