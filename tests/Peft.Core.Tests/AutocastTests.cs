@@ -100,6 +100,23 @@ public class AutocastTests
     }
 
     [Test]
+    public unsafe void VectorisedBf16RoundingMatchesTheScalarRuleOnEveryBitPattern()
+    {
+        var r = new System.Random(3);
+        var bits = Enumerable.Range(0, 20011).Select(_ => (uint)r.NextInt64(0, 1L << 32)).ToList();
+        bits.AddRange([0x3F808000u, 0x3F818000u, 0x7F800000u, 0xFF800000u, 0x7FC00001u, 0x7F800001u, 0xFFFFFFFFu, 0x7F7FFFFFu, 0, 0x80000000u]); // ties, ±∞, NaNs, max
+        var values = bits.Select(BitConverter.UInt32BitsToSingle).ToArray();
+        var expected = values.Select(v => BFloat16.FromSingle(v).Bits).ToArray();
+        using (var t = Tensor.FromArray(values))
+        using (var b = t.To(DType.BF16))
+            Assert.That(b.ToArray<BFloat16>().Select(x => x.Bits).ToArray(), Is.EqualTo(expected), "F32 → BF16 cast");
+        var inPlace = (float[])values.Clone();
+        fixed (float* p = inPlace) Cpu.Cast.RoundInPlace(p, inPlace.Length, DType.BF16);
+        Assert.That(inPlace.Select(v => (ushort)(BitConverter.SingleToUInt32Bits(v) >> 16)).ToArray(), Is.EqualTo(expected), "rounding kept in F32 storage");
+        Assert.That(inPlace.All(v => (BitConverter.SingleToUInt32Bits(v) & 0xFFFF) == 0));
+    }
+
+    [Test]
     public void F64StaysExactAndNestedScopesRestore()
     {
         using var a = Tensor.Randn([3, 4], 8, DType.F64);
