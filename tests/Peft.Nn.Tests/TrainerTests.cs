@@ -101,6 +101,28 @@ public class TrainerTests
     }
 
     [Test]
+    public void MaxStepsStopsEarlyWithTheFullRunsLosses()
+    {
+        var data = Data(5, 3);
+        float[] Params(Module m) => m.Parameters().SelectMany(p => p.ToFloatArray()).ToArray();
+        var straightNet = new DropoutNet();
+        using var straightOpt = new AdamW(straightNet.Parameters(), lr: 1e-2);
+        var straight = new Trainer<(Tensor X, Tensor Y)>(straightNet, straightOpt, straightNet.Loss, new TrainerOptions { Epochs = 2, Seed = 9 });
+        straight.Train(data);
+        Assert.That(straight.GlobalStep, Is.EqualTo(10));
+
+        var net = new DropoutNet();
+        using var opt = new AdamW(net.Parameters(), lr: 1e-2);
+        var stopped = new Trainer<(Tensor X, Tensor Y)>(net, opt, net.Loss, new TrainerOptions { Epochs = 2, Seed = 9, MaxSteps = 7 });
+        int logs = 0;
+        stopped.Logged += _ => logs++;
+        stopped.Train(data);
+        Assert.That(stopped.GlobalStep, Is.EqualTo(7), "7 steps: all of epoch 1 and 2 of epoch 2");
+        Assert.That(logs, Is.EqualTo(1), "the last step is logged even off the LogEvery grid");
+        Assert.That(stopped.StepLosses, Is.EqualTo(straight.StepLosses.Take(7).ToList()));
+    }
+
+    [Test]
     public void ANonFiniteLossStopsTrainingNamingTheStep()
     {
         var net = new DropoutNet();

@@ -140,7 +140,8 @@ public sealed class Trainer<TBatch>
                 windowLoss += stepLoss / inStep;
                 windowSteps++;
                 (stepLoss, inStep) = (0, 0);
-                bool last = lastOfEpoch && _epoch == Options.Epochs - 1;
+                bool reachedMax = Options.MaxSteps is { } maxSteps && GlobalStep >= maxSteps;
+                bool last = (lastOfEpoch && _epoch == Options.Epochs - 1) || reachedMax;
                 if (GlobalStep % Options.LogEvery == 0 || last)
                 {
                     Logged?.Invoke(new TrainerLog(GlobalStep, _epoch, windowLoss / windowSteps, _optimizer.Groups[0].Lr, clock.Elapsed.TotalSeconds, micro, Scaler?.Scale, Tokens));
@@ -150,6 +151,11 @@ public sealed class Trainer<TBatch>
                 {
                     var folder = WriteCheckpoint(Options.CheckpointDir, nextBatch: _nextBatch + 1);   // resumes after this batch
                     Checkpointed?.Invoke(folder);
+                }
+                if (reachedMax)
+                {
+                    _nextBatch++;   // the position (and a checkpoint written now) points after this batch
+                    return;
                 }
             }
             if (EpochEnded != null && StepLosses.Count > firstStepOfEpoch)

@@ -8,6 +8,10 @@ public sealed record TrainerOptions
     /// <summary>Passes over the data.</summary>
     public int Epochs { get; init; } = 1;
 
+    /// <summary>Stop after this many optimizer steps in all (transformers' max_steps; null: run every epoch). The
+    /// epochs still bound the run.</summary>
+    public long? MaxSteps { get; init; }
+
     /// <summary>Micro-batches whose gradients are summed (each loss divided by this) before one optimizer step.</summary>
     public int GradientAccumulationSteps { get; init; } = 1;
 
