@@ -57,6 +57,38 @@ public class FuzzTests
     }
 
     [Test]
+    public void DataLoadersOnlyEverThrowTheirFormatException()
+    {
+        var seeds = new (string Ext, string Task, string Text)[]
+        {
+            (".jsonl", "seq-cls", "{\"text\": \"my order never arrived\", \"label\": \"complaint\"}\n{\"sentence\": \"thanks\", \"label\": 1}\n"),
+            (".jsonl", "causal-lm", "{\"prompt\": \"Q: late? A:\", \"completion\": \" yes\"}\n{\"text\": \"plain text\"}\n"),
+            (".jsonl", "seq2seq", "{\"source\": \"translate: hi\", \"target\": \"salut\"}\n{\"input\": \"a\", \"output\": \"b\"}\n"),
+            (".jsonl", "token-cls", "{\"tokens\": [\"my\", \"order\"], \"tags\": [\"O\", \"ITEM\"]}\n"),
+            (".csv", "seq-cls", "text,label\n\"broken, really\",complaint\nfine,no complaint\n"),
+            (".csv", "seq2seq", "source,target\nhello,bonjour\n\"a \"\"quoted\"\" word\",b\n"),
+        };
+        var mutator = new Mutator(11);
+        int rejected = 0, loaded = 0;
+        for (int i = 0; i < Iterations; i++)
+        {
+            var (ext, task, text) = seeds[i % seeds.Length];
+            var bytes = mutator.Mutate(Encoding.UTF8.GetBytes(text));
+            var path = Path.Combine(_dir, "data" + ext);
+            File.WriteAllBytes(path, bytes);
+            try
+            {
+                loaded += Peft.Cli.Training.TrainingData.Load(path, task).Count > 0 ? 1 : 0;
+            }
+            catch (Peft.Cli.Training.DataFormatException e) when (e.Message.StartsWith(path, StringComparison.Ordinal)) { rejected++; }
+            catch (Exception e) { Assert.Fail($"data iteration {i} ({task}, {ext}): {e.GetType().Name}: {e.Message}\n{Encoding.Latin1.GetString(bytes)}"); }
+        }
+        TestContext.Out.WriteLine($"{Iterations} mutated data files: {rejected} rejected with DataFormatException, {loaded} loaded, no other outcome");
+        Assert.That(rejected, Is.GreaterThan(Iterations / 10), "the mutations reach the rejections");
+        Assert.That(loaded, Is.GreaterThan(Iterations / 20), "and the happy path");
+    }
+
+    [Test]
     public void AdapterAndModelConfigsOnlyEverThrowTypedExceptions()
     {
         var adapterSeed = Encoding.UTF8.GetBytes(new LoraConfig { R = 8, LoraAlpha = 16, TargetModules = ["q_proj"], TaskType = "CAUSAL_LM", LayersToTransform = [0, 1] }.ToJsonString());
