@@ -31,6 +31,36 @@ public abstract class Module : IDisposable
     private Dictionary<string, Module> _children = new();
     private bool _disposed;
 
+    [ThreadStatic] private static List<Module>? _underConstruction;
+
+    /// <summary>Notes the module in the innermost <see cref="Build{T}"/> on this thread, so a failed build frees it.</summary>
+    protected Module() => _underConstruction?.Add(this);
+
+    /// <summary>
+    /// Runs a constructor of a module tree such that a failure part-way (a bad config value, a model too large for
+    /// memory) frees every module the attempt created — with their parameters — before the exception propagates;
+    /// without it, tensors of a half-built tree would wait for the garbage collector.
+    /// </summary>
+    /// <example><code>var model = Module.Build(() => new LlamaForCausalLM(config));</code></example>
+    public static T Build<T>(Func<T> construct) where T : Module
+    {
+        var outer = _underConstruction;
+        var created = new List<Module>();
+        _underConstruction = created;
+        try { return construct(); }
+        catch
+        {
+            foreach (var m in created) m.Dispose();
+            created.Clear();
+            throw;
+        }
+        finally
+        {
+            _underConstruction = outer;
+            outer?.AddRange(created);   // a nested build that succeeded belongs to the enclosing one
+        }
+    }
+
     /// <summary>True in training mode (dropout active), false after <see cref="Eval"/>.</summary>
     public bool IsTraining { get; private set; } = true;
 

@@ -50,7 +50,8 @@ public static class AutoModel
     {
         var (family, configuredTask) = Identify(config);
         var t = task ?? configuredTask;
-        PreTrainedModel model = (family, t) switch
+        // Built under Module.Build: a config that fails part-way, or a model too large for memory, frees what was built.
+        var model = Module.Build<PreTrainedModel>(() => (family, t) switch
         {
             ("gpt2", ModelTask.CausalLM) => new Gpt2LMHeadModel(Gpt2Config.From(config)),
             ("gpt2", ModelTask.SequenceClassification) => new Gpt2ForSequenceClassification(Gpt2Config.From(config)),
@@ -66,7 +67,7 @@ public static class AutoModel
             ("vit", ModelTask.ImageClassification) => new VitForImageClassification(VitConfig.From(config)),
             ("t5", ModelTask.Seq2SeqLM) => new T5ForConditionalGeneration(T5Config.From(config)),
             _ => throw new ConfigException(config.Path, $"no {t} head for model type '{config.ModelType}' in this build"),
-        };
+        });
         model.SourceConfig = config;
         return model;
     }

@@ -59,6 +59,7 @@ public sealed unsafe class CpuStorage : Storage
     public CpuStorage(long byteLength, bool zero = true) : base(byteLength)
     {
         if (byteLength < 0) throw new ArgumentOutOfRangeException(nameof(byteLength));
+        MemoryStats.CheckLimit(byteLength);
         _ptr = CpuAllocator.Allocate(byteLength, out _reserved);
         if (zero) NativeMemory.Clear(_ptr, (nuint)byteLength);
         MemoryStats.OnAlloc(byteLength);
@@ -130,6 +131,30 @@ public static class MemoryStats
 
     /// <summary>Sets the peak to the current live figure.</summary>
     public static void ResetPeak() => Interlocked.Exchange(ref _peakBytes, LiveBytes);
+
+    /// <summary>
+    /// Most bytes of CPU tensor memory the process may hold: an allocation that would pass it throws
+    /// <see cref="InsufficientMemoryException"/> naming the sizes, instead of letting the OS kill the process when the
+    /// pages are touched (Linux overcommits, so malloc itself rarely fails). Default: 80% of the memory the runtime sees
+    /// as available to the process (physical memory, or a container's limit; the rest is the runtime's and the OS's).
+    /// Set to <see cref="long.MaxValue"/> to turn the check off (e.g. with swap).
+    /// </summary>
+    public static long Limit { get; set; } = DefaultLimit();
+
+    private static long DefaultLimit()
+    {
+        long total = GC.GetGCMemoryInfo().TotalAvailableMemoryBytes;
+        return total > 0 ? total / 5 * 4 : long.MaxValue;
+    }
+
+    internal static void CheckLimit(long bytes)
+    {
+        long live = LiveBytes;
+        if (bytes > Limit - live)
+            throw new InsufficientMemoryException(
+                $"allocating a {bytes / 1048576.0:N1} MiB tensor with {live / 1048576.0:N1} MiB of tensors alive would pass the {Limit / 1048576.0:N0} MiB " +
+                "this process may use (MemoryStats.Limit: 80% of the machine's memory); a model or batch this size does not fit here");
+    }
 
     internal static void OnAlloc(long bytes)
     {

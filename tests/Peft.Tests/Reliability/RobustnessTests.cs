@@ -29,6 +29,24 @@ public class RobustnessTests
     }
 
     [Test]
+    public void AModelThatDoesNotFitIsATypedErrorNotAKilledProcess()
+    {
+        long saved = MemoryStats.Limit;
+        try
+        {
+            MemoryStats.Limit = MemoryStats.LiveBytes + (8 << 20);   // pretend 8 MiB are left
+            // Small embeddings first, then 8 MiB MLP matrices: the refusal comes part-way through the build.
+            var huge = HfConfig.FromJson("""{"model_type": "llama", "vocab_size": 100, "hidden_size": 512, "intermediate_size": 4096, "num_hidden_layers": 4, "num_attention_heads": 8}""");
+            long before = MemoryStats.LiveBytes;
+            var ex = Assert.Throws<InsufficientMemoryException>(() => AutoModel.Create(huge));
+            Assert.That(ex!.Message, Does.Contain("MiB tensor").And.Contain("MemoryStats.Limit"));
+            Assert.That(MemoryStats.LiveBytes, Is.EqualTo(before), "what was built before the refusal is freed at once, not by the GC");
+        }
+        finally { MemoryStats.Limit = saved; }
+        Assert.That(MemoryStats.Limit, Is.LessThan(long.MaxValue).And.GreaterThan(1L << 30), "the default follows the machine's memory");
+    }
+
+    [Test]
     public void TheSameSeedGivesBitIdenticalAdaptersAfterTraining()
     {
         var dir = Directory.CreateTempSubdirectory("peft-repro-").FullName;
