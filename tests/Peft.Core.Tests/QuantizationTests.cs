@@ -5,7 +5,7 @@ namespace Peft.Core.Tests;
 [TestFixture]
 public class QuantizationTests
 {
-    private static float[] Random(int n, int seed, float scale = 1)
+    internal static float[] Random(int n, int seed, float scale = 1)
     {
         var r = new System.Random(seed);
         return Enumerable.Range(0, n).Select(_ => (float)(r.NextDouble() * 2 - 1) * scale).ToArray();
@@ -59,11 +59,7 @@ public class QuantizationTests
 [TestFixture]
 public class DoubleQuantizationTests
 {
-    private static float[] Random(int n, int seed, float scale = 1)
-    {
-        var r = new System.Random(seed);
-        return Enumerable.Range(0, n).Select(_ => (float)(r.NextDouble() * 2 - 1) * scale).ToArray();
-    }
+    private static float[] Random(int n, int seed, float scale = 1) => QuantizationTests.Random(n, seed, scale);
 
     [Test]
     public void TheDynamicMapHasBitsandbytesShape()

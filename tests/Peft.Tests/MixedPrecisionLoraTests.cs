@@ -45,18 +45,10 @@ public class MixedPrecisionLoraTests
             peft.Train();
             using var opt = new AdamW(peft.Parameters().Where(p => p.RequiresGrad), lr: 1e-2);
             using var ids = Tensor.FromArray(IdValues, [1, 8]);
-            double first = 0, last = 0;
-            for (int step = 0; step < 12; step++)
+            var (first, last) = TrainingProbe.Run(peft, 12, () =>
             {
-                using var scope = Tensor.NewScope();
-                opt.ZeroGrad();
-                Tensor loss;
-                using (Autocast.Enable(DType.BF16)) loss = peft.Forward(ids, labels: ids).Loss!;
-                loss.Backward();
-                opt.Step();
-                if (step == 0) first = loss.Item();
-                last = loss.Item();
-            }
+                using (Autocast.Enable(DType.BF16)) return peft.Forward(ids, labels: ids).Loss!;
+            }, opt.Step);
             Assert.That(last, Is.LessThan(first));
             Assert.That(peft.Parameters().Where(p => p.DType == DType.BF16).All(p => p.Grad == null), "no gradient for the frozen bf16 weights");
 

@@ -197,11 +197,7 @@ public class PromptLearningTests
 [TestFixture]
 public class Seq2SeqPromptLearningTests
 {
-    private const string T5 = """
-        {"model_type": "t5", "architectures": ["T5ForConditionalGeneration"], "vocab_size": 24, "d_model": 16, "d_kv": 4, "d_ff": 32,
-         "num_layers": 2, "num_heads": 4, "relative_attention_num_buckets": 8, "dropout_rate": 0.0, "decoder_start_token_id": 0,
-         "pad_token_id": 0, "eos_token_id": 1, "feed_forward_proj": "relu", "tie_word_embeddings": false}
-        """;
+    private const string T5 = TinyConfigs.T5;
 
     private static readonly Tensor Input = Tensor.FromArray(new long[] { 5, 9, 4, 1, 7, 3, 12, 1 }, [2, 4]).KeepAlive();
     private static readonly Tensor Target = Tensor.FromArray(new long[] { 9, 5, 1, 3, 7, 1 }, [2, 3]).KeepAlive();

@@ -25,6 +25,13 @@ internal static class TinyConfigs
          "attention_probs_dropout_prob": 0.0, "num_labels": 3}
         """;
 
+    /// <summary>T5 with relu feed-forward and untied heads (2 layers each side).</summary>
+    public const string T5 = """
+        {"model_type": "t5", "architectures": ["T5ForConditionalGeneration"], "vocab_size": 24, "d_model": 16, "d_kv": 4, "d_ff": 32,
+         "num_layers": 2, "num_heads": 4, "relative_attention_num_buckets": 8, "dropout_rate": 0.0, "decoder_start_token_id": 0,
+         "pad_token_id": 0, "eos_token_id": 1, "feed_forward_proj": "relu", "tie_word_embeddings": false}
+        """;
+
     /// <summary>A model for <paramref name="json"/>, its random init seeded.</summary>
     public static PreTrainedModel Create(string json, ModelTask? task = null, ulong seed = 1)
     {

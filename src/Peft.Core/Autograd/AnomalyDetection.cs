@@ -22,18 +22,7 @@ public static partial class Autograd
     public static IDisposable DetectAnomaly()
     {
         _anomalyDepth++;
-        return new AnomalyScope();
-    }
-
-    private sealed class AnomalyScope : IDisposable
-    {
-        private bool _done;
-        public void Dispose()
-        {
-            if (_done) return;
-            _done = true;
-            _anomalyDepth--;
-        }
+        return new OnDispose(() => _anomalyDepth--);
     }
 
     /// <summary>In anomaly mode: throws when <paramref name="output"/> of <paramref name="opName"/> holds a non-finite value.</summary>

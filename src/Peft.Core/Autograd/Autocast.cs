@@ -29,7 +29,7 @@ public static class Autocast
         if (dtype is not (DType.BF16 or DType.F16)) throw new ArgumentException($"autocast computes in BF16 or F16, not {dtype}", nameof(dtype));
         var previous = _dtype;
         _dtype = dtype;
-        return new Restore(previous);
+        return new OnDispose(() => _dtype = previous);
     }
 
     /// <summary>Turns autocast off on this thread until disposed (a region that must stay in F32).</summary>
@@ -37,17 +37,6 @@ public static class Autocast
     {
         var previous = _dtype;
         _dtype = null;
-        return new Restore(previous);
-    }
-
-    private sealed class Restore(DType? previous) : IDisposable
-    {
-        private bool _done;
-        public void Dispose()
-        {
-            if (_done) return;
-            _done = true;
-            _dtype = previous;
-        }
+        return new OnDispose(() => _dtype = previous);
     }
 }

@@ -13,7 +13,7 @@ public static partial class Autograd
     public static IDisposable NoGrad()
     {
         _noGradDepth++;
-        return new NoGradScope();
+        return new OnDispose(() => _noGradDepth--);
     }
 
     /// <summary>Turns grad mode back on inside a <see cref="NoGrad"/> region until disposed (gradient checkpointing
@@ -22,29 +22,7 @@ public static partial class Autograd
     {
         int saved = _noGradDepth;
         _noGradDepth = 0;
-        return new EnableGradScope(saved);
-    }
-
-    private sealed class EnableGradScope(int saved) : IDisposable
-    {
-        private bool _done;
-        public void Dispose()
-        {
-            if (_done) return;
-            _done = true;
-            _noGradDepth = saved;
-        }
-    }
-
-    private sealed class NoGradScope : IDisposable
-    {
-        private bool _done;
-        public void Dispose()
-        {
-            if (_done) return;
-            _done = true;
-            _noGradDepth--;
-        }
+        return new OnDispose(() => _noGradDepth = saved);
     }
 
     /// <summary>

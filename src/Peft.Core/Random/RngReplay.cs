@@ -37,7 +37,10 @@ public sealed class RngReplay : IDisposable
         var current = new Dictionary<Generator, long>(ReferenceEqualityComparer.Instance);
         foreach (var g in _starts.Keys) current[g] = g.Offset;
         foreach (var (g, start) in _starts) g.Offset = start;
-        return new Rewind(current);
+        return new OnDispose(() =>
+        {
+            foreach (var (g, offset) in current) g.Offset = offset;
+        });
     }
 
     /// <summary>Stops recording.</summary>
@@ -46,13 +49,5 @@ public sealed class RngReplay : IDisposable
         if (_stopped) return;
         _stopped = true;
         _recording?.Remove(this);
-    }
-
-    private sealed class Rewind(Dictionary<Generator, long> offsets) : IDisposable
-    {
-        public void Dispose()
-        {
-            foreach (var (g, offset) in offsets) g.Offset = offset;
-        }
     }
 }
