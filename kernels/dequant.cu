@@ -2,9 +2,14 @@
 // Computes:
 //   dequant_int8_rowwise_*: w[i, j] = q[i, j] · (scb[i] / 127)        (LLM.int8 / bitsandbytes Int8Params)
 //   dequant_nf4_*:          w[k]    = NF4[code(k)] · absmax[k / 64]     (QLoRA; two codes per byte, first in the high nibble)
+//   dequant_blockwise8_f32: a[b]    = code[c[b]] · nested[b / 256] + offset
+//                           (QLoRA's double quantization: NF4's absmax values stored as 8-bit codes of bitsandbytes'
+//                           dynamic map, a float per 256 of them and their mean; decoded before dequant_nf4_*)
 // Layouts: row-major [rows, cols] int8 + float scb[rows]; packed NF4 bytes [(n + 1) / 2] + float absmax[ceil(n / 64)].
 // Dtypes: f32 and bf16 outputs (bf16 rounds to nearest even).
-// Tolerance: bit-exact against the CPU references in Peft.Core.Quantization (Int8RowWise, Nf4) for f32 output;
+// Tolerance: bit-exact against the CPU references in Peft.Core.Quantization (Int8RowWise, Nf4, DoubleQuantizedAbsmax)
+//   for f32 output (the decode multiplies and adds with explicit round-to-nearest intrinsics: a fused multiply-add
+//   would round once where the reference rounds twice);
 //   bf16 output equals the f32 reference rounded to bf16 (the same float operations in the same order).
 // Memory-bound. Vector path: each thread-step turns V = 16 / sizeof(out) values (4 f32 or 8 bf16; always inside one
 //   64-block, and inside one row when cols % V == 0) into exactly one 16-byte store, so a warp's store covers 512
@@ -107,6 +112,18 @@ __device__ void int8_body(const int8_t* __restrict__ q, const float* __restrict_
 }
 
 }  // namespace
+
+extern "C" __global__ void dequant_blockwise8_f32(const uint8_t* __restrict__ codes, const float* __restrict__ code_table,
+    const float* __restrict__ nested_absmax, float offset, float* __restrict__ out, int64_t n)
+{
+    // The 256-level table is read by data-dependent index: from shared memory, not through the constant cache.
+    __shared__ float table[256];
+    for (int i = threadIdx.x; i < 256; i += blockDim.x) table[i] = code_table[i];
+    __syncthreads();
+    const int64_t stride = (int64_t)gridDim.x * blockDim.x;
+    for (int64_t b = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; b < n; b += stride)
+        out[b] = __fadd_rn(__fmul_rn(table[codes[b]], nested_absmax[b / 256]), offset);
+}
 
 extern "C" __global__ void dequant_nf4_f32(const uint8_t* __restrict__ packed, const float* __restrict__ absmax, float* __restrict__ out, int64_t n)
 {

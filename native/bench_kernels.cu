@@ -178,6 +178,52 @@ void dequant(long long rows, long long cols)
     CHECK(cudaFree(dp)); CHECK(cudaFree(da)); CHECK(cudaFree(dq)); CHECK(cudaFree(ds)); CHECK(cudaFree(out32)); CHECK(cudaFree(out16));
 }
 
+// bitsandbytes' signed dynamic map (create_dynamic_map(signed=True)), built as torch builds it in float32.
+std::vector<float> dynamic_map()
+{
+    std::vector<float> data;
+    for (int i = 0; i < 7; i++) {
+        const int items = (1 << i) + 1;
+        std::vector<float> bounds(items);
+        const float step = (1.0f - 0.1f) / (items - 1);
+        for (int k = 0; k < items; k++) bounds[k] = k < items / 2 ? 0.1f + step * k : 1.0f - step * (items - k - 1);
+        const float scale = (float)std::pow(10.0, -6 + i);
+        for (int k = 0; k + 1 < items; k++) {
+            const float mean = (bounds[k] + bounds[k + 1]) / 2.0f;
+            data.push_back(scale * mean);
+            data.push_back(-(scale * mean));
+        }
+    }
+    data.push_back(0.0f);
+    data.push_back(1.0f);
+    std::sort(data.begin(), data.end());
+    return data;
+}
+
+// QLoRA's double quantization: decoding 8-bit absmax codes (one per 64 weights) back to floats.
+void double_quant(long long blocks)
+{
+    const std::vector<float> table = dynamic_map();
+    std::vector<uint8_t> codes(blocks);
+    for (auto& c : codes) c = (uint8_t)(next_u64() >> 56);
+    std::vector<float> nested((blocks + 255) / 256);
+    for (auto& a : nested) a = uniform(0.01f, 0.1f);
+    const float offset = 0.05f;
+    std::vector<float> want(blocks);
+    for (long long b = 0; b < blocks; b++) {
+        volatile float product = table[codes[b]] * nested[b / 256];   // two roundings, as the reference
+        want[b] = product + offset;
+    }
+    uint8_t* dc = device_copy(codes);
+    float* dt = device_copy(table);
+    float* dn = device_copy(nested);
+    float* out;
+    CHECK(cudaMalloc(&out, blocks * 4));
+    unsigned g = grid_for(blocks);
+    run("dequant_blockwise8_f32", blocks, out, want, blocks * 5.0 + nested.size() * 4.0, [&] { dequant_blockwise8_f32<<<g, 256>>>(dc, dt, dn, offset, out, blocks); });
+    CHECK(cudaFree(dc)); CHECK(cudaFree(dt)); CHECK(cudaFree(dn)); CHECK(cudaFree(out));
+}
+
 double measure_copy_ceiling()
 {
     const size_t bytes = 1ull << 30;
@@ -208,6 +254,8 @@ int main(int argc, char** argv)
     casts(1ll << 27);          // 512 MiB of f32: ten times the L2
     dequant(37, 1001);         // odd columns: the scalar path, a partial last NF4 block
     dequant(8192, 16384);
+    double_quant(701);         // a partial last nested block
+    double_quant(1 << 21);     // the statistics of a 128 M-weight NF4 tensor
     std::printf("\n%s\n", failures ? "FAILED" : "all kernels match their references");
     return failures ? 1 : 0;
 }

@@ -15,6 +15,7 @@ __global__ void cast_bf16_to_f32(const __nv_bfloat16* __restrict__ in, float* __
 __global__ void dequant_nf4_f32(const uint8_t* __restrict__ packed, const float* __restrict__ absmax, float* __restrict__ out, int64_t n);
 __global__ void dequant_nf4_bf16(const uint8_t* __restrict__ packed, const float* __restrict__ absmax, __nv_bfloat16* __restrict__ out, int64_t n);
 __global__ void dequant_int8_rowwise_f32(const int8_t* __restrict__ q, const float* __restrict__ scb, float* __restrict__ out, int64_t rows, int64_t cols);
+__global__ void dequant_blockwise8_f32(const uint8_t* __restrict__ codes, const float* __restrict__ code_table, const float* __restrict__ nested_absmax, float offset, float* __restrict__ out, int64_t n);
 __global__ void dequant_int8_rowwise_bf16(const int8_t* __restrict__ q, const float* __restrict__ scb, __nv_bfloat16* __restrict__ out, int64_t rows, int64_t cols);
 
 // kernels/lora.cu — the thin products of a LoRA layer on tensor cores (rank R = 16, 32; bf16 in/out, float32 accumulation).

@@ -49,6 +49,30 @@ public class KernelTests : GpuTest
         Assert.That(Bits(got), Is.EqualTo(Bits(want)), "f32 is bit-exact; bf16 is the f32 reference rounded to nearest even");
     }
 
+    [TestCase(64 * 700 + 5, DType.F32)]  // 701 NF4 blocks → 3 nested blocks, the last partial
+    [TestCase(4096 * 64, DType.BF16)]
+    public void DoublyQuantizedNf4DequantMatchesTheCpuReference(int n, DType dtype)
+    {
+        using var w = Tensor.Randn([n], Fresh(), std: 0.05);
+        var (packed, absmax) = Nf4.Quantize(w.ToArray<float>());
+        var dq = DoubleQuantizedAbsmax.From(absmax);
+        var decoded = dq.Dequantize();
+        var reference = Nf4.Dequantize(packed, decoded, n);
+        using var codesD = Tensor.FromArray(dq.Codes).To(Gpu.Device);
+        using var tableD = Tensor.FromArray(Blockwise8.Code).To(Gpu.Device);
+        using var nestedD = Tensor.FromArray(dq.NestedAbsmax).To(Gpu.Device);
+        PoisonNext(Gpu, decoded.Length * 4L);
+        using (var absmaxD = CudaKernels.DequantizeBlockwise8(codesD, tableD, nestedD, dq.Offset))
+        using (var absmaxHost = absmaxD.To(Device.Cpu))
+            Assert.That(absmaxHost.ToArray<float>(), Is.EqualTo(decoded), "the decoded statistics, bit for bit (no fused multiply-add)");
+        using var packedD = Tensor.FromArray(packed).To(Gpu.Device);
+        PoisonNext(Gpu, (long)n * dtype.SizeOf());
+        using var yd = CudaKernels.DequantizeNf4(packedD, codesD, tableD, nestedD, dq.Offset, [n], dtype);
+        using var got = yd.To(Device.Cpu);
+        using var want = Tensor.FromArray(reference).To(dtype);
+        Assert.That(Bits(got), Is.EqualTo(Bits(want)));
+    }
+
     [TestCase(257, 1023, DType.F32)]  // cols % 16 ≠ 0: the scalar path
     [TestCase(128, 4096, DType.BF16)] // the vector path
     [TestCase(33, 2048, DType.F32)]

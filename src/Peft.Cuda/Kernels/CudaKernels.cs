@@ -43,6 +43,35 @@ public static class CudaKernels
         return y;
     }
 
+    /// <summary>
+    /// QLoRA's doubly quantized NF4 block statistics decoded on the device: absmax[b] = code[codes[b]]·nested[b / 256] +
+    /// offset, as F32 (the CPU reference is <see cref="Peft.Core.Quantization.DoubleQuantizedAbsmax.Dequantize"/>);
+    /// <paramref name="codeTable"/> is <see cref="Peft.Core.Quantization.Blockwise8.Code"/> on the device.
+    /// </summary>
+    public static Tensor DequantizeBlockwise8(Tensor codes, Tensor codeTable, Tensor nestedAbsmax, float offset)
+    {
+        CudaTensors.RequireSameDevice("DequantizeBlockwise8", codes, codeTable, nestedAbsmax);
+        long n = codes.NumEl;
+        if (codes.DType != DType.U8) throw new ArgumentException($"DequantizeBlockwise8: codes must be U8 (got {codes.DType})");
+        if (codeTable.DType != DType.F32 || codeTable.NumEl != 256) throw new ArgumentException($"DequantizeBlockwise8: the code table must be 256 F32 levels (got {codeTable.DType}, {codeTable.NumEl})");
+        if (nestedAbsmax.DType != DType.F32 || nestedAbsmax.NumEl != (n + 255) / 256)
+            throw new ArgumentException($"DequantizeBlockwise8: nested absmax must be F32 with {(n + 255) / 256} blocks for {n} codes (got {nestedAbsmax.DType}, {nestedAbsmax.NumEl})");
+        var device = CudaTensors.DeviceOf(codes);
+        var y = CudaTensors.Empty(codes.Shape, DType.F32, device);
+        if (n > 0) device.Kernels.Launch("dequant_blockwise8_f32", device.Kernels.GridFor(n, Block), Block,
+            CudaTensors.Address(codes), CudaTensors.Address(codeTable), CudaTensors.Address(nestedAbsmax), offset, CudaTensors.Address(y), n);
+        return y;
+    }
+
+    /// <summary>Doubly quantized NF4 (codes, 8-bit absmax codes, nested absmax, offset) → a [<paramref name="shape"/>]
+    /// tensor in <paramref name="dtype"/>: the statistics decoded by <see cref="DequantizeBlockwise8"/>, then
+    /// <see cref="DequantizeNf4(Tensor, Tensor, int[], DType)"/>.</summary>
+    public static Tensor DequantizeNf4(Tensor packed, Tensor absmaxCodes, Tensor codeTable, Tensor nestedAbsmax, float offset, int[] shape, DType dtype)
+    {
+        using var absmax = DequantizeBlockwise8(absmaxCodes, codeTable, nestedAbsmax, offset);
+        return DequantizeNf4(packed, absmax, shape, dtype);
+    }
+
     /// <summary>Row-wise absmax int8 (LLM.int8 layout: q [rows, cols] I8, scb [rows] F32) → q·scb/127 in <paramref name="dtype"/> (f32 or bf16).</summary>
     public static Tensor DequantizeInt8(Tensor q, Tensor scb, DType dtype)
     {
