@@ -4,7 +4,7 @@ namespace Peft.Bench;
 public static class Suites
 {
     /// <summary>Suite names, in the order <c>all</c> runs them.</summary>
-    public static readonly IReadOnlyList<string> Names = ["gemm", "gemm-threads", "gpt2-step", "gpt2-step-small", "tuner-layers", "training-memory", "kernels"];
+    public static readonly IReadOnlyList<string> Names = ["gemm", "gemm-threads", "gpt2-step", "gpt2-step-small", "tuner-layers", "lora-thin", "training-memory", "kernels"];
 
     /// <summary>Runs <paramref name="suite"/>, writing its report to <paramref name="o"/>; false for an unknown name.</summary>
     public static bool Run(string suite, TextWriter o)
@@ -24,6 +24,9 @@ public static class Suites
                 return true;
             case "tuner-layers":
                 TunerLayerBench.Run(o);
+                return true;
+            case "lora-thin":
+                LoraThinAb.Run(o);
                 return true;
             case "training-memory":
                 TrainingMemoryBench.Run(o);

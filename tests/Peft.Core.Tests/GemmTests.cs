@@ -28,6 +28,41 @@ public class GemmTests
             }
     }
 
+    // LoRA's thin products take their own loops: N ≤ 16 (dots along K, needs a row-major A), K ≤ 16 (broadcast
+    // multiply-adds along N). Ragged edges of the 4 × 4 dot blocks, K tails off the 8-wide vectors, N tails off 32/8.
+    [TestCase(4096, 8, 768)]
+    [TestCase(13, 1, 37)]
+    [TestCase(9, 16, 300)]
+    [TestCase(30, 11, 65)]
+    [TestCase(300, 768, 8)]
+    [TestCase(17, 45, 16)]
+    [TestCase(8, 100, 1)]
+    [TestCase(64, 37, 13)]
+    [TestCase(768, 16, 4096)]   // a LoRA weight gradient: xᵀ·dt
+    [TestCase(45, 5, 33)]       // a ragged last 16-row block and a partial column chunk
+    public void ThinProductsMatchTheNaiveReferenceForAllTransposes(int m, int n, int k) => F32MatchesNaiveReferenceForAllTransposes(m, n, k);
+
+    [TestCase(1000, 16, 768, false)]
+    [TestCase(1000, 768, 16, false)]
+    [TestCase(1000, 16, 768, true)]
+    public unsafe void ThinProductsDoNotDependOnTheThreadCount(int m, int n, int k, bool transposedA)
+    {
+        using var scope = Tensor.NewScope();
+        var a = Tensor.Randn(transposedA ? [k, m] : [m, k], new Generator(21));
+        var b = Tensor.Randn([n, k], new Generator(22));   // [n, k]: used transposed, as Wᵀ
+        float[] Run(int threads)
+        {
+            var c = new float[m * n];
+            fixed (float* pc = c)
+                Cpu.Gemm.Sgemm(m, n, k, 1, new Cpu.Gemm.Operand(a.Ptr<float>(), transposedA ? m : k, transposedA, Cpu.Gemm.Element.F32),
+                    new Cpu.Gemm.Operand(b.Ptr<float>(), k, true, Cpu.Gemm.Element.F32), 0, pc, n, threads);
+            return c;
+        }
+        var one = Run(1);
+        Assert.That(Run(2), Is.EqualTo(one));
+        Assert.That(Run(4), Is.EqualTo(one));
+    }
+
     [Test]
     public void Bf16OperandsAreConvertedWhilePacking()
     {

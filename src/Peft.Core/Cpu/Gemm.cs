@@ -51,6 +51,7 @@ internal static unsafe partial class Gemm
         // Fewer threads for small problems: a thread needs a few MFLOP to pay for its start.
         threads = (int)Math.Clamp((long)m * n * k / 2_000_000, 1, threads);
         threads = Math.Min(threads, (m + MR - 1) / MR);
+        if (alpha == 1 && storeFirst && TryThin(m, n, k, a, b, c, ldc, threads)) return;
 
         int nr = NR;
         // Packing buffers come from the caching allocator: straight from malloc, the multi-MB B panel would be
