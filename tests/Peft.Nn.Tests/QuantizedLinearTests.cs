@@ -58,6 +58,18 @@ public class QuantizedLinearTests
     }
 
     [Test]
+    public void UnderAutocastTheInt8ProductStaysExact()
+    {
+        using var linear = new Linear(64, 24, generator: new Generator(20));
+        using var layer = new Int8Linear(linear, threshold: 0);   // no outlier part: the output is the int8 product alone
+        using var x = Tensor.Randn([7, 64], new Generator(21));
+        var plain = Forward(layer, x);
+        float[] mixed;
+        using (Autocast.Enable(DType.BF16)) mixed = Forward(layer, x);
+        Assert.That(mixed, Is.EqualTo(plain), "the int32-style accumulation is not rounded to bf16");
+    }
+
+    [Test]
     public void ATinyThresholdSendsEveryColumnToFloatAndEqualsTheDequantizedWeight()
     {
         using var linear = new Linear(48, 16, generator: new Generator(7));

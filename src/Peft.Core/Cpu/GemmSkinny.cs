@@ -27,6 +27,25 @@ internal static unsafe partial class Gemm
         return false;
     }
 
+    /// <summary>op(B) [K, N] as rows of contiguous floats: its N columns as rows ([N, K], <paramref name="columns"/>) or
+    /// its K rows ([K, N]). Read in place when B is stored that way (Wᵀ views are [N, K] already), else copied into a
+    /// pinned array (at most 16 × K or K × 16 floats here) that the caller keeps alive while it reads.</summary>
+    private static float* RowsOf(Operand b, int k, int n, bool columns, out long ld, out float[]? copy)
+    {
+        copy = null;
+        if (b.Trans == columns) { ld = b.Ld; return (float*)b.Ptr; }
+        copy = GC.AllocateUninitializedArray<float>(k * n, pinned: true);
+        float* src = (float*)b.Ptr;
+        fixed (float* dst = copy)
+        {
+            // op(B)[p, j] is src[j·ld + p] when B is a transposed view, src[p·ld + j] otherwise.
+            if (columns) for (int p = 0; p < k; p++) for (int j = 0; j < n; j++) dst[(long)j * k + p] = src[p * b.Ld + j];
+            else for (int j = 0; j < n; j++) for (int p = 0; p < k; p++) dst[(long)p * n + j] = src[j * b.Ld + p];
+        }
+        ld = columns ? k : n;
+        return (float*)Unsafe.AsPointer(ref copy[0]);
+    }
+
     /// <summary>Runs <paramref name="body"/> on the row blocks [t·rowsPerTask, (t + 1)·rowsPerTask) — the same blocks
     /// whatever the thread count (a body may size buffers by the block; results must not depend on threads) — in
     /// parallel when there are threads to use.</summary>
@@ -48,20 +67,7 @@ internal static unsafe partial class Gemm
     /// </summary>
     private static void ThinN(int m, int n, int k, Operand a, Operand b, float* c, long ldc, int threads)
     {
-        float* rows;
-        long ldr;
-        float[]? copy = null;
-        if (b.Trans) { rows = (float*)b.Ptr; ldr = b.Ld; }
-        else
-        {
-            copy = GC.AllocateUninitializedArray<float>(n * k, pinned: true);
-            float* src = (float*)b.Ptr;
-            fixed (float* dst = copy)
-                for (int p = 0; p < k; p++)
-                    for (int j = 0; j < n; j++) dst[(long)j * k + p] = src[p * b.Ld + j];
-            rows = (float*)Unsafe.AsPointer(ref copy[0]);
-            ldr = k;
-        }
+        float* rows = RowsOf(b, k, n, columns: true, out long ldr, out var copy);
         float* pa = (float*)a.Ptr;
         long lda = a.Ld;
         ForRowBlocks(m, Math.Max(4, 32768 / Math.Max(k, 1) / 4 * 4), threads, (r0, r1) =>
@@ -121,20 +127,7 @@ internal static unsafe partial class Gemm
     /// </summary>
     private static void ThinNTransposedA(int m, int n, int k, Operand a, Operand b, float* c, long ldc, int threads)
     {
-        float* rows;
-        long ldr;
-        float[]? copy = null;
-        if (!b.Trans) { rows = (float*)b.Ptr; ldr = b.Ld; }
-        else
-        {
-            copy = GC.AllocateUninitializedArray<float>(k * n, pinned: true);
-            float* src = (float*)b.Ptr;
-            fixed (float* dst = copy)
-                for (int j = 0; j < n; j++)
-                    for (int p = 0; p < k; p++) dst[(long)p * n + j] = src[j * b.Ld + p];
-            rows = (float*)Unsafe.AsPointer(ref copy[0]);
-            ldr = n;
-        }
+        float* rows = RowsOf(b, k, n, columns: false, out long ldr, out var copy);
         float* ps = (float*)a.Ptr;
         long lds = a.Ld;
         // Tasks own 64-row blocks of C (fixed by the shape), so each element has one writer. K is walked in chunks of
@@ -225,20 +218,7 @@ internal static unsafe partial class Gemm
     /// </summary>
     private static void ThinK(int m, int n, int k, Operand a, Operand b, float* c, long ldc, int threads)
     {
-        float* rows;
-        long ldr;
-        float[]? copy = null;
-        if (!b.Trans) { rows = (float*)b.Ptr; ldr = b.Ld; }
-        else
-        {
-            copy = GC.AllocateUninitializedArray<float>(k * n, pinned: true);
-            float* src = (float*)b.Ptr;
-            fixed (float* dst = copy)
-                for (int j = 0; j < n; j++)
-                    for (int p = 0; p < k; p++) dst[(long)p * n + j] = src[j * b.Ld + p];
-            rows = (float*)Unsafe.AsPointer(ref copy[0]);
-            ldr = n;
-        }
+        float* rows = RowsOf(b, k, n, columns: false, out long ldr, out var copy);
         float* pa = (float*)a.Ptr;
         long lda = a.Ld;
         bool aTrans = a.Trans;

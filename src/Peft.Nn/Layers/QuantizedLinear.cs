@@ -140,8 +140,10 @@ public sealed class Int8Linear : QuantizedLinear
             var (codes, rowStats, outliers) = LlmInt8.QuantizeActivations(x, m, k, threshold);
             var qx = Tensor.FromArray(codes, [m, k]);
             var qw = Buffer("weight").To(DType.F32);
-            // The int8 product: every term is an exact integer; bitsandbytes' reference backend also sums in f32.
-            var acc = qx.MatMul(qw.Transpose(0, 1)).ToFloatArray();
+            // The int8 product: every term is an exact integer; bitsandbytes' reference backend also sums in f32. Kept
+            // out of autocast: bitsandbytes accumulates in int32, a bf16-rounded sum would not be its result.
+            float[] acc;
+            using (Autocast.Disable()) acc = qx.MatMul(qw.Transpose(0, 1)).ToFloatArray();
             var scb = Buffer("SCB").ToArray<float>();
             for (int r = 0; r < m; r++)
                 for (int j = 0; j < n; j++) acc[r * n + j] *= rowStats[r] * scb[j] * LlmInt8.ProductScale;
