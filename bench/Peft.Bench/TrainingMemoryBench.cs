@@ -97,7 +97,7 @@ internal static class TrainingMemoryBench
         MemoryStats.ResetPeak();
         var sw = Stopwatch.StartNew();
         Tensor loss;
-        using (precision is { } low ? Autocast.Enable(low) : null) loss = peft.Forward(ids, labels: ids).Loss!;
+        using (Autocast.Use(precision)) loss = peft.Forward(ids, labels: ids).Loss!;
         loss.Backward();
         return (sw.Elapsed.TotalMilliseconds, MemoryStats.PeakBytes - before);
     }

@@ -127,11 +127,14 @@ public class AutocastTests
             using (Autocast.Enable(DType.BF16)) Assert.That(Autocast.Current, Is.EqualTo(DType.BF16));
             Assert.That(Autocast.Current, Is.EqualTo(DType.F16));
             using (Autocast.Disable()) Assert.That(Autocast.Current, Is.Null);
+            using (Autocast.Use(null)) Assert.That(Autocast.Current, Is.Null, "Use(null) is F32 whatever the caller set");
+            using (Autocast.Use(DType.BF16)) Assert.That(Autocast.Current, Is.EqualTo(DType.BF16));
             using var y = a.MatMul(b);
             Assert.That(y.DType, Is.EqualTo(DType.F64));
             Assert.That(y.ToDoubleArray(), Is.EqualTo(plain.ToDoubleArray()), "gradient checks in F64 are never rounded");
         }
         Assert.Throws<ArgumentException>(() => Autocast.Enable(DType.F32));
+        Assert.Throws<ArgumentException>(() => Autocast.Use(DType.F64));
     }
 
     [Test]

@@ -27,16 +27,19 @@ public static class Autocast
     public static IDisposable Enable(DType dtype)
     {
         if (dtype is not (DType.BF16 or DType.F16)) throw new ArgumentException($"autocast computes in BF16 or F16, not {dtype}", nameof(dtype));
-        var previous = _dtype;
-        _dtype = dtype;
-        return new OnDispose(() => _dtype = previous);
+        return Use(dtype);
     }
 
     /// <summary>Turns autocast off on this thread until disposed (a region that must stay in F32).</summary>
-    public static IDisposable Disable()
+    public static IDisposable Disable() => Use(null);
+
+    /// <summary>Sets the precision of matrix products on this thread until disposed: BF16, F16, or null for F32 — for
+    /// code that runs at a configured precision (a trainer's, a recomputation's) whatever the caller had set.</summary>
+    public static IDisposable Use(DType? dtype)
     {
+        if (dtype is { } d && d is not (DType.BF16 or DType.F16)) throw new ArgumentException($"autocast computes in BF16 or F16, not {d}", nameof(dtype));
         var previous = _dtype;
-        _dtype = null;
+        _dtype = dtype;
         return new OnDispose(() => _dtype = previous);
     }
 }

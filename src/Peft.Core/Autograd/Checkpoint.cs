@@ -55,7 +55,7 @@ public static class Checkpoint
                 var found = new Tensor?[routed];
                 using (var scope = Tensor.NewScope())
                 using (Autograd.EnableGrad())
-                using (low is { } l ? Autocast.Enable(l) : null)
+                using (Autocast.Use(low))
                 {
                     var replay = kept.Select((t, i) =>
                     {

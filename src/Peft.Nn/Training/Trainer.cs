@@ -114,7 +114,7 @@ public sealed class Trainer<TBatch>
                     var batch = data[order[_nextBatch]];
                     using (var rng = RngReplay.Record())
                     {
-                        using (Options.MixedPrecision is { } low ? Autocast.Enable(low) : null) loss = _loss(batch);
+                        using (Autocast.Use(Options.MixedPrecision)) loss = _loss(batch);
                         rng.Dispose();   // what this forward drew is what a diagnostic re-run must draw
                         value = loss.Item();
                         if (!double.IsFinite(value)) throw new TrainingDivergedException(GlobalStep, _epoch, value, FirstNonFinite(batch, rng));
@@ -181,7 +181,7 @@ public sealed class Trainer<TBatch>
         try
         {
             using var noGrad = Autograd.NoGrad();
-            using var precision = Options.MixedPrecision is { } low ? Autocast.Enable(low) : null;
+            using var precision = Autocast.Use(Options.MixedPrecision);
             foreach (var batch in batches)
             {
                 using var scope = Tensor.NewScope();
@@ -208,7 +208,7 @@ public sealed class Trainer<TBatch>
             using var replay = rng.Replay();
             using var noGrad = Autograd.NoGrad();
             using var anomaly = Autograd.DetectAnomaly();
-            using (Options.MixedPrecision is { } low ? Autocast.Enable(low) : null) _loss(batch);
+            using (Autocast.Use(Options.MixedPrecision)) _loss(batch);
             return null;
         }
         catch (AnomalyException e) { return e; }
