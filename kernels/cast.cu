@@ -5,7 +5,8 @@
 //   peft::strided_steps (four loads in flight per thread). A scalar tail handles n % 4 and misaligned views.
 //   (History: converting 8 values per thread with two 16-byte f32 stores reached 75% of the copy ceiling on an H100
 //   for bf16 → f32, 65% when unrolled; its stores half-filled their sectors.)
-// Dtypes: f32 → bf16 (round to nearest even, as Peft.Core's BFloat16.FromSingle) and bf16 → f32 (exact).
+// Dtypes: f32 → bf16 / f16 (round to nearest even, as Peft.Core's BFloat16.FromSingle and (Half) casts) and
+//   bf16 / f16 → f32 (exact). The f16 pair is scalar per element (it feeds mixed precision, not a hot path yet).
 // Tolerance: bit-exact against the CPU reference (Peft.Core Cast.FloatToBf16 / Bf16ToFloat).
 #include "peft_kernels.h"
 #include "peft_device.cuh"
@@ -37,4 +38,16 @@ extern "C" __global__ void cast_bf16_to_f32(const __nv_bfloat16* __restrict__ in
     const int64_t stride = (int64_t)gridDim.x * blockDim.x;
     for (int64_t i = steps * 4 + (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride)
         out[i] = __bfloat162float(in[i]);
+}
+
+extern "C" __global__ void cast_f32_to_f16(const float* __restrict__ in, __half* __restrict__ out, int64_t n)
+{
+    const int64_t stride = (int64_t)gridDim.x * blockDim.x;
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) out[i] = __float2half_rn(in[i]);
+}
+
+extern "C" __global__ void cast_f16_to_f32(const __half* __restrict__ in, float* __restrict__ out, int64_t n)
+{
+    const int64_t stride = (int64_t)gridDim.x * blockDim.x;
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) out[i] = __half2float(in[i]);
 }

@@ -2,6 +2,7 @@
 // once, not in each file).
 #pragma once
 #include <cstdint>
+#include <cmath>
 
 namespace peft {
 
@@ -26,6 +27,31 @@ __device__ __forceinline__ void strided_steps(int64_t steps, Load load, Emit emi
         for (int u = 0; u < kUnroll; u++) emit(s + u * stride, raw[u]);
     }
     for (; s < steps; s += stride) emit(s, load(s));
+}
+
+// Reduction operators of reduce_rows / reduce_mid (0 sum, 1 max, 2 min). max and min keep a NaN once seen, as
+// TensorPrimitives.Max/Min do on the CPU (fmaxf would drop it).
+__device__ __forceinline__ float reduce_identity(int op) { return op == 0 ? 0.f : op == 1 ? -INFINITY : INFINITY; }
+__device__ __forceinline__ float reduce_combine(int op, float acc, float v)
+{
+    if (op == 0) return acc + v;
+    if (acc != acc) return acc;
+    if (v != v) return v;
+    return op == 1 ? fmaxf(acc, v) : fminf(acc, v);
+}
+
+// Combines one value per thread across the block (blockDim.x a multiple of 32, at most 1024); every thread gets
+// the result. `scratch` holds 32 floats of shared memory; the function may be called repeatedly with the same one.
+__device__ __forceinline__ float block_reduce(int op, float v, float* scratch)
+{
+    for (int offset = 16; offset > 0; offset >>= 1) v = reduce_combine(op, v, __shfl_xor_sync(0xffffffffu, v, offset));
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+    __syncthreads();  // a previous call's readers are done with scratch
+    if (lane == 0) scratch[warp] = v;
+    __syncthreads();
+    v = lane < warps ? scratch[lane] : reduce_identity(op);
+    for (int offset = 16; offset > 0; offset >>= 1) v = reduce_combine(op, v, __shfl_xor_sync(0xffffffffu, v, offset));
+    return v;
 }
 
 }  // namespace peft

@@ -3,13 +3,55 @@
 // kernels/*.cu include this header, so a definition that drifts from its declaration fails to compile.
 #pragma once
 #include <cuda_bf16.h>
+#include <cuda_fp16.h>
 #include <cstdint>
+
+// A strided iteration space for the element-wise kernels, passed by value: `rank` dims (outermost first, at most
+// 8) and two stride sets in elements (0 along a broadcast dim). The host merges dims that are dense in both stride
+// sets first, so two dense same-shape operands arrive as rank 1. Mirrored by Peft.Cuda's StridedLayout.
+struct peft_strides {
+    int32_t rank;
+    int32_t unused;
+    int64_t shape[8];
+    int64_t a[8];
+    int64_t b[8];
+};
 
 extern "C" {
 
 // kernels/cast.cu — dtype conversion. f32 → bf16 rounds to nearest even (NaN stays NaN); bf16 → f32 is exact.
 __global__ void cast_f32_to_bf16(const float* __restrict__ in, __nv_bfloat16* __restrict__ out, int64_t n);
 __global__ void cast_bf16_to_f32(const __nv_bfloat16* __restrict__ in, float* __restrict__ out, int64_t n);
+__global__ void cast_f32_to_f16(const float* __restrict__ in, __half* __restrict__ out, int64_t n);
+__global__ void cast_f16_to_f32(const __half* __restrict__ in, float* __restrict__ out, int64_t n);
+
+// kernels/elementwise.cu — the element-wise ops behind Tensor's front-ends (CPU references: Peft.Core.Cpu's
+// Elementwise, Unary and StridedCopy). `op` numbers are listed in the .cu file and mirrored by CudaOps.
+//   binary: out[i] = op(a[offset_a(i)], b[offset_b(i)]) with out dense over s.shape and a/b strided by s.a/s.b;
+//   unary:  y[i] = op(x[i]; p0, p1) over dense buffers;
+//   strided_copy: dst[offset_b(i)] = src[offset_a(i)], a bit copy of 1, 2, 4 or 8-byte elements (named by the dtype
+//   of that width; any dtype of the width uses it).
+__global__ void binary_f32(int32_t op, const float* __restrict__ a, const float* __restrict__ b, float* __restrict__ out, int64_t n, peft_strides s);
+__global__ void unary_f32(int32_t op, const float* __restrict__ x, float* __restrict__ y, int64_t n, float p0, float p1);
+__global__ void strided_copy_u8(const uint8_t* __restrict__ src, uint8_t* __restrict__ dst, int64_t n, peft_strides s);
+__global__ void strided_copy_f16(const uint16_t* __restrict__ src, uint16_t* __restrict__ dst, int64_t n, peft_strides s);
+__global__ void strided_copy_f32(const uint32_t* __restrict__ src, uint32_t* __restrict__ dst, int64_t n, peft_strides s);
+__global__ void strided_copy_f64(const uint64_t* __restrict__ src, uint64_t* __restrict__ dst, int64_t n, peft_strides s);
+
+// kernels/rows.cu — row-wise reductions and fused row ops (CPU references: Peft.Core.Cpu's Reduce, RowSoftmax, Norms).
+//   reduce_rows: out[r] = op over x[r, 0..n) (op 0 sum, 1 max, 2 min; NaN propagates through max/min as on the CPU);
+//   reduce_mid:  out[o, i] = op over x[o, 0..r, i] for x [outer, r, inner] (bias gradients: no transposed copy);
+//   softmax_rows(_backward): softmax or log-softmax over the last dim and its backward from the saved output;
+//   norm_rows(_backward): LayerNorm (rms = 0) or RMSNorm (rms = 1) with optional weight/bias (null pointers), saving
+//   mean and 1/σ per row; backward writes dx and x̂ (dW = Σ g⊙x̂ and dB = Σ g are reductions on the host side).
+__global__ void reduce_rows_f32(int32_t op, const float* __restrict__ x, float* __restrict__ out, int64_t rows, int64_t n);
+__global__ void reduce_mid_f32(int32_t op, const float* __restrict__ x, float* __restrict__ out, int64_t outer, int64_t r, int64_t inner);
+__global__ void softmax_rows_f32(const float* __restrict__ x, float* __restrict__ y, int64_t rows, int64_t n, int32_t log);
+__global__ void softmax_rows_backward_f32(const float* __restrict__ y, const float* __restrict__ g, float* __restrict__ dx, int64_t rows, int64_t n, int32_t log);
+__global__ void norm_rows_f32(const float* __restrict__ x, const float* __restrict__ w, const float* __restrict__ b, float* __restrict__ y,
+                              float* __restrict__ mean, float* __restrict__ rstd, int64_t rows, int64_t n, float eps, int32_t rms);
+__global__ void norm_rows_backward_f32(const float* __restrict__ x, const float* __restrict__ g, const float* __restrict__ mean, const float* __restrict__ rstd,
+                                       const float* __restrict__ w, float* __restrict__ dx, float* __restrict__ xhat, int64_t rows, int64_t n, int32_t rms);
 
 // kernels/dequant.cu — quantized base weights to a compute-dtype scratch buffer (CPU references: Peft.Core.Quantization).
 __global__ void dequant_nf4_f32(const uint8_t* __restrict__ packed, const float* __restrict__ absmax, float* __restrict__ out, int64_t n);
@@ -17,6 +59,16 @@ __global__ void dequant_nf4_bf16(const uint8_t* __restrict__ packed, const float
 __global__ void dequant_int8_rowwise_f32(const int8_t* __restrict__ q, const float* __restrict__ scb, float* __restrict__ out, int64_t rows, int64_t cols);
 __global__ void dequant_blockwise8_f32(const uint8_t* __restrict__ codes, const float* __restrict__ code_table, const float* __restrict__ nested_absmax, float offset, float* __restrict__ out, int64_t n);
 __global__ void dequant_int8_rowwise_bf16(const int8_t* __restrict__ q, const float* __restrict__ scb, __nv_bfloat16* __restrict__ out, int64_t rows, int64_t cols);
+
+// kernels/index.cu — index gathers, their scatter-add backward, where, fused cross-entropy (CPU references:
+// Peft.Core.Cpu's Indexing and CrossEntropyKernel). Indices are int64 and range-checked by the host.
+__global__ void index_select_f32(const uint32_t* __restrict__ src, uint32_t* __restrict__ dst, const int64_t* __restrict__ idx, int64_t outer, int64_t dim, int64_t m, int64_t inner);
+__global__ void index_add_f32(const float* __restrict__ src, float* __restrict__ acc, const int64_t* __restrict__ idx, int64_t outer, int64_t dim, int64_t m, int64_t inner);
+__global__ void where_f32(const uint8_t* __restrict__ cond, const uint32_t* __restrict__ a, const uint32_t* __restrict__ b, uint32_t* __restrict__ out, int64_t n);
+__global__ void cross_entropy_f32(const float* __restrict__ x, const int64_t* __restrict__ targets, float* __restrict__ loss, float* __restrict__ lse,
+                                  int64_t rows, int64_t c, int64_t ignore_index, float smoothing);
+__global__ void cross_entropy_backward_f32(const float* __restrict__ x, const int64_t* __restrict__ targets, const float* __restrict__ lse, const float* __restrict__ scale,
+                                           float* __restrict__ dx, int64_t rows, int64_t c, int64_t ignore_index, float smoothing);
 
 // kernels/lora.cu — the thin products of a LoRA layer on tensor cores (rank R = 16, 32; bf16 in/out, float32 accumulation).
 //   shrink: out[M, R] = scale · x[M, K] · W(j, k)ᵀ, W stored [R, K] (rk) or [K, R] (kr);

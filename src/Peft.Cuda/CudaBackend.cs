@@ -7,7 +7,11 @@ namespace Peft.Cuda;
 /// constructor, which Peft.Core runs when it first needs a CUDA backend.</summary>
 public sealed class CudaBackend : IDeviceBackend
 {
-    static CudaBackend() => DeviceBackends.Register(DeviceType.Cuda, new CudaBackend());
+    static CudaBackend()
+    {
+        DeviceBackends.RegisterKernels(DeviceType.Cuda, new CudaOps());
+        DeviceBackends.Register(DeviceType.Cuda, new CudaBackend());
+    }
 
     private CudaBackend() { }
 

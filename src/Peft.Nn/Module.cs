@@ -234,6 +234,23 @@ public abstract class Module : IDisposable
     public Module ToDType(DType dtype, Func<Module, string, Tensor, bool> which)
     {
         if (!dtype.IsFloatingPoint()) throw new ArgumentException($"ToDType needs a floating-point dtype, got {dtype}");
+        return Replace((m, n, t) => t.DType.IsFloatingPoint() && t.DType != dtype && which(m, n, t), t => t.To(dtype));
+    }
+
+    /// <summary>
+    /// Moves every parameter and buffer to <paramref name="device"/> in place (torch's <c>module.to(device)</c>): tied
+    /// tensors stay tied, RequiresGrad is kept, gradients are dropped. Moving to a CUDA device needs the Peft.Cuda
+    /// package. Returns this module.
+    /// </summary>
+    /// <example><code>model.To(Device.Cuda(0));
+    /// using var logits = model.Forward(ids.To(Device.Cuda(0)));</code></example>
+    public Module To(Device device) => Replace((_, _, t) => t.Device != device, t => t.To(device));
+
+    /// <summary>Replaces the parameters and buffers that <paramref name="which"/> selects (given the owning module, the
+    /// member name and the tensor) by <paramref name="convert"/>(tensor); a tensor shared by several modules is converted
+    /// once, for all of them, when any selects it, and the replaced tensors are disposed.</summary>
+    private Module Replace(Func<Module, string, Tensor, bool> which, Func<Tensor, Tensor> convert)
+    {
         var converted = new Dictionary<Tensor, Tensor>(ReferenceEqualityComparer.Instance);
         var selected = new HashSet<Tensor>(ReferenceEqualityComparer.Instance);
         foreach (var (_, m) in NamedModules())
@@ -242,20 +259,25 @@ public abstract class Module : IDisposable
             foreach (var n in m._bufferOrder) if (which(m, n, m._buffers[n].Tensor)) selected.Add(m._buffers[n].Tensor);
         }
         using var _ = Autograd.NoGrad();
-        foreach (var (_, m) in NamedModules())
+        try
         {
-            foreach (var n in m._paramOrder.ToList()) if (selected.Contains(m._params[n])) m._params[n] = Convert(m._params[n]);
-            foreach (var n in m._bufferOrder.ToList())
-                if (selected.Contains(m._buffers[n].Tensor)) m._buffers[n] = (Convert(m._buffers[n].Tensor), m._buffers[n].Persistent);
+            foreach (var (_, m) in NamedModules())
+            {
+                foreach (var n in m._paramOrder.ToList()) if (selected.Contains(m._params[n])) m._params[n] = Convert(m._params[n]);
+                foreach (var n in m._bufferOrder.ToList())
+                    if (selected.Contains(m._buffers[n].Tensor)) m._buffers[n] = (Convert(m._buffers[n].Tensor), m._buffers[n].Persistent);
+            }
         }
-        foreach (var old in converted.Keys) if (!ReferenceEquals(old, converted[old])) old.Dispose();
+        finally
+        {
+            foreach (var (old, now) in converted) if (!ReferenceEquals(old, now)) old.Dispose();
+        }
         return this;
 
         Tensor Convert(Tensor t)
         {
             if (converted.TryGetValue(t, out var done)) return done;
-            if (!t.DType.IsFloatingPoint() || t.DType == dtype) return converted[t] = t;
-            var c = t.To(dtype).KeepAlive();
+            var c = convert(t).KeepAlive();
             c.RequiresGrad = t.RequiresGrad;
             return converted[t] = c;
         }

@@ -63,7 +63,7 @@ public sealed partial class PeftModel
             {
                 using var mt = m.Transpose(0, 1);
                 using var cov = left ? m.MatMul(mt) : mt.MatMul(m);
-                using var identity = Tensor.Eye(cov.Shape[0], cov.DType);
+                using var identity = Tensor.Eye(cov.Shape[0], cov.DType, cov.Device);
                 using var diff = cov.Sub(identity);
                 terms.Add(diff.Norm(2, [0, 1]));
             }

@@ -117,14 +117,14 @@ public sealed partial class PeftModel
     /// <summary>[B, n] ones before the attention mask.</summary>
     private static Tensor PrefixOnes(int b, int n, Tensor mask)
     {
-        using var ones = Tensor.Ones([b, n], mask.DType);
+        using var ones = Tensor.Full([b, n], 1, mask.DType, mask.Device);
         return Tensor.Cat([ones, mask], 1);
     }
 
     /// <summary>−100 labels over the virtual tokens, as PEFT's causal-LM forward.</summary>
     private static Tensor PrefixIgnored(int b, int n, Tensor labels)
     {
-        using var ignore = Tensor.Full([b, n], -100, labels.DType);
+        using var ignore = Tensor.Full([b, n], -100, labels.DType, labels.Device);
         return Tensor.Cat([ignore, labels], 1);
     }
 

@@ -1,6 +1,7 @@
 using System.CommandLine;
 using System.Globalization;
 using Peft.Cli.Demo;
+using Peft.Core;
 using Peft.Cli.Training;
 
 namespace Peft.Cli.Commands;
@@ -35,7 +36,7 @@ internal static class TrainCommand
         var doubleQuant = new Option<bool>("--double-quant") { Description = "with --quantize nf4: quantize the block absmax values too (bnb_4bit_use_double_quant)" };
         var int8Threshold = new Option<double>("--int8-threshold") { Description = "with --quantize int8: activation outlier threshold (llm_int8_threshold; 0: all columns in int8)", DefaultValueFactory = _ => 6.0 };
         var checkpointing = new Option<bool>("--gradient-checkpointing") { Description = "recompute each layer in backward instead of keeping its activations (less memory, ~1 more forward of compute)" };
-        var device = new Option<string>("--device") { Description = "cpu (cuda arrives with the CUDA backend)", DefaultValueFactory = _ => "cpu" };
+        var device = new Option<string>("--device") { Description = "cpu, cuda or cuda:N (the model, batches and optimizer on that GPU)", DefaultValueFactory = _ => "cpu" };
         var dtype = new Option<string>("--dtype") { Description = "f32, or bf16 / f16 mixed precision (frozen weights stored and matmuls computed in it, adapters f32; f16 with loss scaling)", DefaultValueFactory = _ => "f32" };
         var seed = new Option<ulong>("--seed") { DefaultValueFactory = _ => 42 };
         var schedule = new Option<string>("--schedule") { Description = "constant, constant_with_warmup, linear, cosine (transformers' schedules)", DefaultValueFactory = _ => "linear" };
@@ -55,10 +56,19 @@ internal static class TrainCommand
                 int demoEpochs = result.GetResult(epochs) is { Implicit: false } ? n : 30;
                 return ComplaintDemo.Run(result.GetValue(output) ?? "peft-demo", demoEpochs, stdout);
             }
-            if (result.GetValue(device) is not "cpu")
+            var target = ParseDevice(result.GetValue(device)!);
+            if (target.Type == DeviceType.Cuda)
             {
-                stderr.WriteLine($"--device {result.GetValue(device)}: not yet — the CUDA backend is not in this build; train on --device cpu");
-                return NotYet;
+                if (!Peft.Cuda.CudaDevice.IsAvailable(out var why) || target.Index >= Peft.Cuda.CudaDevice.Count)
+                {
+                    stderr.WriteLine($"--device {result.GetValue(device)}: no such CUDA device here ({why ?? $"{Peft.Cuda.CudaDevice.Count} device(s)"}); train on --device cpu");
+                    return NotYet;
+                }
+                if (result.GetValue(quantize) is { } q && q != "none")
+                {
+                    stderr.WriteLine($"--quantize {q} with --device {result.GetValue(device)}: not yet — quantized base layers run on the CPU only; drop --quantize or train on --device cpu");
+                    return NotYet;
+                }
             }
             var options = new TrainOptions(
                 folder,
@@ -85,7 +95,8 @@ internal static class TrainCommand
                 result.GetValue(doubleQuant),
                 result.GetValue(int8Threshold) is >= 0 and var threshold ? threshold : throw new ArgumentException("--int8-threshold must not be negative"),
                 result.GetValue(dtype) is "f32" or "bf16" or "f16" ? result.GetValue(dtype)! : throw new ArgumentException($"--dtype must be f32, bf16 or f16, got '{result.GetValue(dtype)}'"),
-                result.GetValue(checkpointing));
+                result.GetValue(checkpointing),
+                target);
             IProgressView view = ReferenceEquals(stdout, Console.Out) && !Console.IsOutputRedirected ? new SpectreProgress() : new PlainProgress(stdout);
             return TrainRunner.Run(options, view, stdout);
         }));
@@ -93,4 +104,13 @@ internal static class TrainCommand
     }
 
     private static int Positive(int value, string name) => value > 0 ? value : throw new ArgumentException(string.Create(CultureInfo.InvariantCulture, $"{name} must be positive, got {value}"));
+
+    /// <summary>cpu, cuda (device 0) or cuda:N.</summary>
+    internal static Device ParseDevice(string text) => text.ToLowerInvariant() switch
+    {
+        "cpu" => Device.Cpu,
+        "cuda" => Device.Cuda(0),
+        var t when t.StartsWith("cuda:", StringComparison.Ordinal) && int.TryParse(t.AsSpan(5), System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out int i) => Device.Cuda(i),
+        _ => throw new ArgumentException($"--device must be cpu, cuda or cuda:N, got '{text}'"),
+    };
 }

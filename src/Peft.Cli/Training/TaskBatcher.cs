@@ -6,6 +6,13 @@ namespace Peft.Cli.Training;
 /// <summary>One training batch: token ids, attention mask and labels (−100 where no loss is wanted).</summary>
 internal sealed record Batch(Tensor InputIds, Tensor AttentionMask, Tensor Labels) : IDisposable
 {
+    /// <summary>This batch on <paramref name="device"/> (itself on the CPU); made inside a step's scope, the host
+    /// tensors and the copies both end with it.</summary>
+    public Batch On(Device device) => device.Type == DeviceType.Cpu ? this : new Batch(InputIds.To(device), AttentionMask.To(device), Labels.To(device));
+
+    /// <summary>Non-padding positions (the tokens of tokens/s), counted on the host.</summary>
+    public long Tokens() => (long)AttentionMask.ToDoubleArray().Sum();
+
     public void Dispose()
     {
         InputIds.Dispose();

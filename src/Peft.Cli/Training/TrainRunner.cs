@@ -50,6 +50,13 @@ internal static class TrainRunner
             long saved = MixedPrecision.StoreFrozenWeights(peft, low);
             stdout.WriteLine(string.Create(inv, $"mixed precision {o.Precision}: frozen weight matrices stored in {o.Precision} ({saved / 1048576.0:F1} MiB saved), matmuls in {o.Precision}, adapters and optimizer in f32{(low == DType.F16 ? ", dynamic loss scaling" : "")}"));
         }
+        var device = o.Target;
+        if (device.Type != DeviceType.Cpu)
+        {
+            peft.To(device); // before the optimizer, whose state is made like the parameters
+            string name = Peft.Cuda.CudaDevice.IsAvailable(out _) ? $" ({Peft.Cuda.CudaDevice.Get(device.Index).Name})" : "";
+            stdout.WriteLine($"device: {device}{name}");
+        }
         using var optimizer = new AdamW(peft.Parameters().Where(p => p.RequiresGrad), lr: o.LearningRate, weightDecay: 0.0);
         var scheduler = new LrScheduler(optimizer, LrSchedule.ByName(o.Schedule, o.WarmupSteps, optimizerSteps));
         var batches = train.Chunk(o.BatchSize).ToList();
@@ -57,8 +64,8 @@ internal static class TrainRunner
         // The batch's tensors live in the trainer's per-step scope, which ends after backward (the embedding's gradient reads the ids).
         var trainer = new Trainer<Example[]>(peft, optimizer, chunk =>
         {
-            var batch = batcher.Make(chunk);
-            if (!tokens.ContainsKey(chunk)) using (var n = batch.AttentionMask.To(DType.F64).Sum()) tokens[chunk] = (long)n.Item();
+            var batch = batcher.Make(chunk).On(device);
+            if (!tokens.ContainsKey(chunk)) tokens[chunk] = batch.Tokens();
             return peft.Forward(batch.InputIds, batch.AttentionMask, batch.Labels).Loss!;
         }, new TrainerOptions { Epochs = o.Epochs, GradientAccumulationSteps = o.GradientAccumulation, MaxGradNorm = o.MaxGradNorm, Seed = o.Seed, LogEvery = 1, MixedPrecision = o.LowPrecision }, scheduler)
         { TokenCount = chunk => tokens[chunk] };
@@ -174,9 +181,10 @@ internal static class TrainRunner
     private static EvalResult Evaluate(Trainer<Example[]> trainer, TaskBatcher batcher, PeftModel peft, List<Example[]> batches)
     {
         bool classification = batcher.Task is "seq-cls" or "token-cls";
+        var device = peft.Parameters().First().Device;
         return trainer.Evaluate(batches, chunk =>
         {
-            var batch = batcher.Make(chunk);
+            var batch = batcher.Make(chunk).On(device);
             var output = peft.Forward(batch.InputIds, batch.AttentionMask, batch.Labels);
             return new EvalStep(output.Loss!, output.Logits, batch.Labels);
         }, classification ? batcher.LabelNames.Count : null);

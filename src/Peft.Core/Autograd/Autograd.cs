@@ -114,6 +114,8 @@ public static partial class Autograd
                 var input = node.Inputs[i];
                 if (!gi._shape.AsSpan().SequenceEqual(input._shape))
                     throw new InvalidOperationException($"internal: {node} produced a gradient of shape {Shapes.Format(gi._shape)} for an input of shape {Shapes.Format(input._shape)}");
+                if (gi.Device != input.Device)
+                    throw new InvalidOperationException($"internal: {node} produced a gradient on {gi.Device} for an input on {input.Device}");
                 if (input.GradFn != null)
                     grads[input.GradFn] = grads.TryGetValue(input.GradFn, out var prev) ? prev.Add(gi) : gi;
                 else

@@ -8,7 +8,7 @@ internal static unsafe class Indexing
     {
         if (index.DType is not (DType.I64 or DType.I32))
             throw new DTypeMismatchException($"{what}: indices must be I64 or I32, got {index.DType}");
-        using var c = index.ContiguousData();
+        using var c = index.HostData(); // indices are validated on the host, wherever they live
         var r = new long[c.NumEl];
         if (c.DType == DType.I64) c.Span<long>().CopyTo(r);
         else { var s = c.Span<int>(); for (int i = 0; i < r.Length; i++) r[i] = s[i]; }

@@ -15,13 +15,20 @@ public sealed partial class Tensor
         if (DType is not (DType.F32 or DType.F64)) throw new NotSupportedException($"Inverse supports F32 and F64, not {DType}");
         int n = _shape[^1];
         double[] data;
+        // Gauss-Jordan on the host in float64 (OFT's blocks are small); a device tensor is copied over and back.
         using (Autograd.NoGrad())
-        using (var f64 = To(DType.F64))
+        using (var host = Device.Type == DeviceType.Cpu ? null : To(Device.Cpu))
+        using (var f64 = (host ?? this).To(DType.F64))
             data = f64.ToArray<double>();
         int batches = n == 0 ? 0 : data.Length / (n * n);
         for (int b = 0; b < batches; b++) InvertInPlace(data.AsSpan(b * n * n, n * n), n, b);
         Tensor result;
-        using (var inv = FromArray(data, (int[])_shape.Clone())) result = DType == DType.F64 ? inv.Clone() : inv.To(DType);
+        using (var inv = FromArray(data, (int[])_shape.Clone()))
+        {
+            var typed = DType == DType.F64 ? inv.Clone() : inv.To(DType);
+            if (Device.Type == DeviceType.Cpu) result = typed;
+            else using (typed) result = typed.To(Device);
+        }
         return Autograd.Record(result, "Inverse", [this], saved =>
         {
             var y = saved.Save(result);

@@ -12,7 +12,7 @@ public sealed partial class Tensor
         {
             t.ThrowIfDisposed();
             if (t.Device.Type != DeviceType.Cpu)
-                throw new NotSupportedException($"{op}: tensors on {t.Device} need the Peft.Cuda backend");
+                throw new NotSupportedException($"{op} has no {t.Device.Type} implementation yet; move the tensors with .To(Device.Cpu)");
             if (t.DType is not (DType.F32 or DType.F64))
                 throw new DTypeMismatchException($"{op} computes in F32 or F64 on the CPU, got {t.DType}; convert with .To(DType.F32)");
             if (t.DType != ts[0].DType)
@@ -22,6 +22,18 @@ public sealed partial class Tensor
 
     internal static Tensor BinaryKernel(BinaryOp op, Tensor a, Tensor b)
     {
+        if (a.Device != b.Device && (a.Device.Type == DeviceType.Cpu ? a : b) is { Rank: 0 } hostScalar)
+        {
+            // A CPU 0-dim tensor combines with a device tensor, as in torch: it is copied over (one element).
+            using var moved = hostScalar.To(ReferenceEquals(hostScalar, a) ? b.Device : a.Device);
+            return ReferenceEquals(hostScalar, a) ? BinaryKernel(op, moved, b) : BinaryKernel(op, a, moved);
+        }
+        if (DeviceKernels(op.ToString(), a, b) is { } k)
+        {
+            using var da = WidenOnDevice(k, op.ToString(), a);
+            using var db = WidenOnDevice(k, op.ToString(), b);
+            return k.Binary(op, da ?? a, db ?? b, Shapes.Broadcast(a._shape, b._shape));
+        }
         // BF16/F16 operands (frozen low-precision weights) widen exactly to F32, as torch promotes bf16 with f32.
         using var wa = a.DType is DType.BF16 or DType.F16 ? a.ToDTypeNoGrad(DType.F32) : null;
         using var wb = b.DType is DType.BF16 or DType.F16 ? b.ToDTypeNoGrad(DType.F32) : null;

@@ -65,5 +65,15 @@ public sealed partial class Tensor
     private static Tensor Keep(SavedTensors saved, Tensor low, Tensor original) =>
         ReferenceEquals(low, original) ? saved.Save(original) : saved.Own(low);
 
-    private static unsafe void RoundToLowPrecision(Tensor f32, DType low) => Cpu.Cast.RoundInPlace(f32.Ptr<float>(), f32.NumEl, low);
+    private static unsafe void RoundToLowPrecision(Tensor f32, DType low)
+    {
+        if (DeviceKernels("MatMul(" + low + ")", f32) is { } k)
+        {
+            using var narrow = k.Cast(f32, low);
+            using var back = k.Cast(narrow, DType.F32);
+            k.Copy(f32, back);
+            return;
+        }
+        Cpu.Cast.RoundInPlace(f32.Ptr<float>(), f32.NumEl, low);
+    }
 }

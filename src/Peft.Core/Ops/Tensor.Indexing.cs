@@ -23,6 +23,7 @@ public sealed partial class Tensor
         var (outer, inner) = AroundDim(d);
         var outShape = (int[])_shape.Clone();
         outShape[d] = idx.Length;
+        if (DeviceKernels("IndexSelect", this) is { } k) return DeviceIndexSelect(k, idx, outer, _shape[d], inner, outShape);
         using var src = ContiguousData();
         var r = Allocate(outShape, DType, zero: false);
         Indexing.Select(src.Ptr<byte>(), r.Ptr<byte>(), outer, _shape[d], inner, idx, DType.SizeOf());
@@ -34,6 +35,19 @@ public sealed partial class Tensor
             if (dt == DType.F64) Indexing.AddAt(gc.Ptr<double>(), acc.Ptr<double>(), outer, size, inner, idx);
             else Indexing.AddAt(gc.Ptr<float>(), acc.Ptr<float>(), outer, size, inner, idx);
             return [acc];
+        });
+    }
+
+    private Tensor DeviceIndexSelect(IDeviceKernels k, long[] idx, long outer, int size, long inner, int[] outShape)
+    {
+        using var wide = WidenOnDevice(k, "IndexSelect", this);
+        using var src = (wide ?? this).ContiguousData();
+        var r = k.IndexSelect(src, idx, outer, size, inner, outShape);
+        var inShape = _shape;
+        return Autograd.Record(r, "IndexSelect", [this], (g, _) =>
+        {
+            using var gc = g.ContiguousData();
+            return [k.IndexAdd(gc, idx, outer, size, inner, inShape)];
         });
     }
 
@@ -88,7 +102,7 @@ public sealed partial class Tensor
         }
         var outShape = (int[])first._shape.Clone();
         outShape[d] = total;
-        var r = Allocate(outShape, first.DType, zero: false);
+        var r = DeviceKernels("Cat", [.. tensors]) is { } k ? k.Empty(outShape, first.DType, first.Device) : Allocate(outShape, first.DType, zero: false);
         var sizes = tensors.Select(t => t._shape[d]).ToArray();
         using (Autograd.NoGrad())
         {
@@ -148,6 +162,7 @@ public sealed partial class Tensor
         if (condition.DType != DType.U8) throw new DTypeMismatchException($"Where: condition must be U8 (a mask), got {condition.DType}");
         if (a.DType != b.DType) throw new DTypeMismatchException($"Where: branches have dtypes {a.DType} and {b.DType}");
         var shape = Shapes.Broadcast(Shapes.Broadcast(condition._shape, a._shape), b._shape);
+        if (a.Device.Type != DeviceType.Cpu || b.Device.Type != DeviceType.Cpu) return DeviceWhere(condition, a, b, shape);
         using var c = Broadcasted(condition, shape);
         using var ad = Broadcasted(a, shape);
         using var bd = Broadcasted(b, shape);
@@ -165,6 +180,35 @@ public sealed partial class Tensor
             if (need[1]) { using var w = Where(cond, zero, g); gb = Owned(w.SumToShape(sb), w); }
             return [ga, gb];
         };
+        });
+    }
+
+    /// <summary>Where on a device. Masks are built on the host (TriangleMask, padding masks), so a CPU condition and
+    /// CPU 0-dim branches (MaskedFill's value) are copied to the device; anything else must already be there.</summary>
+    private static Tensor DeviceWhere(Tensor condition, Tensor a, Tensor b, int[] shape)
+    {
+        var device = a.Device.Type != DeviceType.Cpu ? a.Device : b.Device;
+        using var cd = condition.Device == device ? null : condition.To(device);
+        using var ad = a.Device == device || a.Rank != 0 ? null : a.To(device);
+        using var bd = b.Device == device || b.Rank != 0 ? null : b.To(device);
+        var (cc, aa, bb) = (cd ?? condition, ad ?? a, bd ?? b);
+        var k = DeviceKernels("Where", cc, aa, bb)!;
+        using var c = Broadcasted(cc, shape);
+        using var x = Broadcasted(aa, shape);
+        using var y = Broadcasted(bb, shape);
+        var r = k.Where(c, x, y);
+        int[] sa = a._shape, sb = b._shape;
+        return Autograd.Record(r, "Where", [a, b], saved =>
+        {
+            var cond = saved.Own(c.ContiguousCopy().KeepAlive());
+            return (g, need) =>
+            {
+                using var zero = ZerosLike(g);
+                Tensor? ga = null, gb = null;
+                if (need[0]) { using var w = Where(cond, g, zero); ga = Owned(w.SumToShape(sa), w); }
+                if (need[1]) { using var w = Where(cond, zero, g); gb = Owned(w.SumToShape(sb), w); }
+                return [ga, gb];
+            };
         });
     }
 

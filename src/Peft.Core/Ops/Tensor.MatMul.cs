@@ -86,9 +86,8 @@ public sealed partial class Tensor
         foreach (var t in new[] { a, b })
         {
             t.ThrowIfDisposed();
-            if (t.Device.Type != DeviceType.Cpu) throw new NotSupportedException($"MatMul: tensors on {t.Device} need the Peft.Cuda backend");
             if (t.DType is not (DType.F32 or DType.F64 or DType.BF16 or DType.F16))
-                throw new DTypeMismatchException($"MatMul supports F32, F64, BF16 and F16 on the CPU, got {t.DType}");
+                throw new DTypeMismatchException($"MatMul supports F32, F64, BF16 and F16, got {t.DType}");
         }
         if ((a.DType == DType.F64) != (b.DType == DType.F64))
             throw new DTypeMismatchException($"MatMul: dtypes differ ({a.DType} vs {b.DType})");
@@ -103,6 +102,7 @@ public sealed partial class Tensor
         int m = a._shape[^2], k = a._shape[^1], n = b._shape[^1];
         var batch = Shapes.Broadcast(a._shape.AsSpan(0, a.Rank - 2), b._shape.AsSpan(0, b.Rank - 2));
         var outShape = batch.Concat([m, n]).ToArray();
+        if (DeviceKernels("MatMul", a, b) is { } device) return device.MatMul(a, b, outShape);
         var outDType = a.DType == DType.F64 ? DType.F64 : DType.F32;
         var c = Allocate(outShape, outDType, zero: false);
         long batches = Shapes.NumEl(batch);

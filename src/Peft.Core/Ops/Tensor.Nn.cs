@@ -26,7 +26,8 @@ public sealed partial class Tensor
 
     private unsafe Tensor SoftmaxImpl(int dim, bool log)
     {
-        CheckFloatOperands(log ? "LogSoftmax" : "Softmax", this);
+        string name = log ? "LogSoftmax" : "Softmax";
+        if (DeviceKernels(name, this) is null) CheckFloatOperands(name, this);
         int d = Shapes.NormalizeDim(dim, Rank);
         if (Rank == 0) throw new ShapeMismatchException("Softmax of a scalar");
         if (d != Rank - 1)
@@ -35,6 +36,7 @@ public sealed partial class Tensor
             using var s = moved.SoftmaxImpl(-1, log);
             return s.Transpose(d, -1);
         }
+        if (DeviceKernels(name, this) is { } k) return DeviceSoftmax(k, log);
         using var x = ContiguousData();
         var y = Allocate(_shape, DType, zero: false);
         int n = _shape[^1];
@@ -55,6 +57,23 @@ public sealed partial class Tensor
         });
     }
 
+    private Tensor DeviceSoftmax(IDeviceKernels k, bool log)
+    {
+        string name = log ? "LogSoftmax" : "Softmax";
+        using var wide = WidenOnDevice(k, name, this);
+        using var x = (wide ?? this).ContiguousData();
+        var y = k.Softmax(x, log);
+        return Autograd.Record(y, name, [this], saved =>
+        {
+            var ys = saved.Save(y);
+            return (g, _) =>
+            {
+                using var gc = g.ContiguousData();
+                return [k.SoftmaxBackward(ys, gc, log)];
+            };
+        });
+    }
+
     /// <summary>LayerNorm over the last dim with optional affine weight and bias (torch.nn.functional.layer_norm).</summary>
     public Tensor LayerNorm(Tensor? weight, Tensor? bias, double eps = 1e-5) => NormImpl(weight, bias, eps, rms: false);
 
@@ -64,11 +83,13 @@ public sealed partial class Tensor
     private unsafe Tensor NormImpl(Tensor? weight, Tensor? bias, double eps, bool rms)
     {
         string name = rms ? "RmsNorm" : "LayerNorm";
-        CheckFloatOperands(name, [this, .. new[] { weight, bias }.OfType<Tensor>()]);
+        var device = DeviceKernels(name, this, weight, bias);
+        if (device == null) CheckFloatOperands(name, [this, .. new[] { weight, bias }.OfType<Tensor>()]);
         int d = Size(-1);
         foreach (var p in new[] { weight, bias })
             if (p != null && (p.Rank != 1 || p._shape[0] != d))
                 throw new ShapeMismatchException($"{name}: parameter of shape {Shapes.Format(p._shape)} does not match the normalized size {d}");
+        if (device != null) return DeviceNorm(device, weight, bias, eps, rms);
         long rows = NumEl / Math.Max(d, 1);
         using var x = ContiguousData();
         using var w = weight?.ContiguousData();
@@ -115,6 +136,51 @@ public sealed partial class Tensor
         return recorded;
     }
 
+    private Tensor DeviceNorm(IDeviceKernels k, Tensor? weight, Tensor? bias, double eps, bool rms)
+    {
+        string name = rms ? "RmsNorm" : "LayerNorm";
+        using var wx = WidenOnDevice(k, name, this);
+        using var ww = weight == null ? null : WidenOnDevice(k, name, weight);
+        using var wb = bias == null ? null : WidenOnDevice(k, name, bias);
+        using var x = (wx ?? this).ContiguousData();
+        using var w = (ww ?? weight)?.ContiguousData();
+        using var b = (wb ?? bias)?.ContiguousData();
+        var (y, mean, rstd) = k.Norm(x, w, b, eps, rms);
+        var inputs = new List<Tensor> { this };
+        if (weight != null) inputs.Add(weight);
+        if (bias != null) inputs.Add(bias);
+        bool kept = false;
+        var recorded = Autograd.Record(y, name, inputs.ToArray(), saved =>
+        {
+            kept = true;
+            var self = saved.Save(this);
+            var wSaved = weight == null ? null : saved.Save(weight);
+            saved.Own(mean.KeepAlive());
+            saved.Own(rstd.KeepAlive());
+            return (g, need) =>
+            {
+                // The saved inputs are widened and made dense again here rather than kept twice.
+                using var gw = WidenOnDevice(k, name, g);
+                using var gc = (gw ?? g).ContiguousData();
+                using var sx = WidenOnDevice(k, name, self);
+                using var xs = (sx ?? self).ContiguousData();
+                using var sw = wSaved == null ? null : WidenOnDevice(k, name, wSaved);
+                using var ws = (sw ?? wSaved)?.ContiguousData();
+                var (dx, xhat) = k.NormBackward(xs, gc, mean, rstd, ws, rms);
+                using var _ = xhat;
+                var grads = new Tensor?[inputs.Count];
+                grads[0] = need[0] ? dx : null;
+                if (!need[0]) dx.Dispose();
+                int i = 1;
+                if (weight != null) { if (need[i]) { using var gx = g.Mul(xhat); grads[i] = Owned(gx.SumToShape(weight._shape), gx); } i++; }
+                if (bias != null && need[i]) grads[i] = g.SumToShape(bias._shape);
+                return grads;
+            };
+        });
+        if (!kept) { mean.Dispose(); rstd.Dispose(); }
+        return recorded;
+    }
+
     /// <summary>
     /// Cross-entropy between logits [..., C] and integer targets [...]: targets equal to <paramref name="ignoreIndex"/>
     /// contribute nothing (and are not counted by the mean); <paramref name="labelSmoothing"/> mixes the one-hot
@@ -122,7 +188,8 @@ public sealed partial class Tensor
     /// </summary>
     public unsafe Tensor CrossEntropy(Tensor targets, long ignoreIndex = -100, double labelSmoothing = 0, Reduction reduction = Reduction.Mean)
     {
-        CheckFloatOperands("CrossEntropy", this);
+        var device = DeviceKernels("CrossEntropy", this);
+        if (device == null) CheckFloatOperands("CrossEntropy", this);
         if (labelSmoothing is < 0 or > 1) throw new ArgumentOutOfRangeException(nameof(labelSmoothing), "label smoothing must be in [0, 1]");
         int c = Size(-1);
         long n = NumEl / Math.Max(c, 1);
@@ -130,6 +197,7 @@ public sealed partial class Tensor
             throw new ShapeMismatchException($"CrossEntropy: targets of shape {Shapes.Format(targets._shape)} do not match logits {Shapes.Format(_shape)} (expected the logits' shape without the class dim)");
         var t = ReadTargets(targets, c, ignoreIndex);
         long counted = t.Count(v => v != ignoreIndex);
+        if (device != null) return DeviceCrossEntropy(device, t, counted, targets._shape, ignoreIndex, labelSmoothing, reduction);
         using var x = ContiguousData();
         using var loss = Allocate([(int)n], DType, zero: false);
         var lse = Allocate([(int)n], DType, zero: false);
@@ -168,6 +236,46 @@ public sealed partial class Tensor
         }
     }
 
+    private Tensor DeviceCrossEntropy(IDeviceKernels k, long[] t, long counted, int[] targetShape, long ignoreIndex, double smoothing, Reduction reduction)
+    {
+        using var wide = WidenOnDevice(k, "CrossEntropy", this);
+        using var x = (wide ?? this).ContiguousData();
+        var (loss, lse) = k.CrossEntropy(x, t, ignoreIndex, smoothing);
+        Tensor result;
+        using (loss)
+        {
+            result = reduction switch
+            {
+                Reduction.None => loss.Reshape(targetShape),
+                Reduction.Sum => loss.Sum(),
+                _ => MeanOfCounted(loss, counted),
+            };
+        }
+        long n = t.Length;
+        bool kept = false;
+        var recorded = Autograd.Record(result, "CrossEntropy", [this], saved =>
+        {
+            kept = true;
+            var self = saved.Save(this);
+            saved.Own(lse.KeepAlive());
+            return (g, _) =>
+            {
+                using var scale = reduction == Reduction.None ? g.Reshape(-1).ContiguousCopy() : g.Mul(reduction == Reduction.Mean ? 1.0 / counted : 1.0).Expand((int)n).ContiguousCopy();
+                using var sw = WidenOnDevice(k, "CrossEntropy", self);
+                using var xs = (sw ?? self).ContiguousData();
+                return [k.CrossEntropyBackward(xs, t, lse, scale, ignoreIndex, smoothing)];
+            };
+        });
+        if (!kept) lse.Dispose();
+        return recorded;
+    }
+
+    private static Tensor MeanOfCounted(Tensor loss, long count)
+    {
+        using var sum = loss.Sum();
+        return sum.Mul(count == 0 ? double.NaN : 1.0 / count); // torch: NaN when every target is ignored
+    }
+
     private static long[] ReadTargets(Tensor targets, int classes, long ignoreIndex)
     {
         if (targets.DType is not (DType.I64 or DType.I32)) throw new DTypeMismatchException($"CrossEntropy: targets must be I64 or I32 class indices, got {targets.DType}");
@@ -185,8 +293,11 @@ public sealed partial class Tensor
         if (p is < 0 or > 1) throw new ArgumentOutOfRangeException(nameof(p), $"dropout probability must be in [0, 1], got {p}");
         if (!training || p == 0) return Contiguous();
         if (p == 1) { using var z = ZerosLike(this); return Mul(z); }
-        using var mask = DropoutMask(_shape, p, generator ?? Generator.Default, DType);
-        return Mul(mask);
+        // On a device the mask is drawn on the host and copied over: the same Philox stream, so CPU and GPU runs
+        // drop the same elements (a device-side generator is a speed optimisation still to come).
+        using var mask = DropoutMask(_shape, p, generator ?? Generator.Default, Device.Type == DeviceType.Cpu ? DType : DType.F32);
+        using var onDevice = Device.Type == DeviceType.Cpu ? null : mask.To(Device);
+        return Mul(onDevice ?? mask);
     }
 
     /// <summary>

@@ -17,6 +17,11 @@ public sealed partial class Tensor
 
     private Tensor ReduceKernel(ReduceOp op, bool[] reduced, int[] outShape)
     {
+        if (DeviceKernels(op.ToString(), this) is { } k)
+        {
+            using var wide = WidenOnDevice(k, op.ToString(), this);
+            return k.Reduce(op, wide ?? this, reduced, outShape);
+        }
         CheckFloatOperands(op.ToString(), this);
         return DType == DType.F64 ? Reduce<double>.Apply(op, this, reduced, outShape) : Reduce<float>.Apply(op, this, reduced, outShape);
     }

@@ -7,6 +7,12 @@ public sealed partial class Tensor
 {
     internal unsafe Tensor UnaryKernel(UnaryOp op, double p0 = 0, double p1 = 0)
     {
+        if (DeviceKernels(op.ToString(), this) is { } k)
+        {
+            using var wide = WidenOnDevice(k, op.ToString(), this);
+            using var dense = (wide ?? this).ContiguousData();
+            return k.Unary(op, dense, p0, p1);
+        }
         // The CPU computes element-wise maths in F32: a BF16/F16 input widens exactly and the result is F32.
         if (DType is DType.BF16 or DType.F16)
         {

@@ -74,8 +74,7 @@ public static class SafeTensorsWriter
 
     private static unsafe void WriteData(Stream stream, Tensor t)
     {
-        if (t.Device.Type != DeviceType.Cpu) throw new NotSupportedException($"saving a tensor on {t.Device}: copy it to the CPU first");
-        using var c = t.ContiguousData();
+        using var c = t.HostData(); // a device tensor is copied to the host first
         long total = c.NumEl * c.DType.SizeOf();
         byte* p = c.Ptr<byte>();
         for (long done = 0; done < total;)

@@ -17,12 +17,51 @@ public interface IDeviceBackend
 public static class DeviceBackends
 {
     private static readonly Dictionary<DeviceType, IDeviceBackend> Backends = new();
+    private static readonly Dictionary<DeviceType, IDeviceKernels> Kernels = new();
     private static readonly Dictionary<DeviceType, string> PackageTypes = new() { [DeviceType.Cuda] = "Peft.Cuda.CudaBackend, Peft.Cuda" };
 
     /// <summary>Registers the backend of <paramref name="type"/> (Peft.Cuda calls this).</summary>
     public static void Register(DeviceType type, IDeviceBackend backend)
     {
         lock (Backends) Backends[type] = backend;
+    }
+
+    /// <summary>Registers the op kernels of <paramref name="type"/> (Peft.Cuda's static constructor calls this).</summary>
+    internal static void RegisterKernels(DeviceType type, IDeviceKernels kernels)
+    {
+        lock (Kernels) Kernels[type] = kernels;
+    }
+
+    /// <summary>Installs <paramref name="backend"/> and <paramref name="kernels"/> for <paramref name="type"/> until the
+    /// result is disposed, which restores what was registered before (tests run the front-ends' device paths on a
+    /// host-memory stand-in this way).</summary>
+    internal static IDisposable Override(DeviceType type, IDeviceBackend backend, IDeviceKernels kernels)
+    {
+        IDeviceBackend? oldBackend;
+        IDeviceKernels? oldKernels;
+        lock (Backends) { Backends.TryGetValue(type, out oldBackend); Backends[type] = backend; }
+        lock (Kernels) { Kernels.TryGetValue(type, out oldKernels); Kernels[type] = kernels; }
+        return new Restore(() =>
+        {
+            lock (Backends) { if (oldBackend == null) Backends.Remove(type); else Backends[type] = oldBackend; }
+            lock (Kernels) { if (oldKernels == null) Kernels.Remove(type); else Kernels[type] = oldKernels; }
+        });
+    }
+
+    private sealed class Restore(Action undo) : IDisposable
+    {
+        private Action? _undo = undo;
+        public void Dispose() => Interlocked.Exchange(ref _undo, null)?.Invoke();
+    }
+
+    /// <summary>The op kernels of <paramref name="device"/>'s type; <paramref name="op"/> names the operation in the
+    /// error when the package is absent.</summary>
+    internal static IDeviceKernels KernelsFor(Device device, string op)
+    {
+        For(device.Type); // loads the package, whose static constructor registers both
+        lock (Kernels)
+            return Kernels.TryGetValue(device.Type, out var k) ? k
+                : throw new NotSupportedException($"{op}: the {device.Type} backend that is loaded runs no tensor ops");
     }
 
     /// <summary>The backend of <paramref name="type"/>, loading its package when needed; throws with the reason when it is absent.</summary>

@@ -21,6 +21,14 @@ public sealed partial class Tensor
         return eye.To(dtype);
     }
 
+    /// <summary>The identity matrix on <paramref name="device"/> (built on the host, copied).</summary>
+    public static Tensor Eye(int n, DType dtype, Device device)
+    {
+        var eye = Eye(n, dtype);
+        if (device.Type == DeviceType.Cpu) return eye;
+        using (eye) return eye.To(device);
+    }
+
     /// <summary>A tensor filled with <paramref name="value"/>.</summary>
     public static Tensor Full(int[] shape, double value, DType dtype = DType.F32)
     {
@@ -29,11 +37,31 @@ public sealed partial class Tensor
         return t;
     }
 
+    /// <summary>A tensor of zeros on <paramref name="device"/> (torch.zeros(..., device=)).</summary>
+    public static Tensor Zeros(int[] shape, DType dtype, Device device) => Full(shape, 0, dtype, device);
+
+    /// <summary>A tensor filled with <paramref name="value"/> on <paramref name="device"/>.</summary>
+    public static Tensor Full(int[] shape, double value, DType dtype, Device device)
+    {
+        if (device.Type == DeviceType.Cpu) return Full(shape, value, dtype);
+        var k = DeviceBackends.KernelsFor(device, "Full");
+        var t = k.Empty(shape, dtype, device);
+        try { return t.FillInPlace(value); }
+        catch { t.Dispose(); throw; }
+    }
+
     /// <summary>Zeros with the shape and dtype of <paramref name="like"/>.</summary>
-    public static Tensor ZerosLike(Tensor like) => Zeros(like._shape, like.DType);
+    public static Tensor ZerosLike(Tensor like) => FullLike(like, 0);
 
     /// <summary>Ones with the shape and dtype of <paramref name="like"/>.</summary>
-    public static Tensor OnesLike(Tensor like) => Ones(like._shape, like.DType);
+    public static Tensor OnesLike(Tensor like) => FullLike(like, 1);
+
+    /// <summary><paramref name="value"/> everywhere, with the shape, dtype and device of <paramref name="like"/>.</summary>
+    public static Tensor FullLike(Tensor like, double value)
+    {
+        like.ThrowIfDisposed();
+        return Full(like._shape, value, like.DType, like.Device);
+    }
 
     /// <summary>A 0-dimensional tensor holding <paramref name="value"/>.</summary>
     public static Tensor Scalar(double value, DType dtype = DType.F32) => Full([], value, dtype);

@@ -11,7 +11,7 @@ public sealed partial class Tensor
     {
         if (DTypeOf<T>() != DType && !(typeof(T) == typeof(bool) && DType == DType.U8))
             throw new DTypeMismatchException($"ToArray<{typeof(T).Name}>() on a {DType} tensor; convert with To(DType) first or use ToDoubleArray()");
-        using var c = ContiguousData();
+        using var c = HostData();
         return c.Span<T>().ToArray();
     }
 
@@ -25,7 +25,7 @@ public sealed partial class Tensor
     /// <summary>Elements converted to double (exact for every dtype but very large I64).</summary>
     public unsafe double[] ToDoubleArray()
     {
-        using var c = ContiguousData();
+        using var c = HostData();
         var r = new double[c.NumEl];
         byte* p = c.Ptr<byte>();
         int e = DType.SizeOf();
@@ -37,6 +37,11 @@ public sealed partial class Tensor
     public unsafe double Item()
     {
         if (NumEl != 1) throw new InvalidOperationException($"Item() needs exactly one element, this tensor has shape {Shapes.Format(_shape)}");
+        if (Device.Type != DeviceType.Cpu)
+        {
+            using var host = To(Device.Cpu);
+            return host.Item();
+        }
         return Cpu.ElementIO.Read(Ptr<byte>(), DType);
     }
 
@@ -59,6 +64,12 @@ public sealed partial class Tensor
 
     internal unsafe Tensor ToDTypeNoGrad(DType dtype)
     {
+        if (DeviceKernels("To(" + dtype + ")", this) is { } k)
+        {
+            if (dtype == DType) return ContiguousCopy();
+            using var dense = ContiguousData();
+            return k.Cast(dense, dtype);
+        }
         using var c = ContiguousData();
         var r = Allocate(_shape, dtype, zero: false);
         Cpu.Cast.Convert(c.Ptr<byte>(), DType, r.Ptr<byte>(), dtype, NumEl);
@@ -69,7 +80,7 @@ public sealed partial class Tensor
     public unsafe Tensor FillInPlace(double value)
     {
         CheckInPlace("FillInPlace");
-        using var one = Allocate([], DType, zero: false);
+        using var one = Allocate([], DType, zero: false); // a host scalar: CopyFrom moves it to this tensor's device
         Cpu.ElementIO.Write(one.Ptr<byte>(), DType, value);
         return CopyFrom(one);
     }

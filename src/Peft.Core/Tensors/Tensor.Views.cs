@@ -94,10 +94,10 @@ public sealed partial class Tensor
         shape[d] = length;
         var result = ViewOf(shape, (long[])_strides.Clone(), Offset + start * _strides[d]);
         var inShape = _shape;
-        var dt = DType;
+        var (dt, device) = (DType, Device);
         return Autograd.Record(result, "Narrow", [this], (g, _) =>
         {
-            var full = Zeros(inShape, dt);
+            var full = Zeros(inShape, dt, device);
             using (var window = full.Narrow(d, start, length)) window.CopyFrom(g);
             return [full];
         });
@@ -183,6 +183,12 @@ public sealed partial class Tensor
     internal unsafe Tensor ContiguousCopy()
     {
         ThrowIfDisposed();
+        if (DeviceKernels("Contiguous", this) is { } k)
+        {
+            var copy = k.Empty(_shape, DType, Device);
+            k.Copy(copy, this);
+            return copy;
+        }
         var dst = Allocate(_shape, DType, zero: false);
         Cpu.StridedCopy.Gather((byte*)Ptr<byte>(), _shape, _strides, (byte*)dst.Ptr<byte>(), DType.SizeOf());
         return dst;
@@ -206,6 +212,22 @@ public sealed partial class Tensor
             throw new InvalidOperationException("in-place CopyFrom on a tensor that requires grad; wrap it in Autograd.NoGrad()");
         if (!Shapes.Broadcast(src._shape, _shape).AsSpan().SequenceEqual(_shape))
             throw new ShapeMismatchException($"cannot copy a tensor of shape {Shapes.Format(src._shape)} into one of shape {Shapes.Format(_shape)}");
+        if (Device.Type != DeviceType.Cpu)
+        {
+            var k = DeviceKernels("CopyFrom", this)!;
+            using var moved = src.Device == Device ? null : src.To(Device);
+            var s = moved ?? src;
+            using var cast = s.DType == DType ? null : s.ToDTypeNoGrad(DType);
+            var same = cast ?? s;
+            using var broadcast = same.ViewOf((int[])_shape.Clone(), Shapes.BroadcastStrides(same._shape, same._strides, _shape), same.Offset);
+            k.Copy(this, broadcast);
+            return this;
+        }
+        if (src.Device.Type != DeviceType.Cpu)
+        {
+            using var host = src.To(Device.Cpu);
+            return CopyFrom(host);
+        }
         using var expanded = src.ViewOf((int[])_shape.Clone(), Shapes.BroadcastStrides(src._shape, src._strides, _shape), src.Offset);
         using var dense = src.DType == DType ? null : expanded.ContiguousCopy();
         using var typed = dense?.ToDTypeNoGrad(DType);

@@ -10,20 +10,23 @@ public static class CudaKernels
 {
     private const uint Block = 256;
 
-    /// <summary>A contiguous copy of <paramref name="x"/> in <paramref name="dtype"/> (f32 ↔ bf16; round to nearest even).</summary>
+    /// <summary>A contiguous copy of <paramref name="x"/> in <paramref name="dtype"/> (f32 ↔ bf16, f32 ↔ f16; round to nearest even).</summary>
     public static Tensor Cast(Tensor x, DType dtype)
     {
         CudaTensors.RequireContiguous(x, "Cast");
         var device = CudaTensors.DeviceOf(x);
-        string name = (x.DType, dtype) switch
+        // The bf16 pair converts four values per thread-step; the f16 pair one.
+        (string name, long perThread) = (x.DType, dtype) switch
         {
-            (DType.F32, DType.BF16) => "cast_f32_to_bf16",
-            (DType.BF16, DType.F32) => "cast_bf16_to_f32",
-            _ => throw new NotSupportedException($"no CUDA cast kernel from {x.DType} to {dtype} (f32 ↔ bf16 exist)"),
+            (DType.F32, DType.BF16) => ("cast_f32_to_bf16", 4),
+            (DType.BF16, DType.F32) => ("cast_bf16_to_f32", 4),
+            (DType.F32, DType.F16) => ("cast_f32_to_f16", 1),
+            (DType.F16, DType.F32) => ("cast_f16_to_f32", 1),
+            _ => throw new NotSupportedException($"no CUDA cast kernel from {x.DType} to {dtype} (f32 ↔ bf16 and f32 ↔ f16 exist)"),
         };
         var y = CudaTensors.Empty(x.Shape, dtype, device);
         long n = x.NumEl;
-        if (n > 0) device.Kernels.Launch(name, device.Kernels.GridFor((n + 3) / 4, Block), Block, CudaTensors.Address(x), CudaTensors.Address(y), n);
+        if (n > 0) device.Kernels.Launch(name, device.Kernels.GridFor((n + perThread - 1) / perThread, Block), Block, CudaTensors.Address(x), CudaTensors.Address(y), n);
         return y;
     }
 

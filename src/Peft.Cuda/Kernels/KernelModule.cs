@@ -71,16 +71,23 @@ internal sealed unsafe class KernelModule
         Launch(name, grid, block, sharedBytes, side: false, args);
 
     /// <summary>Queues kernel <paramref name="name"/> on the main stream, or on the side lane when <paramref name="side"/>.</summary>
-    internal void Launch(string name, (uint X, uint Y, uint Z) grid, (uint X, uint Y, uint Z) block, uint sharedBytes, bool side, params ReadOnlySpan<KernelArg> args)
+    internal void Launch(string name, (uint X, uint Y, uint Z) grid, (uint X, uint Y, uint Z) block, uint sharedBytes, bool side, params ReadOnlySpan<KernelArg> args) =>
+        Launch(name, grid, block, sharedBytes, side, null, args);
+
+    /// <summary>Queues a kernel whose last parameter is a struct passed by value (<paramref name="byValue"/> points at
+    /// it; cuLaunchKernel copies it before returning, so a stack address is fine).</summary>
+    internal void Launch(string name, (uint X, uint Y, uint Z) grid, (uint X, uint Y, uint Z) block, uint sharedBytes, bool side, void* byValue, params ReadOnlySpan<KernelArg> args)
     {
         var function = Function(name);
+        int count = args.Length + (byValue == null ? 0 : 1);
         ulong* values = stackalloc ulong[Math.Max(1, args.Length)];
-        void** pointers = stackalloc void*[Math.Max(1, args.Length)];
+        void** pointers = stackalloc void*[Math.Max(1, count)];
         for (int i = 0; i < args.Length; i++)
         {
             values[i] = args[i].Bits;
             pointers[i] = &values[i];
         }
+        if (byValue != null) pointers[args.Length] = byValue;
         _device.MakeCurrent();
         CudaDriver.Check(CudaDriver.cuLaunchKernel(function, grid.X, grid.Y, grid.Z, block.X, block.Y, block.Z, sharedBytes, side ? _device.SideStream : _device.Stream, pointers, null),
             $"cuLaunchKernel({name}, grid {grid}, block {block})");

@@ -76,9 +76,9 @@ public sealed class Lstm : Module, IUnaryModule
     {
         int batch = x.Size(0), steps = x.Size(1), hidden = weightHh.Size(1);
         using var projected = x.Linear(weightIh, biasIh);                   // every step's input projection at once [B, T, 4H]
-        using var h0 = Tensor.Zeros([batch, hidden], x.DType);
+        using var h0 = Tensor.Zeros([batch, hidden], x.DType, x.Device);
         var h = h0;
-        var c = Tensor.Zeros([batch, hidden], x.DType);
+        var c = Tensor.Zeros([batch, hidden], x.DType, x.Device);
         var states = new Tensor[steps];
         try
         {

@@ -113,9 +113,10 @@ public abstract class Optimizer : IDisposable
         using (Autograd.NoGrad())
             foreach (var g in grads)
             {
-                // Σg² per tensor in float64 (a tensor reduction, no copy of the gradient to managed memory).
-                using var g64 = g.DType == DType.F64 ? g.Contiguous() : g.To(DType.F64);
-                using var squares = g64.Mul(g64);
+                // Σg² per tensor in float64 on the CPU (a tensor reduction, no copy of the gradient to managed memory);
+                // a device reduces in its F32 kernels (as torch's clip_grad_norm_ does for F32 gradients on a GPU).
+                using var wide = g.DType == DType.F64 || g.Device.Type != DeviceType.Cpu ? g.Contiguous() : g.To(DType.F64);
+                using var squares = wide.Mul(wide);
                 using var total = squares.Sum();
                 sq += total.Item();
             }

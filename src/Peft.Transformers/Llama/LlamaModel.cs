@@ -149,12 +149,12 @@ public sealed class LlamaModel : Module
     public Tensor Forward(Tensor inputIds, Tensor? attentionMask = null, KvCache? cache = null)
     {
         int t = inputIds.Size(1), past = cache?.Length ?? 0;
-        var (cos, sin) = _rope.Tables(past, t);
+        using var mask = TaskHeads.KeyPaddingMask(attentionMask);
+        var embedded = TaskHeads.EmbedOrPass(Child<IUnaryModule>("embed_tokens"), inputIds);
+        var (cos, sin) = _rope.Tables(past, t, embedded.Device); // on the hidden states' device
         using (cos)
         using (sin)
-        using (var mask = TaskHeads.KeyPaddingMask(attentionMask))
         {
-            var embedded = TaskHeads.EmbedOrPass(Child<IUnaryModule>("embed_tokens"), inputIds);
             using var x = Child<ModuleList<LlamaDecoderLayer>>("layers").Chain(embedded, [cos, sin, mask], (layer, _, h, s) => layer.Forward(h, s[0]!, s[1]!, s[2], cache), checkpointable: cache == null);
             return Child<IUnaryModule>("norm").Forward(x);
         }

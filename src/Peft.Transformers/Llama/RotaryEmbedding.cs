@@ -61,8 +61,9 @@ public sealed class RotaryEmbedding
     private static double Number(JsonObject s, string key, string path) =>
         s[key] is JsonValue v ? v.GetValue<double>() : throw new ConfigException(path, $"rope_scaling needs '{key}'");
 
-    /// <summary>cos and sin tables [T, head_dim] for positions start..start+T−1 (F32).</summary>
-    public (Tensor Cos, Tensor Sin) Tables(int start, int length)
+    /// <summary>cos and sin tables [T, head_dim] for positions start..start+T−1 (F32), on <paramref name="device"/>
+    /// (the CPU by default; computed on the host and copied).</summary>
+    public (Tensor Cos, Tensor Sin) Tables(int start, int length, Device? device = null)
     {
         int d = HeadDim, half = d / 2;
         var cos = new float[length * d];
@@ -74,7 +75,11 @@ public sealed class RotaryEmbedding
                 cos[t * d + i] = cos[t * d + i + half] = MathF.Cos(angle);
                 sin[t * d + i] = sin[t * d + i + half] = MathF.Sin(angle);
             }
-        return (Tensor.FromArray(cos, [length, d]), Tensor.FromArray(sin, [length, d]));
+        var (c, s) = (Tensor.FromArray(cos, [length, d]), Tensor.FromArray(sin, [length, d]));
+        if (device is not { Type: not DeviceType.Cpu } target) return (c, s);
+        using (c)
+        using (s)
+            return (c.To(target), s.To(target));
     }
 
     /// <summary>x·cos + rotate_half(x)·sin for x [B, H, T, D], rotate_half(x) = [−x₂, x₁].</summary>

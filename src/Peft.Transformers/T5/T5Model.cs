@@ -134,7 +134,7 @@ public sealed class T5Stack : Module
         int t = embeddings.Size(1), past = cache?.Length ?? 0;
         using var positionBias = blocks[0].SelfAttention.PositionBias(past, t, past + t);
         using var selfBias = CombineMasks(positionBias, selfMask, causal: _decoder, past);
-        using var crossBias = encoderOutput == null ? null : CombineMasks(null, encoderMask, causal: false, 0, encoderOutput.Size(1), embeddings.DType);
+        using var crossBias = encoderOutput == null ? null : CombineMasks(null, encoderMask, causal: false, 0, encoderOutput.Size(1), embeddings.DType, embeddings.Device);
         var dropped = Child<IUnaryModule>("dropout").Forward(embeddings);
         // The biases and the encoder output go in as side inputs: a checkpointed block's recomputation must route their
         // gradients (a trainable position bias, an adapted encoder) back to the outer graph.
@@ -144,10 +144,17 @@ public sealed class T5Stack : Module
         return Child<IUnaryModule>("dropout").Forward(n);
     }
 
-    /// <summary>Position bias plus −∞ where a key is padding or (decoder) in the future, as one additive [B|1, H|1, q, k] tensor.</summary>
-    private Tensor CombineMasks(Tensor? positionBias, Tensor? padMask, bool causal, int past, int keyLength = -1, DType dtype = DType.F32)
+    private static Tensor ZerosOn(int[] shape, DType dtype, Device device)
     {
-        var bias = positionBias?.Contiguous() ?? Tensor.Zeros([1, 1, 1, keyLength], dtype);
+        var zeros = Tensor.Zeros(shape, dtype);
+        if (device.Type == DeviceType.Cpu) return zeros;
+        using (zeros) return zeros.To(device);
+    }
+
+    /// <summary>Position bias plus −∞ where a key is padding or (decoder) in the future, as one additive [B|1, H|1, q, k] tensor.</summary>
+    private Tensor CombineMasks(Tensor? positionBias, Tensor? padMask, bool causal, int past, int keyLength = -1, DType dtype = DType.F32, Device? device = null)
+    {
+        var bias = positionBias?.Contiguous() ?? ZerosOn([1, 1, 1, keyLength], dtype, device ?? Device.Cpu);
         if (causal)
         {
             int q = bias.Size(2), k = bias.Size(3);

@@ -83,7 +83,7 @@ public sealed class BoftLayer : TunerLayer
         using var flatT = flat.Transpose(1, 2);
         using var diff = flat.Sub(flatT);
         using var skew = diff.Mul(0.5);
-        using var identity = Tensor.Eye(b, raw.DType);
+        using var identity = Tensor.Eye(b, raw.DType, raw.Device);
         using var eye = identity.Expand(f * d, b, b);   // one I per block (a view)
         using var minus = eye.Sub(skew);
         using var plus = eye.Add(skew);
@@ -97,7 +97,8 @@ public sealed class BoftLayer : TunerLayer
         int factor = Math.Min((int)(u[d] * f), f - 1);
         var order = Enumerable.Range(0, d).OrderBy(i => u[i]).Take((int)(p * d));
         foreach (var blk in order) mask[factor * d + blk] = 1;
-        using var m = Tensor.FromArray(mask, [f * d, 1, 1]);
+        using var hostMask = Tensor.FromArray(mask, [f * d, 1, 1]);
+        using var m = hostMask.To(q.Device);
         using var keep = m.Neg().Add(1.0);
         using var kept = q.Mul(keep);
         using var ident = eye.Mul(m);

@@ -75,7 +75,7 @@ public sealed class OftRotation : Module
         using var scatter = s.DType == Weight.DType ? s.Contiguous() : s.To(Weight.DType);
         using var flat = Weight.MatMul(scatter);
         using var q = flat.Reshape(rows, b, b);
-        using var identity = Tensor.Eye(b, Weight.DType);
+        using var identity = Tensor.Eye(b, Weight.DType, Weight.Device);
         using var eye = identity.Expand(rows, b, b);   // one I per block (a view)
         if (!UseCayleyNeumann)
         {

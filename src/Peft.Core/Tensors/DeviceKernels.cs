@@ -1,0 +1,63 @@
+using Peft.Core.Cpu;
+
+namespace Peft.Core;
+
+/// <summary>
+/// The kernels a device package runs for <see cref="Tensor"/>'s front-ends when the operands live on its device
+/// (Peft.Cuda's CudaOps). Front-ends validate shapes, widen 16-bit operands where the op computes in F32, call one
+/// of these and record the autograd node, so every backward formula written with tensor ops runs on the device
+/// unchanged. Inputs are live tensors of this device; results are new contiguous tensors on it.
+/// </summary>
+internal interface IDeviceKernels
+{
+    /// <summary>An uninitialised contiguous tensor on <paramref name="device"/>.</summary>
+    Tensor Empty(int[] shape, DType dtype, Device device);
+
+    /// <summary>destination[i] = source[i] over destination's shape; both have one dtype, source's strides may be 0
+    /// (broadcast) and destination's any (a view being written).</summary>
+    void Copy(Tensor destination, Tensor source);
+
+    /// <summary>A contiguous copy in <paramref name="dtype"/> (floating dtypes).</summary>
+    Tensor Cast(Tensor x, DType dtype);
+
+    /// <summary>op(a, b) broadcast to <paramref name="shape"/>; F32 operands.</summary>
+    Tensor Binary(BinaryOp op, Tensor a, Tensor b, int[] shape);
+
+    /// <summary>op(x; p0, p1) element-wise; contiguous F32 x.</summary>
+    Tensor Unary(UnaryOp op, Tensor x, double p0, double p1);
+
+    /// <summary>op over the dims marked in <paramref name="reduced"/>, shaped <paramref name="outShape"/>; F32 x.</summary>
+    Tensor Reduce(ReduceOp op, Tensor x, bool[] reduced, int[] outShape);
+
+    /// <summary>Batched a·b (≥ 2-D, batch dims broadcast) shaped <paramref name="outShape"/>: F64·F64 → F64, anything
+    /// else → F32 (16-bit operands multiply in 16 bits with F32 accumulation).</summary>
+    Tensor MatMul(Tensor a, Tensor b, int[] outShape);
+
+    /// <summary>Softmax (or log-softmax) over the last dim of contiguous F32 x.</summary>
+    Tensor Softmax(Tensor x, bool log);
+
+    /// <summary>Its backward from the saved output y and the incoming gradient g (both contiguous).</summary>
+    Tensor SoftmaxBackward(Tensor y, Tensor g, bool log);
+
+    /// <summary>LayerNorm / RMSNorm over the last dim: the output and the per-row mean and 1/σ.</summary>
+    (Tensor Y, Tensor Mean, Tensor Rstd) Norm(Tensor x, Tensor? weight, Tensor? bias, double eps, bool rms);
+
+    /// <summary>The norm's input gradient and x̂ (for the weight gradient).</summary>
+    (Tensor Dx, Tensor Xhat) NormBackward(Tensor x, Tensor g, Tensor mean, Tensor rstd, Tensor? weight, bool rms);
+
+    /// <summary>out[o, j, i] = source[o, index[j], i] for dense F32 source viewed as [outer, dimSize, inner]; index
+    /// entries are already checked to lie in [0, dimSize).</summary>
+    Tensor IndexSelect(Tensor source, long[] index, long outer, int dimSize, long inner, int[] outShape);
+
+    /// <summary>The adjoint of <see cref="IndexSelect"/>: zeros shaped <paramref name="inShape"/> with acc[o, index[j], i] += g[o, j, i].</summary>
+    Tensor IndexAdd(Tensor g, long[] index, long outer, int dimSize, long inner, int[] inShape);
+
+    /// <summary>condition ? a : b over dense, equally shaped tensors (U8 condition, 4-byte elements).</summary>
+    Tensor Where(Tensor condition, Tensor a, Tensor b);
+
+    /// <summary>Fused cross-entropy of dense F32 logits [rows, C]: the per-row loss and log-sum-exp.</summary>
+    (Tensor Loss, Tensor Lse) CrossEntropy(Tensor logits, long[] targets, long ignoreIndex, double smoothing);
+
+    /// <summary>d logits = scale[r]·(softmax − target distribution); zero rows for ignored targets.</summary>
+    Tensor CrossEntropyBackward(Tensor logits, long[] targets, Tensor lse, Tensor scale, long ignoreIndex, double smoothing);
+}

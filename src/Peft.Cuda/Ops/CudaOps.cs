@@ -1,0 +1,301 @@
+using Peft.Core;
+using Peft.Core.Cpu;
+using Peft.Cuda.Interop;
+using Peft.Cuda.Kernels;
+
+namespace Peft.Cuda;
+
+/// <summary>
+/// Tensor's front-ends on CUDA tensors: element-wise ops (kernels/elementwise.cu), reductions, softmax and norms
+/// (kernels/rows.cu), dtype casts and batched matrix products (cuBLAS). Registered with Peft.Core by
+/// <see cref="CudaBackend"/>, so <c>x.Add(y)</c>, <c>loss.Backward()</c> and every backward formula written with tensor
+/// ops run on the GPU when the operands are there. Everything is queued on the device's stream.
+/// </summary>
+internal sealed unsafe class CudaOps : IDeviceKernels
+{
+    private const uint Block = 256;
+
+    public Tensor Empty(int[] shape, DType dtype, Device device) => CudaTensors.Empty(shape, dtype, CudaDevice.Get(device.Index));
+
+    public void Copy(Tensor destination, Tensor source)
+    {
+        long n = destination.NumEl;
+        if (n == 0) return;
+        if (source.DType.SizeOf() != destination.DType.SizeOf())
+            throw new ArgumentException($"internal: CUDA copy between {source.DType} and {destination.DType}");
+        var layout = StridedLayout.Create(destination.Shape, source.Strides, destination.Strides);
+        string name = destination.DType.SizeOf() switch
+        {
+            1 => "strided_copy_u8",
+            2 => "strided_copy_f16",
+            4 => "strided_copy_f32",
+            8 => "strided_copy_f64",
+            var size => throw new NotSupportedException($"no CUDA copy for {size}-byte elements"),
+        };
+        var device = CudaTensors.DeviceOf(destination);
+        device.Kernels.Launch(name, (device.Kernels.GridFor(n, Block), 1, 1), (Block, 1, 1), 0, false, &layout,
+            CudaTensors.Address(source), CudaTensors.Address(destination), n);
+    }
+
+    public Tensor Cast(Tensor x, DType dtype)
+    {
+        if (x.DType == dtype) return x.Contiguous();
+        if (x.DType is DType.BF16 or DType.F16 && dtype is DType.BF16 or DType.F16)
+        {
+            using var wide = CudaKernels.Cast(x, DType.F32);
+            return CudaKernels.Cast(wide, dtype);
+        }
+        return CudaKernels.Cast(x, dtype);
+    }
+
+    public Tensor Binary(BinaryOp op, Tensor a, Tensor b, int[] shape)
+    {
+        RequireF32(op.ToString(), a, b);
+        var device = CudaTensors.DeviceOf(a);
+        var output = CudaTensors.Empty(shape, DType.F32, device);
+        long n = output.NumEl;
+        if (n == 0) return output;
+        var layout = StridedLayout.Create(shape, Shapes.BroadcastStrides(a.Shape, a.Strides, shape), Shapes.BroadcastStrides(b.Shape, b.Strides, shape));
+        device.Kernels.Launch("binary_f32", (device.Kernels.GridFor(n, Block), 1, 1), (Block, 1, 1), 0, false, &layout,
+            OpCode(op), CudaTensors.Address(a), CudaTensors.Address(b), CudaTensors.Address(output), n);
+        return output;
+    }
+
+    public Tensor Unary(UnaryOp op, Tensor x, double p0, double p1)
+    {
+        RequireF32(op.ToString(), x);
+        CudaTensors.RequireContiguous(x, op.ToString());
+        var device = CudaTensors.DeviceOf(x);
+        var y = CudaTensors.Empty(x.Shape, DType.F32, device);
+        long n = x.NumEl;
+        if (n > 0)
+            device.Kernels.Launch("unary_f32", device.Kernels.GridFor(n, Block), Block, OpCode(op), CudaTensors.Address(x), CudaTensors.Address(y), n, (float)p0, (float)p1);
+        return y;
+    }
+
+    public Tensor Reduce(ReduceOp op, Tensor x, bool[] reduced, int[] outShape)
+    {
+        RequireF32(op.ToString(), x);
+        var device = CudaTensors.DeviceOf(x);
+        var output = CudaTensors.Empty(outShape, DType.F32, device);
+        if (output.NumEl == 0) return output;
+        var shape = x.Shape;
+        if (x.IsContiguous && ReducedBlock(shape, reduced) is (long outer, long r, long inner))
+        {
+            if (inner == 1) ReduceRows(device, op, x, output, outer, r);
+            else device.Kernels.Launch("reduce_mid_f32", device.Kernels.GridFor(outer * inner, Block), Block,
+                ReduceCode(op), CudaTensors.Address(x), CudaTensors.Address(output), outer, r, inner);
+            return output;
+        }
+        // Reduced dims moved last and made dense: then each output is one row.
+        var order = Enumerable.Range(0, shape.Length).Where(d => !reduced[d]).Concat(Enumerable.Range(0, shape.Length).Where(d => reduced[d])).ToArray();
+        var strides = x.Strides;
+        using var permuted = x.ViewOf(order.Select(d => shape[d]).ToArray(), order.Select(d => strides[d]).ToArray(), x.Offset);
+        using var dense = permuted.ContiguousCopy();
+        long rowLength = order.Where(d => reduced[d]).Aggregate(1L, (p, d) => p * shape[d]);
+        ReduceRows(device, op, dense, output, output.NumEl, rowLength);
+        return output;
+    }
+
+    /// <summary>(outer, r, inner) when the reduced dims of a dense tensor form one block (size-1 dims ignored).</summary>
+    private static (long Outer, long R, long Inner)? ReducedBlock(int[] shape, bool[] reduced)
+    {
+        int lo = -1, hi = -1;
+        for (int d = 0; d < shape.Length; d++)
+        {
+            if (!reduced[d] || shape[d] == 1) continue;
+            if (lo < 0) lo = d;
+            hi = d;
+        }
+        if (lo < 0) return (Shapes.NumEl(shape), 1, 1);
+        for (int d = lo; d <= hi; d++)
+            if (!reduced[d] && shape[d] != 1) return null;
+        long outer = 1, r = 1, inner = 1;
+        for (int d = 0; d < shape.Length; d++)
+        {
+            if (d < lo) outer *= shape[d];
+            else if (d <= hi) r *= shape[d];
+            else inner *= shape[d];
+        }
+        return (outer, r, inner);
+    }
+
+    private static void ReduceRows(CudaDevice device, ReduceOp op, Tensor x, Tensor output, long rows, long n) =>
+        device.Kernels.Launch("reduce_rows_f32", RowGrid(device, rows), RowBlock(n), ReduceCode(op), CudaTensors.Address(x), CudaTensors.Address(output), rows, n);
+
+    public Tensor MatMul(Tensor a, Tensor b, int[] outShape) => CudaMatMul.Batched(a, b, outShape);
+
+    public Tensor Softmax(Tensor x, bool log)
+    {
+        RequireF32("Softmax", x);
+        CudaTensors.RequireContiguous(x, "Softmax");
+        var device = CudaTensors.DeviceOf(x);
+        var y = CudaTensors.Empty(x.Shape, DType.F32, device);
+        var (rows, n) = Rows(x);
+        if (rows * n > 0)
+            device.Kernels.Launch("softmax_rows_f32", RowGrid(device, rows), RowBlock(n), CudaTensors.Address(x), CudaTensors.Address(y), rows, n, log ? 1 : 0);
+        return y;
+    }
+
+    public Tensor SoftmaxBackward(Tensor y, Tensor g, bool log)
+    {
+        RequireF32("Softmax backward", y, g);
+        CudaTensors.RequireContiguous(y, "Softmax backward");
+        CudaTensors.RequireContiguous(g, "Softmax backward");
+        var device = CudaTensors.DeviceOf(y);
+        var dx = CudaTensors.Empty(y.Shape, DType.F32, device);
+        var (rows, n) = Rows(y);
+        if (rows * n > 0)
+            device.Kernels.Launch("softmax_rows_backward_f32", RowGrid(device, rows), RowBlock(n),
+                CudaTensors.Address(y), CudaTensors.Address(g), CudaTensors.Address(dx), rows, n, log ? 1 : 0);
+        return dx;
+    }
+
+    public (Tensor Y, Tensor Mean, Tensor Rstd) Norm(Tensor x, Tensor? weight, Tensor? bias, double eps, bool rms)
+    {
+        RequireF32("Norm", [x, .. new[] { weight, bias }.OfType<Tensor>()]);
+        CudaTensors.RequireContiguous(x, "Norm");
+        var device = CudaTensors.DeviceOf(x);
+        var (rows, n) = Rows(x);
+        var y = CudaTensors.Empty(x.Shape, DType.F32, device);
+        var mean = CudaTensors.Empty([checked((int)rows)], DType.F32, device);
+        var rstd = CudaTensors.Empty([checked((int)rows)], DType.F32, device);
+        if (rows * n > 0)
+            device.Kernels.Launch("norm_rows_f32", RowGrid(device, rows), RowBlock(n), CudaTensors.Address(x), AddressOrNull(weight), AddressOrNull(bias),
+                CudaTensors.Address(y), CudaTensors.Address(mean), CudaTensors.Address(rstd), rows, n, (float)eps, rms ? 1 : 0);
+        return (y, mean, rstd);
+    }
+
+    public (Tensor Dx, Tensor Xhat) NormBackward(Tensor x, Tensor g, Tensor mean, Tensor rstd, Tensor? weight, bool rms)
+    {
+        RequireF32("Norm backward", [x, g, mean, rstd, .. new[] { weight }.OfType<Tensor>()]);
+        var device = CudaTensors.DeviceOf(x);
+        var (rows, n) = Rows(x);
+        var dx = CudaTensors.Empty(x.Shape, DType.F32, device);
+        var xhat = CudaTensors.Empty(x.Shape, DType.F32, device);
+        if (rows * n > 0)
+            device.Kernels.Launch("norm_rows_backward_f32", RowGrid(device, rows), RowBlock(n), CudaTensors.Address(x), CudaTensors.Address(g),
+                CudaTensors.Address(mean), CudaTensors.Address(rstd), AddressOrNull(weight), CudaTensors.Address(dx), CudaTensors.Address(xhat), rows, n, rms ? 1 : 0);
+        return (dx, xhat);
+    }
+
+    public Tensor IndexSelect(Tensor source, long[] index, long outer, int dimSize, long inner, int[] outShape)
+    {
+        RequireF32("IndexSelect", source);
+        CudaTensors.RequireContiguous(source, "IndexSelect");
+        var device = CudaTensors.DeviceOf(source);
+        var output = CudaTensors.Empty(outShape, DType.F32, device);
+        long total = outer * index.Length * inner;
+        if (total == 0) return output;
+        using var idx = Upload(index, device);
+        device.Kernels.Launch("index_select_f32", device.Kernels.GridFor(total, Block), Block, CudaTensors.Address(source), CudaTensors.Address(output),
+            CudaTensors.Address(idx), outer, (long)dimSize, (long)index.Length, inner);
+        return output;
+    }
+
+    public Tensor IndexAdd(Tensor g, long[] index, long outer, int dimSize, long inner, int[] inShape)
+    {
+        RequireF32("IndexSelect backward", g);
+        CudaTensors.RequireContiguous(g, "IndexSelect backward");
+        var device = CudaTensors.DeviceOf(g);
+        var acc = CudaTensors.Zeros(inShape, DType.F32, device);
+        long total = outer * index.Length * inner;
+        if (total == 0) return acc;
+        using var idx = Upload(index, device);
+        device.Kernels.Launch("index_add_f32", device.Kernels.GridFor(total, Block), Block, CudaTensors.Address(g), CudaTensors.Address(acc),
+            CudaTensors.Address(idx), outer, (long)dimSize, (long)index.Length, inner);
+        return acc;
+    }
+
+    public Tensor Where(Tensor condition, Tensor a, Tensor b)
+    {
+        if (condition.DType != DType.U8 || a.DType.SizeOf() != 4 || b.DType != a.DType)
+            throw new NotSupportedException($"Where on CUDA takes a U8 condition and two 4-byte branches of one dtype (got {condition.DType}, {a.DType}, {b.DType})");
+        var device = CudaTensors.DeviceOf(a);
+        var output = CudaTensors.Empty(a.Shape, a.DType, device);
+        long n = output.NumEl;
+        if (n > 0)
+            device.Kernels.Launch("where_f32", device.Kernels.GridFor(n, Block), Block, CudaTensors.Address(condition), CudaTensors.Address(a), CudaTensors.Address(b), CudaTensors.Address(output), n);
+        return output;
+    }
+
+    public (Tensor Loss, Tensor Lse) CrossEntropy(Tensor logits, long[] targets, long ignoreIndex, double smoothing)
+    {
+        RequireF32("CrossEntropy", logits);
+        CudaTensors.RequireContiguous(logits, "CrossEntropy");
+        var device = CudaTensors.DeviceOf(logits);
+        var (rows, c) = Rows(logits);
+        var loss = CudaTensors.Empty([checked((int)rows)], DType.F32, device);
+        var lse = CudaTensors.Empty([checked((int)rows)], DType.F32, device);
+        if (rows * c == 0) return (loss, lse);
+        using var t = Upload(targets, device);
+        device.Kernels.Launch("cross_entropy_f32", RowGrid(device, rows), RowBlock(c), CudaTensors.Address(logits), CudaTensors.Address(t),
+            CudaTensors.Address(loss), CudaTensors.Address(lse), rows, c, ignoreIndex, (float)smoothing);
+        return (loss, lse);
+    }
+
+    public Tensor CrossEntropyBackward(Tensor logits, long[] targets, Tensor lse, Tensor scale, long ignoreIndex, double smoothing)
+    {
+        RequireF32("CrossEntropy backward", logits, lse, scale);
+        var device = CudaTensors.DeviceOf(logits);
+        var (rows, c) = Rows(logits);
+        var dx = CudaTensors.Empty(logits.Shape, DType.F32, device);
+        if (rows * c == 0) return dx;
+        using var t = Upload(targets, device);
+        device.Kernels.Launch("cross_entropy_backward_f32", RowGrid(device, rows), RowBlock(c), CudaTensors.Address(logits), CudaTensors.Address(t),
+            CudaTensors.Address(lse), CudaTensors.Address(scale), CudaTensors.Address(dx), rows, c, ignoreIndex, (float)smoothing);
+        return dx;
+    }
+
+    /// <summary>Host indices as an I64 device tensor (the copy is queued on the device's stream before the kernel).</summary>
+    private static Tensor Upload(long[] values, CudaDevice device)
+    {
+        using var host = Tensor.FromArray(values);
+        return host.To(device.Device);
+    }
+
+    private static (long Rows, long N) Rows(Tensor x)
+    {
+        long n = x.Rank == 0 ? 1 : x.Size(-1);
+        return (n == 0 ? 0 : x.NumEl / n, n);
+    }
+
+    private static ulong AddressOrNull(Tensor? t) => t == null ? 0UL : CudaTensors.Address(t);
+
+    /// <summary>One block per row (grid-strided past a few blocks per SM).</summary>
+    private static uint RowGrid(CudaDevice device, long rows) => (uint)Math.Clamp(rows, 1, (long)device.MultiprocessorCount * 32);
+
+    /// <summary>Threads per row: the row length rounded up to whole warps, 32 to 512.</summary>
+    private static uint RowBlock(long n) => (uint)Math.Clamp((n + 31) / 32 * 32, 32, 512);
+
+    private static void RequireF32(string op, params Tensor[] tensors)
+    {
+        foreach (var t in tensors)
+            if (t.DType != DType.F32) throw new DTypeMismatchException($"{op} on CUDA computes in F32, got {t.DType}");
+    }
+
+    // The op numbers of kernels/elementwise.cu and kernels/rows.cu, spelled out so that reordering Peft.Core's enums
+    // cannot silently change which op a kernel runs.
+    internal static int OpCode(BinaryOp op) => op switch
+    {
+        BinaryOp.Add => 0, BinaryOp.Sub => 1, BinaryOp.Mul => 2, BinaryOp.Div => 3, BinaryOp.Pow => 4,
+        BinaryOp.Maximum => 5, BinaryOp.Minimum => 6, BinaryOp.Greater => 7, BinaryOp.Less => 8, BinaryOp.Equal => 9,
+        _ => throw new NotSupportedException($"binary op {op} has no CUDA kernel"),
+    };
+
+    internal static int OpCode(UnaryOp op) => op switch
+    {
+        UnaryOp.Neg => 0, UnaryOp.Exp => 1, UnaryOp.Log => 2, UnaryOp.Sqrt => 3, UnaryOp.Rsqrt => 4, UnaryOp.Abs => 5,
+        UnaryOp.Tanh => 6, UnaryOp.Sigmoid => 7, UnaryOp.Relu => 8, UnaryOp.GeluErf => 9, UnaryOp.GeluTanh => 10,
+        UnaryOp.Silu => 11, UnaryOp.Sign => 12, UnaryOp.Sin => 13, UnaryOp.Cos => 14, UnaryOp.ReluGrad => 15,
+        UnaryOp.GeluErfGrad => 16, UnaryOp.GeluTanhGrad => 17, UnaryOp.SiluGrad => 18, UnaryOp.Clamp => 19,
+        UnaryOp.ClampMask => 20, UnaryOp.PowScalar => 21, UnaryOp.AddScalar => 22, UnaryOp.MulScalar => 23,
+        _ => throw new NotSupportedException($"unary op {op} has no CUDA kernel"),
+    };
+
+    internal static int ReduceCode(ReduceOp op) => op switch
+    {
+        ReduceOp.Sum => 0, ReduceOp.Max => 1, ReduceOp.Min => 2,
+        _ => throw new NotSupportedException($"reduction {op} has no CUDA kernel"),
+    };
+}

@@ -1,0 +1,268 @@
+namespace Peft.Cuda.Tests;
+
+/// <summary>
+/// Tensor's front-ends on CUDA tensors (CudaOps: kernels/elementwise.cu, kernels/rows.cu, cuBLAS) against the same
+/// calls on the CPU, on fresh random inputs — broadcasting, strided views and every op number included — and
+/// autograd end to end: the same small network's gradients on both devices.
+/// </summary>
+public class TensorOpsTests : GpuTest
+{
+    /// <summary>Runs <paramref name="op"/> on CPU inputs and on their device copies; returns ‖gpu − cpu‖/‖cpu‖.</summary>
+    private double Versus(Func<Tensor[], Tensor> op, params Tensor[] inputs)
+    {
+        using var want = op(inputs);
+        var onDevice = inputs.Select(t => t.To(Gpu.Device)).ToArray();
+        try
+        {
+            using var got = op(onDevice);
+            Assert.That(got.Device, Is.EqualTo(Gpu.Device), "the result stays on the GPU");
+            Assert.That(got.Shape, Is.EqualTo(want.Shape));
+            return Error(got, want);
+        }
+        finally
+        {
+            foreach (var t in onDevice) t.Dispose();
+        }
+    }
+
+    private static double Error(Tensor got, Tensor want)
+    {
+        var g = got.ToDoubleArray();
+        var w = want.ToDoubleArray();
+        Assert.That(g.Any(double.IsNaN), Is.EqualTo(w.Any(double.IsNaN)), "NaN where the CPU has none (an element left unwritten?)");
+        double num = 0, den = 0;
+        for (int i = 0; i < g.Length; i++)
+        {
+            if (double.IsNaN(w[i]) && double.IsNaN(g[i])) continue;
+            double d = g[i] - w[i];
+            num += d * d;
+            den += w[i] * w[i];
+        }
+        return den == 0 ? Math.Sqrt(num) : Math.Sqrt(num / den);
+    }
+
+    private static Tensor R(int[] shape, Generator g, double std = 1) => Tensor.Randn(shape, g, std: std);
+
+    [Test]
+    public void BinaryOpsBroadcastLikeTheCpu([Values("Add", "Sub", "Mul", "Div", "Pow", "Maximum", "Minimum", "Greater", "Less", "Equal")] string name)
+    {
+        var g = Fresh();
+        var op = Enum.Parse<Peft.Core.Cpu.BinaryOp>(name);
+        // Pow of negative bases is NaN on both devices; Equal needs ties, so its inputs are rounded to halves.
+        Func<Tensor, Tensor, Tensor> f = op switch
+        {
+            Peft.Core.Cpu.BinaryOp.Pow => (a, b) => { using var pa = a.Abs(); return Tensor.BinaryKernel(op, pa, b); },
+            Peft.Core.Cpu.BinaryOp.Equal => (a, b) =>
+            {
+                using var ha = a.Mul(2.0).Clamp(-2, 2).Sign();
+                using var hb = b.Mul(2.0).Clamp(-2, 2).Sign();
+                return Tensor.BinaryKernel(op, ha, hb);
+            },
+            _ => (a, b) => Tensor.BinaryKernel(op, a, b),
+        };
+        using var a1 = R([37, 129], g);
+        using var b1 = R([37, 129], g);
+        using var a2 = R([4, 1, 33], g);
+        using var b2 = R([5, 33], g);
+        using var s = R([], g);
+        Assert.Multiple(() =>
+        {
+            Assert.That(Versus(t => f(t[0], t[1]), a1, b1), Is.LessThanOrEqualTo(1e-6), "same shape");
+            Assert.That(Versus(t => f(t[0], t[1]), a2, b2), Is.LessThanOrEqualTo(1e-6), "[4,1,33] with [5,33]");
+            Assert.That(Versus(t => f(t[0], t[1]), a1, s), Is.LessThanOrEqualTo(1e-6), "with a 0-dim tensor");
+            Assert.That(Versus(t => { using var at = t[0].Transpose(0, 1); return f(at, t[1]); }, a1, R([129, 37], g)), Is.LessThanOrEqualTo(1e-6), "a transposed view");
+        });
+    }
+
+    [Test]
+    public void UnaryOpsMatchTheCpu()
+    {
+        var g = Fresh();
+        using var x = R([4099], g, std: 2);
+        using var positive = x.Abs().Add(0.1);
+        var cases = new (string Name, Func<Tensor, Tensor> F, bool Positive)[]
+        {
+            ("neg", t => t.Neg(), false), ("exp", t => t.Exp(), false), ("log", t => t.Log(), true), ("sqrt", t => t.Sqrt(), true),
+            ("rsqrt", t => t.Rsqrt(), true), ("abs", t => t.Abs(), false), ("tanh", t => t.Tanh(), false), ("sigmoid", t => t.Sigmoid(), false),
+            ("relu", t => t.Relu(), false), ("gelu", t => t.Gelu(), false), ("gelu_tanh", t => t.Gelu(approximateTanh: true), false),
+            ("silu", t => t.Silu(), false), ("sign", t => t.Sign(), false), ("sin", t => t.Sin(), false), ("cos", t => t.Cos(), false),
+            ("clamp", t => t.Clamp(-0.5, 0.7), false), ("pow", t => t.Pow(1.7), true), ("add", t => t.Add(0.25), false), ("mul", t => t.Mul(-3.0), false),
+        };
+        Assert.Multiple(() =>
+        {
+            foreach (var (name, f, pos) in cases)
+                Assert.That(Versus(t => f(t[0]), pos ? positive : x), Is.LessThanOrEqualTo(1e-6), name);
+        });
+    }
+
+    [Test]
+    public void DerivativeKernelsMatchTheCpuThroughBackward()
+    {
+        var g = Fresh();
+        using var x = R([2053], g, std: 2);
+        foreach (var (name, f) in new (string, Func<Tensor, Tensor>)[]
+                 { ("relu", t => t.Relu()), ("gelu", t => t.Gelu()), ("gelu_tanh", t => t.Gelu(true)), ("silu", t => t.Silu()), ("clamp", t => t.Clamp(-1, 1)) })
+        {
+            Assert.That(Versus(t =>
+            {
+                using var leaf = t[0].Clone().RequiresGradient();
+                using var y = f(leaf);
+                using var loss = y.Sum();
+                loss.Backward();
+                return leaf.Grad!.Clone();
+            }, x), Is.LessThanOrEqualTo(1e-6), name);
+        }
+    }
+
+    [Test]
+    public void ReductionsOverAnyDimsMatchTheCpu()
+    {
+        var g = Fresh();
+        using var x = R([6, 7, 129], g);
+        Assert.Multiple(() =>
+        {
+            foreach (var dims in new[] { null, new[] { -1 }, new[] { 0 }, new[] { 1 }, new[] { 0, 2 }, new[] { 0, 1 } })
+            {
+                string label = dims == null ? "all" : string.Join(",", dims);
+                Assert.That(Versus(t => t[0].Sum(dims), x), Is.LessThanOrEqualTo(1e-5), "sum " + label);
+                Assert.That(Versus(t => t[0].Max(dims, keepDim: true), x), Is.EqualTo(0), "max " + label);
+                Assert.That(Versus(t => t[0].Min(dims), x), Is.EqualTo(0), "min " + label);
+            }
+            Assert.That(Versus(t => { using var v = t[0].Transpose(0, 2); return v.Sum(1); }, x), Is.LessThanOrEqualTo(1e-5), "a strided input");
+            Assert.That(Versus(t => t[0].Mean([0, 1]), R([4096, 8, 3], g)), Is.LessThanOrEqualTo(1e-5), "a long reduction");
+        });
+    }
+
+    [Test]
+    public void CopiesViewsAndFillsMatchTheCpu()
+    {
+        var g = Fresh();
+        using var x = R([3, 5, 7, 11], g);
+        Assert.Multiple(() =>
+        {
+            Assert.That(Versus(t => { using var p = t[0].Permute(2, 0, 3, 1); return p.Contiguous(); }, x), Is.EqualTo(0), "permuted copy");
+            Assert.That(Versus(t => { using var e = t[0].Narrow(1, 1, 1); return e.Expand([3, 4, 7, 11]).Contiguous(); }, x), Is.EqualTo(0), "expanded copy");
+            Assert.That(Versus(t =>
+            {
+                var c = t[0].Clone();
+                using var window = c.Narrow(3, 2, 5);
+                using var src = t[1].Narrow(3, 0, 5);
+                window.CopyFrom(src);
+                return c;
+            }, x, R([3, 5, 7, 11], g)), Is.EqualTo(0), "CopyFrom into a strided window");
+            Assert.That(Versus(t => Tensor.FullLike(t[0], 2.5), x), Is.EqualTo(0), "FullLike");
+            Assert.That(Versus(t => t[0].To(DType.BF16).To(DType.F32), x), Is.EqualTo(0), "bf16 round trip");
+            Assert.That(Versus(t => t[0].To(DType.F16).To(DType.F32), x), Is.EqualTo(0), "f16 round trip");
+        });
+        using var d = x.To(Gpu.Device);
+        Assert.That(d.Sum().Item(), Is.EqualTo(x.Sum().Item()).Within(1e-3), "Item reads the device value");
+    }
+
+    [Test]
+    public void MatMulLayoutsMatchTheCpu()
+    {
+        var g = Fresh();
+        Assert.Multiple(() =>
+        {
+            Assert.That(Versus(t => t[0].MatMul(t[1]), R([67, 129], g), R([129, 93], g)), Is.LessThanOrEqualTo(1e-5), "2-D");
+            Assert.That(Versus(t => { using var bt = t[1].Transpose(0, 1); return t[0].MatMul(bt); }, R([64, 48], g), R([80, 48], g)), Is.LessThanOrEqualTo(1e-5), "a·bᵀ view");
+            Assert.That(Versus(t => { using var at = t[0].Transpose(-1, -2); return at.MatMul(t[1]); }, R([5, 48, 64], g), R([5, 48, 30], g)), Is.LessThanOrEqualTo(1e-5), "batched aᵀ·b");
+            Assert.That(Versus(t => t[0].MatMul(t[1]), R([3, 1, 17, 24], g), R([4, 24, 9], g)), Is.LessThanOrEqualTo(1e-5), "broadcast batch dims");
+            Assert.That(Versus(t => { using var p = t[0].Permute(1, 0, 2); return p.MatMul(t[1]); }, R([17, 6, 24], g), R([6, 24, 9], g)), Is.LessThanOrEqualTo(1e-5), "a permuted batch");
+            Assert.That(Versus(t => t[0].MatMul(t[1]), R([33, 40], g).To(DType.F64), R([40, 21], g).To(DType.F64)), Is.LessThanOrEqualTo(1e-12), "f64");
+            Assert.That(Versus(t => t[0].MatMul(t[1]), R([33, 40], g).To(DType.BF16), R([40, 21], g).To(DType.BF16)), Is.LessThanOrEqualTo(1e-5), "bf16 operands (exact products, f32 sums)");
+            Assert.That(Versus(t => t[0].MatMul(t[1]), R([33, 40], g), R([40, 21], g).To(DType.BF16)), Is.LessThanOrEqualTo(1e-5), "f32 · bf16");
+        });
+    }
+
+    [Test]
+    public void SoftmaxAndNormsMatchTheCpuForwardAndBackward()
+    {
+        var g = Fresh();
+        using var x = R([9, 17, 300], g, std: 3);
+        using var up = R([9, 17, 300], g);
+        using var w = R([300], g);
+        using var b = R([300], g);
+        Func<Tensor[], Func<Tensor[], Tensor>, int, Tensor> gradOf = (t, f, i) =>
+        {
+            var leaves = t.Select(v => v.Clone().RequiresGradient()).ToArray();
+            using var y = f(leaves);
+            using var weighted = y.Mul(t[^1]);
+            using var loss = weighted.Sum();
+            loss.Backward();
+            var grad = leaves[i].Grad!.Clone();
+            foreach (var l in leaves) l.Dispose();
+            return grad;
+        };
+        Assert.Multiple(() =>
+        {
+            Assert.That(Versus(t => t[0].Softmax(), x), Is.LessThanOrEqualTo(1e-5), "softmax");
+            Assert.That(Versus(t => t[0].LogSoftmax(1), x), Is.LessThanOrEqualTo(1e-5), "log-softmax over a middle dim");
+            Assert.That(Versus(t => gradOf(t, l => l[0].Softmax(), 0), x, up), Is.LessThanOrEqualTo(1e-5), "softmax backward");
+            Assert.That(Versus(t => gradOf(t, l => l[0].LogSoftmax(), 0), x, up), Is.LessThanOrEqualTo(1e-5), "log-softmax backward");
+            Assert.That(Versus(t => t[0].LayerNorm(t[1], t[2]), x, w, b), Is.LessThanOrEqualTo(1e-5), "layer norm");
+            Assert.That(Versus(t => t[0].RmsNorm(t[1]), x, w), Is.LessThanOrEqualTo(1e-5), "rms norm");
+            for (int i = 0; i < 3; i++)
+                Assert.That(Versus(t => gradOf(t, l => l[0].LayerNorm(l[1], l[2]), i), x, w, b, up), Is.LessThanOrEqualTo(1e-4), $"layer norm gradient {i}");
+            for (int i = 0; i < 2; i++)
+                Assert.That(Versus(t => gradOf(t, l => l[0].RmsNorm(l[1]), i), x, w, up), Is.LessThanOrEqualTo(1e-4), $"rms norm gradient {i}");
+        });
+    }
+
+    [Test]
+    public void AnMlpTrainsWithTheSameGradientsOnBothDevices()
+    {
+        var g = Fresh();
+        var cpu = new[] { R([32, 64], g), R([128, 64], g, 0.1), R([128], g, 0.1), R([10, 128], g, 0.1), R([10], g, 0.1), R([32, 10], g) };
+        Tensor[] Grads(Tensor[] t)
+        {
+            var p = t.Take(5).Select(v => v.Clone().RequiresGradient()).ToArray();
+            using var h = p[0].Linear(p[1], p[2]);
+            using var n = h.LayerNorm(null, null);
+            using var a = n.Gelu(approximateTanh: true);
+            using var y = a.Linear(p[3], p[4]);
+            using var s = y.LogSoftmax();
+            using var d = s.Sub(t[5]);
+            using var sq = d.Mul(d);
+            using var loss = sq.Mean();
+            loss.Backward();
+            var grads = p.Select(v => v.Grad!.Clone()).ToArray();
+            foreach (var v in p) v.Dispose();
+            return grads;
+        }
+        var want = Grads(cpu);
+        var onDevice = cpu.Select(t => t.To(Gpu.Device)).ToArray();
+        var got = Grads(onDevice);
+        Assert.Multiple(() =>
+        {
+            for (int i = 0; i < want.Length; i++)
+            {
+                Assert.That(got[i].Device, Is.EqualTo(Gpu.Device));
+                Assert.That(Error(got[i], want[i]), Is.LessThanOrEqualTo(1e-4), $"gradient of input {i}");
+            }
+        });
+        foreach (var t in cpu.Concat(onDevice).Concat(want).Concat(got)) t.Dispose();
+    }
+
+    [Test]
+    public void Bf16AutocastMatMulMatchesTheCpusAutocast()
+    {
+        var g = Fresh();
+        using var x = R([48, 96], g);
+        using var w = R([96, 40], g);
+        Assert.That(Versus(t => { using var _ = Autocast.Enable(DType.BF16); return t[0].MatMul(t[1]); }, x, w), Is.LessThanOrEqualTo(1e-2));
+    }
+
+    [Test]
+    public void MixingDevicesIsAnErrorButAHostScalarIsMovedOver()
+    {
+        using var d = Tensor.Ones([4]).To(Gpu.Device);
+        using var h = Tensor.Ones([4]);
+        var e = Assert.Throws<ArgumentException>(() => d.Add(h))!;
+        Assert.That(e.Message, Does.Contain("different devices").And.Contain("Add"));
+        using var s = Tensor.Scalar(2);
+        using var sum = d.Add(s);
+        Assert.That(sum.Device, Is.EqualTo(Gpu.Device));
+        Assert.That(sum.ToArray<float>(), Is.EqualTo(new[] { 3f, 3f, 3f, 3f }));
+    }
+}

@@ -1,0 +1,216 @@
+using Peft.Core.Random;
+using Peft.TestSupport;
+
+namespace Peft.Tests.Device;
+
+/// <summary>
+/// The device paths of Tensor's front-ends and of the models, on <see cref="EmulatedDevice"/> (host memory that
+/// reports itself as cuda:0): the same results as on the CPU, gradients included, with every kernel call routed to the
+/// device — so a routing or autograd bug in a device branch fails here, on every machine, before a GPU ever runs it.
+/// </summary>
+[TestFixture, NonParallelizable]
+public class DevicePathTests
+{
+    private EmulatedDevice _device = null!;
+    private IDisposable _registration = null!;
+
+    [SetUp]
+    public void Install() => (_device, _registration) = EmulatedDevice.Install();
+
+    [TearDown]
+    public void Uninstall() => _registration.Dispose();
+
+    private static readonly Peft.Core.Device Dev = EmulatedDevice.Target;
+
+    /// <summary>‖device − cpu‖/‖cpu‖ of <paramref name="op"/> run on CPU inputs and on their device copies.</summary>
+    private static double Versus(Func<Tensor[], Tensor> op, params Tensor[] inputs)
+    {
+        using var want = op(inputs);
+        var moved = inputs.Select(t => t.To(Dev)).ToArray();
+        try
+        {
+            using var got = op(moved);
+            Assert.That(got.Device, Is.EqualTo(Dev), "the result stays on the device");
+            Assert.That(got.Shape, Is.EqualTo(want.Shape));
+            return DeviceParity.RelativeError(got.ToDoubleArray(), want.ToDoubleArray());
+        }
+        finally
+        {
+            foreach (var t in moved) t.Dispose();
+        }
+    }
+
+    private static Tensor R(int[] shape, ulong seed, double std = 1) => Tensor.Randn(shape, new Generator(seed), std: std);
+
+    /// <summary>The gradient of Σ f(inputs)⊙weights with respect to input <paramref name="i"/> (weights: the last input).</summary>
+    private static Tensor GradOf(Tensor[] t, Func<Tensor[], Tensor> f, int i)
+    {
+        var leaves = t[..^1].Select(v => v.Clone().RequiresGradient()).ToArray();
+        try
+        {
+            using var y = f(leaves);
+            using var weighted = y.Mul(t[^1]);
+            using var loss = weighted.Sum();
+            loss.Backward();
+            return leaves[i].Grad!.Clone();
+        }
+        finally
+        {
+            foreach (var l in leaves) l.Dispose();
+        }
+    }
+
+    [Test]
+    public void ElementwiseReductionsAndMatMulsTakeTheDevicePath()
+    {
+        using var a = R([4, 1, 33], 1);
+        using var b = R([5, 33], 2);
+        using var m = R([6, 33, 7], 3);
+        using var up = R([4, 5, 7], 4);
+        using var m4 = m.Narrow(0, 0, 4).Contiguous();
+        Assert.Multiple(() =>
+        {
+            Assert.That(Versus(t => t[0].Add(t[1]).Mul(t[0]).Sub(t[1].Exp()).Div(t[1].Abs().Add(1)), a, b), Is.LessThanOrEqualTo(1e-7), "broadcast arithmetic");
+            Assert.That(Versus(t => t[0].Gelu(true).Tanh().Clamp(-0.5, 0.5).Pow(2.0), a), Is.LessThanOrEqualTo(1e-7), "unary chain");
+            Assert.That(Versus(t => t[0].Sum([0, 2]), m), Is.LessThanOrEqualTo(1e-6), "sum");
+            Assert.That(Versus(t => t[0].Max(1, keepDim: true), m), Is.EqualTo(0), "max");
+            Assert.That(Versus(t => t[0].Permute(2, 0, 1).Contiguous(), m), Is.EqualTo(0), "strided copy");
+            Assert.That(Versus(t => t[0].MatMul(t[1]), R([4, 5, 33], 5), m4), Is.LessThanOrEqualTo(1e-6), "batched matmul");
+            Assert.That(Versus(t => GradOf(t, l => l[0].Add(l[1]).MatMul(l[2]), 2), a, b, m4, up), Is.LessThanOrEqualTo(1e-6), "matmul gradient through a broadcast add");
+            Assert.That(Versus(t => GradOf(t, l => l[0].Add(l[1]).MatMul(l[2]), 0), a, b, m4, up), Is.LessThanOrEqualTo(1e-6), "gradient summed back to a broadcast shape");
+        });
+        Assert.That(_device.Calls.Keys, Is.SupersetOf(new[] { "Binary", "Unary", "Reduce", "MatMul", "Copy" }));
+    }
+
+    [Test]
+    public void FusedOpsAndTheirBackwardsTakeTheDevicePath()
+    {
+        using var x = R([3, 7, 40], 11, std: 2);
+        using var w = R([40], 12);
+        using var bias = R([40], 13);
+        using var up = R([3, 7, 40], 14);
+        using var targets = Tensor.FromArray(new long[] { 1, 39, -100, 5, 0, 7, 7, 2, 3, -100, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21 }, [3, 7]);
+        Assert.Multiple(() =>
+        {
+            Assert.That(Versus(t => t[0].Softmax(1), x), Is.LessThanOrEqualTo(1e-6), "softmax over a middle dim");
+            Assert.That(Versus(t => GradOf(t, l => l[0].LogSoftmax(), 0), x, up), Is.LessThanOrEqualTo(1e-6), "log-softmax backward");
+            Assert.That(Versus(t => GradOf(t, l => l[0].Softmax(), 0), x, up), Is.LessThanOrEqualTo(1e-6), "softmax backward");
+            for (int i = 0; i < 3; i++)
+                Assert.That(Versus(t => GradOf(t, l => l[0].LayerNorm(l[1], l[2]), i), x, w, bias, up), Is.LessThanOrEqualTo(1e-5), $"layer norm gradient {i}");
+            Assert.That(Versus(t => GradOf(t, l => l[0].RmsNorm(l[1]), 1), x, w, up), Is.LessThanOrEqualTo(1e-5), "rms norm weight gradient");
+            Assert.That(Versus(t => t[0].CrossEntropy(targets, labelSmoothing: 0.1), x), Is.LessThanOrEqualTo(1e-6), "cross-entropy (ignored targets, smoothing)");
+            Assert.That(Versus(t =>
+            {
+                using var leaf = t[0].Clone().RequiresGradient();
+                using var targetsHere = targets.To(t[0].Device);
+                using var loss = leaf.CrossEntropy(targetsHere, reduction: Reduction.Sum);
+                loss.Backward();
+                return leaf.Grad!.Clone();
+            }, x), Is.LessThanOrEqualTo(1e-6), "cross-entropy gradient, targets on the device");
+        });
+        Assert.That(_device.Calls.Keys, Is.SupersetOf(new[] { "Softmax", "SoftmaxBackward", "Norm", "NormBackward", "CrossEntropy", "CrossEntropyBackward" }));
+    }
+
+    [Test]
+    public void IndexingMaskingJoiningAndDropoutTakeTheDevicePath()
+    {
+        using var table = R([10, 6], 21);
+        using var ids = Tensor.FromArray(new long[] { 3, 3, 9, 0, 3 }, [5]);
+        using var up = R([5, 6], 22);
+        using var scores = R([2, 4, 4], 23);
+        using var x = R([3, 8], 24);
+        Assert.Multiple(() =>
+        {
+            Assert.That(Versus(t => GradOf(t, l => l[0].Embedding(ids), 0), table, up), Is.EqualTo(0), "embedding backward adds repeated ids");
+            Assert.That(Versus(t => t[0].Tril(), scores), Is.EqualTo(0), "a host mask applied on the device");
+            Assert.That(Versus(t => GradOf(t, l => l[0].MaskedFill(Tensor.TriangleMask(4, 4, 0, lower: true), -1e9).Softmax(), 0), scores, scores), Is.LessThanOrEqualTo(1e-6), "masked softmax gradient");
+            Assert.That(Versus(t => Tensor.Cat([t[0], t[0].Mul(2.0)], 1), x), Is.EqualTo(0), "cat");
+            Assert.That(Versus(t => { Generator.Default.ManualSeed(3); return t[0].Dropout(0.5); }, x), Is.EqualTo(0), "dropout draws the CPU's mask");
+        });
+        Assert.That(_device.Calls.Keys, Is.SupersetOf(new[] { "IndexSelect", "IndexAdd", "Where" }));
+    }
+
+    [Test]
+    public void ReadingBackAndMixingDevices()
+    {
+        using var x = R([2, 3], 31);
+        using var d = x.To(Dev);
+        Assert.That(d.ToArray<float>(), Is.EqualTo(x.ToArray<float>()));
+        using (var s = d.Sum()) Assert.That(s.Item(), Is.EqualTo(x.Sum().Item()).Within(1e-6));
+        Assert.That(d.ToString(), Is.EqualTo(x.ToString()));
+        using var ones = Tensor.OnesLike(d);
+        Assert.That(ones.Device, Is.EqualTo(Dev));
+        Assert.That(ones.ToArray<float>(), Has.All.EqualTo(1f));
+        var e = Assert.Throws<ArgumentException>(() => d.Mul(x))!;
+        Assert.That(e.Message, Does.Contain("different devices").And.Contain("Mul"));
+        using var two = Tensor.Scalar(2);
+        using var doubled = d.Mul(two);
+        Assert.That(doubled.Device, Is.EqualTo(Dev), "a CPU 0-dim tensor is moved over, as torch does");
+        using var i32 = Tensor.FromArray(new[] { 1, 2 }).To(Dev);
+        Assert.That(Assert.Throws<DTypeMismatchException>(() => i32.Exp())!.Message, Does.Contain("F32"));
+    }
+
+    [TestCaseSource(typeof(DeviceParity), nameof(DeviceParity.Architectures))]
+    public void ModelsMovedToTheDeviceTrainLikeOnTheCpu(string arch)
+    {
+        using var cpu = DeviceParity.Build(arch);
+        using var dev = DeviceParity.Build(arch);
+        dev.To(Dev);
+        Assert.That(dev.Parameters().All(p => p.Device == Dev), "every parameter moved");
+        Assert.That(dev.CountParameters(trainableOnly: true), Is.EqualTo(cpu.CountParameters(trainableOnly: true)));
+        var (ids, labels) = DeviceParity.Batch(arch);
+        using var _i = ids;
+        using var _l = labels;
+        var (lossCpu, gradsCpu) = DeviceParity.Step(cpu, ids, labels);
+        var (lossDev, gradsDev) = DeviceParity.Step(dev, ids, labels); // host ids: indices are read on the host anyway
+        Assert.That(lossDev, Is.EqualTo(lossCpu).Within(1e-6 * Math.Max(1, Math.Abs(lossCpu))));
+        Assert.That(gradsDev.Keys, Is.EquivalentTo(gradsCpu.Keys));
+        Assert.Multiple(() =>
+        {
+            foreach (var (name, want) in gradsCpu)
+                Assert.That(DeviceParity.RelativeError(gradsDev[name], want), Is.LessThanOrEqualTo(1e-5), name);
+        });
+        var losses = DeviceParity.TrainSide(cpu, dev, Dev, arch, steps: 3);
+        foreach (var (c, d) in losses) Assert.That(d, Is.EqualTo(c).Within(1e-5 * Math.Abs(c)));
+        Assert.That(dev.Parameters().All(p => p.Device == Dev), "optimizer updates stay on the device");
+    }
+
+    [TestCaseSource(typeof(Cases), nameof(Cases.All))]
+    public void EveryTunerCaseTrainsOnTheDeviceAsOnTheCpu(PeftCase c)
+    {
+        using var cpu = Peft.PeftModel.Create(c.Model(), c.Config(true));
+        using var dev = Peft.PeftModel.Create(c.Model(), c.Config(true));
+        dev.To(Dev);
+        using var input = c.Input();
+        using var labels = c.Labels();
+        using var inputD = input.To(Dev);
+        using var labelsD = labels.To(Dev);
+        var (lossCpu, gradsCpu) = DeviceParity.Step(cpu, input, labels);
+        var (lossDev, gradsDev) = DeviceParity.Step(dev, inputD, labelsD);
+        Assert.That(lossDev, Is.EqualTo(lossCpu).Within(1e-5 * Math.Max(1, Math.Abs(lossCpu))));
+        Assert.Multiple(() =>
+        {
+            foreach (var (name, want) in gradsCpu)
+                Assert.That(DeviceParity.RelativeError(gradsDev[name], want), Is.LessThanOrEqualTo(1e-4), name);
+        });
+    }
+
+    [TestCaseSource(typeof(PromptLearningTests), "Methods")]
+    public void PromptLearningTrainsOnTheDeviceAsOnTheCpu(string json, Func<PromptLearningConfig> make)
+    {
+        long[] tasks = [0, 1];
+        using var cpu = Peft.PeftModel.Create(Cases.Create(json), make());
+        using var dev = Peft.PeftModel.Create(Cases.Create(json), make());
+        dev.To(Dev);
+        using var ids = Tensor.FromArray(new long[] { 3, 9, 4, 12, 7, 1, 5, 2, 8, 6 }, [2, 5]);
+        using var idsD = ids.To(Dev);
+        var (lossCpu, gradsCpu) = DeviceParity.Step(cpu, ids, ids, tasks);
+        var (lossDev, gradsDev) = DeviceParity.Step(dev, idsD, idsD, tasks);
+        Assert.That(lossDev, Is.EqualTo(lossCpu).Within(1e-5 * Math.Max(1, Math.Abs(lossCpu))));
+        Assert.Multiple(() =>
+        {
+            foreach (var (name, want) in gradsCpu)
+                Assert.That(DeviceParity.RelativeError(gradsDev[name], want), Is.LessThanOrEqualTo(1e-4), name);
+        });
+    }
+}

@@ -1,0 +1,278 @@
+using System.Runtime.InteropServices;
+using Peft.Core;
+using Peft.Core.Cpu;
+
+namespace Peft.Tests.Device;
+
+/// <summary>
+/// A stand-in for a CUDA device made of host memory, for machines without a GPU: tensors report
+/// <c>Device.Cuda(0)</c>, so every front-end takes its device path (DeviceKernels, widening, the device softmax, norm,
+/// cross-entropy, index and where branches, <c>Module.To</c>, tables built on the host and copied), while each kernel
+/// call is answered by Peft.Core's CPU kernels on the same memory. It tests the routing and the autograd plumbing
+/// of the device paths — the CUDA kernels themselves are tested against the CPU by Peft.Cuda.Tests on a real GPU.
+/// Installed for the duration of a <c>using</c>; the registration it replaced comes back afterwards.
+/// </summary>
+internal sealed unsafe class EmulatedDevice : IDeviceBackend, IDeviceKernels
+{
+    public static readonly Peft.Core.Device Target = Peft.Core.Device.Cuda(0);
+
+    /// <summary>Kernel calls answered so far, by name (a test can check that its op really took the device path).</summary>
+    public Dictionary<string, int> Calls { get; } = new();
+
+    public static (EmulatedDevice Device, IDisposable Registration) Install()
+    {
+        var device = new EmulatedDevice();
+        return (device, DeviceBackends.Override(DeviceType.Cuda, device, device));
+    }
+
+    private void Count(string name) => Calls[name] = Calls.GetValueOrDefault(name) + 1;
+
+    /// <summary>Device memory that is host memory underneath.</summary>
+    private sealed class DeviceMemory : Storage
+    {
+        private byte* _ptr;
+
+        public DeviceMemory(long bytes) : base(bytes)
+        {
+            _ptr = (byte*)NativeMemory.AlignedAlloc((nuint)Math.Max(bytes, 1), 64);
+            new Span<byte>(_ptr, (int)Math.Min(bytes, int.MaxValue)).Fill(0xFF); // NaN-poisoned, as the GPU tests' outputs
+        }
+
+        public override Peft.Core.Device Device => Target;
+
+        /// <summary>As CudaStorage: front-end code may not touch device memory from the host.</summary>
+        public override byte* Pointer => throw new InvalidOperationException("host access to emulated device memory: a front-end skipped its device path");
+
+        /// <summary>The memory, for the kernels of this stand-in only.</summary>
+        public byte* Raw => _ptr;
+
+        protected override void Free()
+        {
+            NativeMemory.AlignedFree(_ptr);
+            _ptr = null;
+        }
+    }
+
+    /// <summary>A CPU view of device memory (frees nothing: the device tensor owns it).</summary>
+    private sealed class HostAlias(DeviceMemory target) : Storage(target.ByteLength)
+    {
+        public override Peft.Core.Device Device => Peft.Core.Device.Cpu;
+        public override byte* Pointer => target.Raw;
+        protected override void Free() { }
+    }
+
+    private static Tensor Host(Tensor t) => new(new HostAlias((DeviceMemory)t.Storage), t.Shape, t.Strides, t.Offset, t.DType);
+
+    private static Tensor? HostOrNull(Tensor? t) => t == null ? null : Host(t);
+
+    /// <summary>A device copy of a host tensor (which is disposed).</summary>
+    private Tensor Up(Tensor host)
+    {
+        using (host)
+        {
+            var d = Empty(host.Shape, host.DType, Target);
+            using var src = host.Contiguous();
+            long bytes = host.NumEl * host.DType.SizeOf();
+            Buffer.MemoryCopy(src.Storage.Pointer + src.Offset * host.DType.SizeOf(), ((DeviceMemory)d.Storage).Raw, bytes, bytes);
+            return d;
+        }
+    }
+
+    public Tensor CopyTo(Tensor source, Peft.Core.Device target)
+    {
+        Count("CopyTo");
+        using var _ = Autograd.NoGrad();
+        if (source.Device.Type == DeviceType.Cpu) return Up(source.Contiguous());
+        using var h = Host(source);
+        var onHost = h.ContiguousCopy();
+        return target.Type == DeviceType.Cpu ? onHost : Up(onHost);
+    }
+
+    public Tensor Empty(int[] shape, DType dtype, Peft.Core.Device device) =>
+        new(new DeviceMemory(Shapes.NumEl(shape) * dtype.SizeOf()), shape, Shapes.ContiguousStrides(shape), 0, dtype);
+
+    public void Copy(Tensor destination, Tensor source)
+    {
+        Count("Copy");
+        using var d = Host(destination);
+        using var s = Host(source);
+        using var _ = Autograd.NoGrad();
+        d.CopyFrom(s);
+    }
+
+    public Tensor Cast(Tensor x, DType dtype)
+    {
+        Count("Cast");
+        // The casts kernels/cast.cu has (CudaOps chains bf16 ↔ f16 through f32): anything else must not reach a device.
+        bool f32Pair = (x.DType == DType.F32 && dtype is DType.BF16 or DType.F16) || (dtype == DType.F32 && x.DType is DType.BF16 or DType.F16);
+        bool halfPair = x.DType is DType.BF16 or DType.F16 && dtype is DType.BF16 or DType.F16;
+        if (!f32Pair && !halfPair && x.DType != dtype) throw new NotSupportedException($"no CUDA cast kernel from {x.DType} to {dtype}");
+        using var h = Host(x);
+        return Up(h.ToDTypeNoGrad(dtype));
+    }
+
+    public Tensor Binary(BinaryOp op, Tensor a, Tensor b, int[] shape)
+    {
+        Count("Binary");
+        RequireF32(a, b);
+        using var ha = Host(a);
+        using var hb = Host(b);
+        return Up(Tensor.BinaryKernel(op, ha, hb));
+    }
+
+    public Tensor Unary(UnaryOp op, Tensor x, double p0, double p1)
+    {
+        Count("Unary");
+        RequireF32(x);
+        using var h = Host(x);
+        return Up(h.UnaryKernel(op, p0, p1));
+    }
+
+    public Tensor Reduce(ReduceOp op, Tensor x, bool[] reduced, int[] outShape)
+    {
+        Count("Reduce");
+        RequireF32(x);
+        using var h = Host(x);
+        using var _ = Autograd.NoGrad();
+        var dims = Enumerable.Range(0, x.Rank).Where(d => reduced[d]).ToArray();
+        bool keep = outShape.Length == x.Rank;
+        return Up(op switch { ReduceOp.Sum => h.Sum(dims, keep), ReduceOp.Max => h.Max(dims, keep), _ => h.Min(dims, keep) });
+    }
+
+    public Tensor MatMul(Tensor a, Tensor b, int[] outShape)
+    {
+        Count("MatMul");
+        using var ha = Host(a);
+        using var hb = Host(b);
+        return Up(Tensor.MatMulKernel(ha, hb));
+    }
+
+    public Tensor Softmax(Tensor x, bool log)
+    {
+        Count("Softmax");
+        RequireF32(x);
+        using var h = Host(x);
+        using var _ = Autograd.NoGrad();
+        return Up(log ? h.LogSoftmax() : h.Softmax());
+    }
+
+    public Tensor SoftmaxBackward(Tensor y, Tensor g, bool log)
+    {
+        Count("SoftmaxBackward");
+        using var hy = Host(y);
+        using var hg = Host(g);
+        using var _ = Autograd.NoGrad();
+        if (log)
+        {
+            using var s = hg.Sum(-1, keepDim: true);
+            using var p = hy.Exp();
+            using var ps = p.Mul(s);
+            return Up(hg.Sub(ps));
+        }
+        using var gy = hg.Mul(hy);
+        using var dot = gy.Sum(-1, keepDim: true);
+        using var c = hg.Sub(dot);
+        return Up(hy.Mul(c));
+    }
+
+    public (Tensor Y, Tensor Mean, Tensor Rstd) Norm(Tensor x, Tensor? weight, Tensor? bias, double eps, bool rms)
+    {
+        Count("Norm");
+        using var h = Host(x);
+        using var w = HostOrNull(weight);
+        using var b = HostOrNull(bias);
+        using var _ = Autograd.NoGrad();
+        var y = rms ? h.RmsNorm(w, eps) : h.LayerNorm(w, b, eps);
+        using var mean = rms ? Tensor.Zeros(x.Shape[..^1]) : h.Mean(-1);
+        using var m = mean.Unsqueeze(-1);
+        using var c = h.Sub(m);
+        using var sq = c.Mul(c);
+        using var v = sq.Mean(-1);
+        using var ve = v.Add(eps);
+        return (Up(y), Up(mean.Clone()), Up(ve.Rsqrt()));
+    }
+
+    public (Tensor Dx, Tensor Xhat) NormBackward(Tensor x, Tensor g, Tensor mean, Tensor rstd, Tensor? weight, bool rms)
+    {
+        Count("NormBackward");
+        using var h = Host(x);
+        using var hg = Host(g);
+        using var hm = Host(mean);
+        using var hr = Host(rstd);
+        using var w = HostOrNull(weight);
+        using var _ = Autograd.NoGrad();
+        using var m = hm.Unsqueeze(-1);
+        using var r = hr.Unsqueeze(-1);
+        using var c = h.Sub(m);
+        var xhat = c.Mul(r);
+        using var gw = w == null ? hg.Clone() : hg.Mul(w);
+        using var meanG = rms ? Tensor.Zeros([1]) : gw.Mean(-1, keepDim: true);
+        using var gx = gw.Mul(xhat);
+        using var meanGx = gx.Mean(-1, keepDim: true);
+        using var t1 = gw.Sub(meanG);
+        using var t2 = xhat.Mul(meanGx);
+        using var t3 = t1.Sub(t2);
+        return (Up(t3.Mul(r)), Up(xhat));
+    }
+
+    public Tensor IndexSelect(Tensor source, long[] index, long outer, int dimSize, long inner, int[] outShape)
+    {
+        Count("IndexSelect");
+        using var h = Host(source);
+        using var v = h.Reshape((int)outer, dimSize, (int)inner);
+        using var idx = Tensor.FromArray(index);
+        using var _ = Autograd.NoGrad();
+        using var picked = v.IndexSelect(1, idx);
+        return Up(picked.Reshape(outShape));
+    }
+
+    public Tensor IndexAdd(Tensor g, long[] index, long outer, int dimSize, long inner, int[] inShape)
+    {
+        Count("IndexAdd");
+        using var hg = Host(g);
+        using var dense = hg.ContiguousCopy();
+        var acc = Tensor.Zeros(inShape);
+        Indexing.AddAt(dense.Ptr<float>(), acc.Ptr<float>(), outer, dimSize, inner, index);
+        return Up(acc);
+    }
+
+    public Tensor Where(Tensor condition, Tensor a, Tensor b)
+    {
+        Count("Where");
+        using var c = Host(condition);
+        using var ha = Host(a);
+        using var hb = Host(b);
+        using var _ = Autograd.NoGrad();
+        return Up(Tensor.Where(c, ha, hb));
+    }
+
+    public (Tensor Loss, Tensor Lse) CrossEntropy(Tensor logits, long[] targets, long ignoreIndex, double smoothing)
+    {
+        Count("CrossEntropy");
+        using var h = Host(logits);
+        int c = logits.Size(-1);
+        long n = targets.Length;
+        var loss = Tensor.Zeros([(int)n]);
+        var lse = Tensor.Zeros([(int)n]);
+        CrossEntropyKernel<float>.Forward(h.Ptr<float>(), targets, loss.Ptr<float>(), lse.Ptr<float>(), n, c, ignoreIndex, smoothing);
+        return (Up(loss), Up(lse));
+    }
+
+    public Tensor CrossEntropyBackward(Tensor logits, long[] targets, Tensor lse, Tensor scale, long ignoreIndex, double smoothing)
+    {
+        Count("CrossEntropyBackward");
+        using var h = Host(logits);
+        using var hl = Host(lse);
+        using var hs = Host(scale);
+        var dx = Tensor.Zeros(logits.Shape);
+        CrossEntropyKernel<float>.Backward(h.Ptr<float>(), targets, hl.Ptr<float>(), hs.Ptr<float>(), dx.Ptr<float>(), targets.Length, logits.Size(-1), ignoreIndex, smoothing);
+        return Up(dx);
+    }
+
+    /// <summary>The CUDA kernels compute in F32 only; the stand-in holds the front-ends to the same contract.</summary>
+    private static void RequireF32(params Tensor[] tensors)
+    {
+        foreach (var t in tensors)
+            if (t.DType != DType.F32) throw new InvalidOperationException($"front-end passed {t.DType} to an F32-only device kernel");
+    }
+}

@@ -1,0 +1,91 @@
+using Peft.Core;
+using Peft.Core.Random;
+using Peft.Nn;
+using Peft.Transformers;
+
+namespace Peft.TestSupport;
+
+/// <summary>
+/// The same seeded LoRA model run on the CPU and on another device through the ordinary API (<c>model.To(device)</c>,
+/// a forward with labels, <c>Backward()</c>, AdamW), for the device-parity tests: Peft.Cuda.Tests on a real GPU,
+/// Peft.Tests on the host-memory stand-in that exercises the device paths without one.
+/// </summary>
+internal static class DeviceParity
+{
+    public static readonly string[] Architectures = ["gpt2", "llama", "bert", "t5"];
+
+    /// <summary>A tiny model of <paramref name="arch"/> with a randomly initialised LoRA (dropout 0.1) on every linear layer.</summary>
+    public static Peft.PeftModel Build(string arch)
+    {
+        var json = arch switch
+        {
+            "gpt2" => TinyConfigs.Gpt2,
+            "llama" => TinyConfigs.Llama,
+            "bert" => TinyConfigs.BertMaskedLm.Replace("BertForMaskedLM", "BertForSequenceClassification"),
+            "t5" => TinyConfigs.T5,
+            _ => throw new ArgumentException($"no tiny {arch}", nameof(arch)),
+        };
+        var model = TinyConfigs.Create(json, seed: 5);
+        var taskType = arch switch { "bert" => "SEQ_CLS", "t5" => "SEQ_2_SEQ_LM", _ => "CAUSAL_LM" };
+        return Peft.PeftModel.Create(model, new Peft.LoraConfig
+        {
+            R = 4, LoraAlpha = 8, LoraDropout = 0.1, TargetModules = ["all-linear"], TaskType = taskType, InitLoraWeights = "false",
+        });
+    }
+
+    /// <summary>Token ids [2, 6] and labels for <paramref name="arch"/> (class ids for the classifier, else the ids).</summary>
+    public static (Tensor Ids, Tensor Labels) Batch(string arch)
+    {
+        var ids = Tensor.FromArray(new long[] { 3, 9, 4, 12, 7, 1, 5, 2, 8, 6, 11, 13 }, [2, 6]);
+        var labels = arch == "bert" ? Tensor.FromArray(new long[] { 2, 0 }) : ids.Clone();
+        return (ids, labels);
+    }
+
+    /// <summary>One training forward/backward: the loss and every trainable gradient by name, on the host. The dropout
+    /// stream is reseeded first, so two devices draw the same masks.</summary>
+    public static (double Loss, Dictionary<string, double[]> Grads) Step(Peft.PeftModel model, Tensor ids, Tensor labels, long[]? taskIds = null)
+    {
+        model.Train();
+        model.ZeroGrad();
+        Generator.Default.ManualSeed(99);
+        using var scope = Tensor.NewScope();
+        var output = model.Forward(ids, labels: labels, taskIds: taskIds);
+        output.Loss!.Backward();
+        var grads = model.NamedParameters().Where(p => p.Parameter.RequiresGrad).ToDictionary(p => p.Name, p => p.Parameter.Grad!.ToDoubleArray());
+        return (output.Loss.Item(), grads);
+    }
+
+    /// <summary>‖a − b‖ / ‖b‖.</summary>
+    public static double RelativeError(double[] a, double[] b)
+    {
+        double num = 0, den = 0;
+        for (int i = 0; i < a.Length; i++)
+        {
+            num += (a[i] - b[i]) * (a[i] - b[i]);
+            den += b[i] * b[i];
+        }
+        return den == 0 ? Math.Sqrt(num) : Math.Sqrt(num / den);
+    }
+
+    /// <summary>Losses of <paramref name="steps"/> AdamW steps (lr 1e-2) on each model, the second on <paramref name="device"/>.</summary>
+    public static List<(double Cpu, double Device)> TrainSide(Peft.PeftModel cpu, Peft.PeftModel onDevice, Device device, string arch, int steps)
+    {
+        var (ids, labels) = Batch(arch);
+        using var _i = ids;
+        using var _l = labels;
+        using var idsD = ids.To(device);
+        using var labelsD = labels.To(device);
+        var optCpu = new AdamW(cpu.Parameters().Where(p => p.RequiresGrad), lr: 1e-2);
+        var optDev = new AdamW(onDevice.Parameters().Where(p => p.RequiresGrad), lr: 1e-2);
+        var losses = new List<(double, double)>();
+        for (int s = 0; s < steps; s++)
+        {
+            var (lc, _) = Step(cpu, ids, labels);
+            var (ld, _) = Step(onDevice, idsD, labelsD);
+            optCpu.Step();
+            optDev.Step();
+            losses.Add((lc, ld));
+        }
+        return losses;
+    }
+}
