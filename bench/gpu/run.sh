@@ -29,8 +29,8 @@ dotnet .device-carry/app/bench/Peft.Bench.dll kernels 2>&1 | tee "$out/bench-ker
 echo "== benchmarks: PyTorch + HF peft peers"
 python3 bench/gpu/hf_peers.py --json "$out/hf_peers.json" 2>&1 | tee "$out/hf_peers.log"
 
-echo "== compute-sanitizer memcheck over the kernel and LoRA tests"
-timeout 240 compute-sanitizer --tool memcheck --print-limit 20 dotnet .device-carry/app/tests/Peft.Cuda.Tests.dll --filter "FullyQualifiedName~KernelTests|FullyQualifiedName~Lora" --no-progress > "$out/memcheck.log" 2>&1
+echo "== compute-sanitizer memcheck over the kernel, LoRA and tensor-op tests"
+timeout 240 compute-sanitizer --tool memcheck --print-limit 20 dotnet .device-carry/app/tests/Peft.Cuda.Tests.dll --filter "FullyQualifiedName~KernelTests|FullyQualifiedName~Lora|FullyQualifiedName~TensorOpsTests" --no-progress > "$out/memcheck.log" 2>&1
 echo "compute-sanitizer exit code $?"
 grep -E "ERROR SUMMARY|Test run summary|total:|failed:|succeeded:" "$out/memcheck.log" | head
 

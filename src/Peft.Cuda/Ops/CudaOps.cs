@@ -39,7 +39,7 @@ internal sealed unsafe class CudaOps : IDeviceKernels
 
     public Tensor Cast(Tensor x, DType dtype)
     {
-        if (x.DType == dtype) return x.Contiguous();
+        if (x.DType == dtype) return x.ContiguousCopy();
         if (x.DType is DType.BF16 or DType.F16 && dtype is DType.BF16 or DType.F16)
         {
             using var wide = CudaKernels.Cast(x, DType.F32);
