@@ -144,6 +144,37 @@ public class CliVerbTests
     }
 
     [Test]
+    public void InspectWithPeftCountsASeventyBillionParameterModelWithoutItsMemory()
+    {
+        // Llama-2-70B's config.json: the count is shape-only (meta tensors), so this needs no 276 GB.
+        var folder = Path.Combine(_dir, "llama-70b");
+        Directory.CreateDirectory(folder);
+        File.WriteAllText(Path.Combine(folder, "config.json"), """
+            {"model_type": "llama", "architectures": ["LlamaForCausalLM"], "vocab_size": 32000, "hidden_size": 8192, "intermediate_size": 28672,
+             "num_hidden_layers": 80, "num_attention_heads": 64, "num_key_value_heads": 8, "max_position_embeddings": 4096, "rms_norm_eps": 1e-5}
+            """);
+        var adapter = Path.Combine(_dir, "lora-70b.json");
+        File.WriteAllText(adapter, """{"peft_type": "LORA", "task_type": "CAUSAL_LM", "r": 16, "lora_alpha": 32, "target_modules": ["q_proj", "v_proj"]}""");
+        long before = MemoryStats.LiveBytes;
+        var (code, stdout, stderr) = Run("inspect", folder, "--peft", adapter);
+        Assert.That(code, Is.EqualTo(0), stderr);
+        // 68,976,648,192 base parameters (Llama-2-70B's published count) + 80 · 16 · ((8192 + 8192) + (8192 + 1024)).
+        Assert.That(stdout.Trim(), Is.EqualTo("trainable params: 32,768,000 || all params: 69,009,416,192 || trainable%: 0.0475"));
+        Assert.That(MemoryStats.LiveBytes - before, Is.LessThan(1 << 20));
+    }
+
+    [Test]
+    public void InspectWithPeftCountsWeightDependentInitsOnARealBuild()
+    {
+        // PiSSA's initialisation reads the base weights (an SVD): the shape-only build cannot run it, a real one does.
+        var adapter = Path.Combine(_dir, "pissa.json");
+        File.WriteAllText(adapter, """{"peft_type": "LORA", "task_type": "CAUSAL_LM", "r": 4, "lora_alpha": 8, "target_modules": ["c_attn"], "init_lora_weights": "pissa"}""");
+        var (code, stdout, stderr) = Run("inspect", Model, "--peft", adapter);
+        Assert.That(code, Is.EqualTo(0), stderr);
+        Assert.That(stdout.Trim(), Does.StartWith("trainable params: 1,024 ||"));
+    }
+
+    [Test]
     public void BenchNamesItsSuitesAndRefusesUnknownOnes()
     {
         var (code, _, stderr) = Run("bench", "warp-speed");

@@ -25,8 +25,10 @@ internal static class InspectCommand
 
     /// <summary>
     /// Builds the model from the folder's config.json alone (weights are not read, so a folder with only config.json
-    /// works; the parameters are allocated and randomly initialised to be counted), applies the adapter config as
-    /// <c>get_peft_model</c> would, and prints the line PEFT's print_trainable_parameters prints.
+    /// works), applies the adapter config as <c>get_peft_model</c> would, and prints the line PEFT's
+    /// print_trainable_parameters prints. The build is shape-only (meta tensors: a 70B config is counted in
+    /// milliseconds without its memory); an adapter whose initialisation reads the weights (PiSSA, OLoRA, LoftQ)
+    /// is counted on a real, randomly initialised build instead.
     /// </summary>
     private static int TrainableLine(string modelFolder, string adapterConfig, TextWriter stdout)
     {
@@ -35,8 +37,20 @@ internal static class InspectCommand
         config.InferenceMode = false;   // counted as get_peft_model creates it: trainable
         var hf = Peft.Transformers.HfConfig.Load(modelFolder);
         using var scope = Tensor.NewScope();
-        using var peft = PeftModel.Create(Peft.Transformers.AutoModel.Create(hf, ModelLoading.TaskOf(config.TaskType)), config);
-        stdout.WriteLine(peft.TrainableParametersLine());
+        PeftModel Build() => PeftModel.Create(Peft.Transformers.AutoModel.Create(hf, ModelLoading.TaskOf(config.TaskType)), config);
+        string line;
+        try
+        {
+            using (Tensor.DefaultDevice(Device.Meta))
+            using (var meta = Build())
+                line = meta.TrainableParametersLine();
+        }
+        catch (MetaTensorException)
+        {
+            using var real = Build();
+            line = real.TrainableParametersLine();
+        }
+        stdout.WriteLine(line);
         return 0;
     }
 

@@ -16,8 +16,8 @@ public interface IDeviceBackend
 /// </summary>
 public static class DeviceBackends
 {
-    private static readonly Dictionary<DeviceType, IDeviceBackend> Backends = new();
-    private static readonly Dictionary<DeviceType, IDeviceKernels> Kernels = new();
+    private static readonly Dictionary<DeviceType, IDeviceBackend> Backends = new() { [DeviceType.Meta] = MetaDevice.Instance };
+    private static readonly Dictionary<DeviceType, IDeviceKernels> Kernels = new() { [DeviceType.Meta] = MetaDevice.Instance };
     private static readonly Dictionary<DeviceType, string> PackageTypes = new() { [DeviceType.Cuda] = "Peft.Cuda.CudaBackend, Peft.Cuda" };
 
     /// <summary>Registers the backend of <paramref name="type"/> (Peft.Cuda calls this).</summary>

@@ -6,8 +6,28 @@ namespace Peft.Core;
 // Factories. Shapes are int[] so collection expressions read naturally: Tensor.Zeros([2, 3]).
 public sealed partial class Tensor
 {
+    [ThreadStatic] private static bool _metaDefault;
+
+    /// <summary>
+    /// Until disposed, on this thread, the factories that take no device (Zeros, Ones, Full, Scalar, Eye, Arange,
+    /// FromArray, Rand, Randn) make meta tensors — shapes without memory — so whole models can be built and counted
+    /// without allocating them (accelerate's init_empty_weights). Only <see cref="Device.Meta"/> is accepted.
+    /// </summary>
+    /// <example><code>using (Tensor.DefaultDevice(Device.Meta))
+    ///     Console.WriteLine(AutoModel.Create(HfConfig.Load("llama-70b")).CountParameters());</code></example>
+    public static IDisposable DefaultDevice(Device device)
+    {
+        if (device.Type != DeviceType.Meta) throw new NotSupportedException($"DefaultDevice supports Device.Meta (model sizing), not {device}");
+        bool outer = _metaDefault;
+        _metaDefault = true;
+        return new OnDispose(() => _metaDefault = outer);
+    }
+
+    /// <summary>A meta tensor when <see cref="DefaultDevice"/> is active, else null.</summary>
+    private static Tensor? MetaDefault(int[] shape, DType dtype) => _metaDefault ? MetaDevice.Instance.Empty(shape, dtype, Device.Meta) : null;
+
     /// <summary>A tensor of zeros.</summary>
-    public static Tensor Zeros(int[] shape, DType dtype = DType.F32) => Allocate(shape, dtype);
+    public static Tensor Zeros(int[] shape, DType dtype = DType.F32) => MetaDefault(shape, dtype) ?? Allocate(shape, dtype);
 
     /// <summary>A tensor of ones.</summary>
     public static Tensor Ones(int[] shape, DType dtype = DType.F32) => Full(shape, 1.0, dtype);
@@ -15,6 +35,7 @@ public sealed partial class Tensor
     /// <summary>The <paramref name="n"/>×<paramref name="n"/> identity matrix (torch.eye).</summary>
     public static Tensor Eye(int n, DType dtype = DType.F32)
     {
+        if (MetaDefault([n, n], dtype) is { } meta) return meta;
         var data = new double[n * n];
         for (int i = 0; i < n; i++) data[i * n + i] = 1;
         using var eye = FromArray(data, [n, n]);
@@ -32,6 +53,7 @@ public sealed partial class Tensor
     /// <summary>A tensor filled with <paramref name="value"/>.</summary>
     public static Tensor Full(int[] shape, double value, DType dtype = DType.F32)
     {
+        if (MetaDefault(shape, dtype) is { } meta) return meta;
         var t = Allocate(shape, dtype, zero: value == 0);
         if (value != 0) t.FillInPlace(value);
         return t;
@@ -71,6 +93,7 @@ public sealed partial class Tensor
     {
         if (step == 0) throw new ArgumentException("Arange step must not be 0", nameof(step));
         int n = Math.Max(0, (int)Math.Ceiling((end - start) / step));
+        if (MetaDefault([n], dtype) is { } meta) return meta;
         var t = Allocate([n], dtype, zero: false);
         byte* p = t.Ptr<byte>();
         int e = dtype.SizeOf();
@@ -87,6 +110,7 @@ public sealed partial class Tensor
     {
         var dtype = DTypeOf<T>();
         shape = shape == null ? [data.Length] : Shapes.InferReshape(shape, data.Length);
+        if (MetaDefault(shape, dtype) is { } meta) return meta;
         var t = Allocate(shape, dtype, zero: false);
         MemoryMarshal.AsBytes(data.AsSpan()).CopyTo(new Span<byte>(t.Ptr<byte>(), data.Length * sizeof(T)));
         return t;
@@ -107,6 +131,7 @@ public sealed partial class Tensor
     /// <summary>Uniform samples in [<paramref name="low"/>, <paramref name="high"/>).</summary>
     public static unsafe Tensor Rand(int[] shape, Generator? generator = null, DType dtype = DType.F32, double low = 0, double high = 1)
     {
+        if (MetaDefault(shape, dtype) is { } meta) return meta;
         var gen = generator ?? Generator.Default;
         var t = Allocate(shape, DType.F64, zero: false);
         long n = t.NumEl;
@@ -131,6 +156,7 @@ public sealed partial class Tensor
     /// <summary>Standard normal samples (Box–Muller on Philox uniforms), scaled by <paramref name="std"/> around <paramref name="mean"/>.</summary>
     public static unsafe Tensor Randn(int[] shape, Generator? generator = null, DType dtype = DType.F32, double mean = 0, double std = 1)
     {
+        if (MetaDefault(shape, dtype) is { } meta) return meta;
         var gen = generator ?? Generator.Default;
         var t = Allocate(shape, DType.F64, zero: false);
         long n = t.NumEl;
