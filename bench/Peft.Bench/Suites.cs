@@ -11,6 +11,9 @@ public static class Suites
     {
         switch (suite)
         {
+            case "gemm-blocking":
+                GemmBlocking.Run(o);
+                return true;
             case "gemm-threads":
                 GemmThreads.Run(o);
                 return true;

@@ -16,7 +16,22 @@ internal static unsafe partial class Gemm
     private static readonly bool Wide = Avx512F.IsSupported;
     internal static readonly int MR = 6;
     internal static readonly int NR = Wide ? 32 : 16;
-    private const int KC = 256, MC = 120, NC = 3072;
+    private const int NC = 3072;
+    // KC × NR floats of B stay near L1 while a micro-kernel runs, MC × KC of A in L2. AVX-512: 512 / 480, which beat
+    // the old 256 / 120 in 21 of 24 alternating comparisons on the Xeon VM (1024³ and 2048³, 1 and 2 threads, six runs
+    // of `bench gemm-blocking`; +14 % on average, BENCHMARKS.md); AVX2 keeps 256 / 120 (80–92 % of peak on an EPYC).
+    // Not constants, so that bench can compare candidates in one process.
+    private static int KC = Wide ? 512 : 256, MC = Wide ? 480 : 120;
+
+    /// <summary>Sets the cache blocking (bench only; not thread-safe against running GEMMs).</summary>
+    internal static void SetBlocking(int kc, int mc)
+    {
+        if (kc <= 0 || mc <= 0 || mc % MR != 0) throw new ArgumentException($"blocking KC={kc}, MC={mc}: both positive, MC a multiple of {MR}");
+        (KC, MC) = (kc, mc);
+    }
+
+    /// <summary>The current cache blocking.</summary>
+    internal static (int KC, int MC) Blocking => (KC, MC);
 
     /// <summary>The element types an operand may have; packing widens the 16-bit ones exactly.</summary>
     internal enum Element : byte { F32, BF16, F16 }
@@ -207,6 +222,9 @@ internal static unsafe partial class Gemm
             else System.Numerics.Tensors.TensorPrimitives.Multiply(row, beta, row);
         }
     }
+
+    /// <summary>One micro-kernel call, accumulating (the gemm-blocking bench times it alone).</summary>
+    internal static void MicroKernelProbe(int kc, float* a, float* b, float* c, long ldc) => MicroKernel(kc, a, b, c, ldc, false);
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void MicroKernel(int kc, float* a, float* b, float* c, long ldc, bool store)
