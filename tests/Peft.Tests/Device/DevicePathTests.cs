@@ -213,4 +213,45 @@ public class DevicePathTests
                 Assert.That(DeviceParity.RelativeError(gradsDev[name], want), Is.LessThanOrEqualTo(1e-4), name);
         });
     }
+
+    [TestCase("gpt2")]
+    [TestCase("llama")]
+    public void GenerationWithAKvCacheOnTheDevicePicksTheCpusTokens(string arch)
+    {
+        using var cpu = DeviceParity.Build(arch);
+        using var dev = DeviceParity.Build(arch);
+        dev.To(Dev);
+        using var prompt = Tensor.FromArray(new long[] { 3, 9, 4, 12, 7, 1 }, [2, 3]);
+        using var promptD = prompt.To(Dev);
+        var options = new Peft.Transformers.GenerationOptions { MaxNewTokens = 6 };
+        var want = cpu.Generate(prompt, options);
+        var got = dev.Generate(promptD, options);
+        Assert.That(got, Is.EqualTo(want));
+        Assert.That(want[0], Has.Length.EqualTo(6));
+    }
+
+    [TestCaseSource(typeof(Cases), nameof(Cases.All))]
+    public void MergingOnTheDeviceKeepsTheOutputAndMatchesTheCpu(PeftCase c)
+    {
+        using var cpu = Peft.PeftModel.Create(c.Model(), c.Config(true));
+        using var dev = Peft.PeftModel.Create(c.Model(), c.Config(true));
+        dev.To(Dev);
+        cpu.Eval();
+        dev.Eval();
+        using var input = c.Input();
+        using var inputD = input.To(Dev);
+        double[] Out(Peft.PeftModel m, Tensor x)
+        {
+            using var _ = Autograd.NoGrad();
+            using var scope = Tensor.NewScope();
+            return m.Forward(x).Logits.ToDoubleArray();
+        }
+        var unmerged = Out(dev, inputD);
+        Assert.That(DeviceParity.RelativeError(unmerged, Out(cpu, input)), Is.LessThanOrEqualTo(1e-5), "unmerged, device vs CPU");
+        dev.MergeAdapter();
+        Assert.That(DeviceParity.RelativeError(Out(dev, inputD), unmerged), Is.LessThanOrEqualTo(1e-5), "merged on the device");
+        dev.UnmergeAdapter();
+        Assert.That(DeviceParity.RelativeError(Out(dev, inputD), unmerged), Is.LessThanOrEqualTo(1e-5), "unmerged again");
+        Assert.That(dev.Parameters().All(p => p.Device == Dev), "merging keeps every weight on the device");
+    }
 }
