@@ -388,6 +388,35 @@ void index_suite(long long vocab, long long dim, long long tokens)
     CHECK(cudaFree(dt)); CHECK(cudaFree(di)); CHECK(cudaFree(dl)); CHECK(cudaFree(dtg)); CHECK(cudaFree(dloss)); CHECK(cudaFree(dlse));
 }
 
+// kernels/random.cu: the dropout mask against a host Philox4x32-10 written from Peft.Core's Generator contract.
+void dropout(long long n)
+{
+    const uint64_t seed = next_u64();
+    const int64_t first = (int64_t)(next_u64() >> 20);
+    const uint32_t k0 = (uint32_t)seed, k1 = (uint32_t)(seed >> 32);
+    const double p = 0.1;
+    const float scale = (float)(1.0 / (1.0 - p));
+    std::vector<float> want(n);
+    for (long long q = 0; q * 4 < n; q++) {
+        const uint64_t counter = (uint64_t)(first + q);
+        uint32_t c[4] = {(uint32_t)counter, (uint32_t)(counter >> 32), 0u, 0u}, a = k0, b = k1;
+        for (int round = 0; round < 10; round++) {
+            const uint64_t p0 = (uint64_t)0xD2511F53u * c[0], p1 = (uint64_t)0xCD9E8D57u * c[2];
+            const uint32_t n0 = (uint32_t)(p1 >> 32) ^ c[1] ^ a, n2 = (uint32_t)(p0 >> 32) ^ c[3] ^ b;
+            c[1] = (uint32_t)p1; c[3] = (uint32_t)p0; c[0] = n0; c[2] = n2;
+            a += 0x9E3779B9u; b += 0xBB67AE85u;
+        }
+        for (int j = 0; j < 4 && q * 4 + j < n; j++) {
+            const float u = (float)(c[j] >> 8) * (1.0f / 16777216.0f);
+            want[q * 4 + j] = (double)u >= p ? scale : 0.f;
+        }
+    }
+    float* out;
+    CHECK(cudaMalloc(&out, n * 4));
+    run("dropout_mask_f32", n, out, want, n * 4.0, [&] { dropout_mask_f32<<<grid_for((n + 3) / 4), 256>>>(out, n, first, k0, k1, p, scale); });
+    CHECK(cudaFree(out));
+}
+
 double measure_copy_ceiling()
 {
     const size_t bytes = 1ull << 30;
@@ -425,6 +454,8 @@ int main(int argc, char** argv)
     rows_suite(3, 1000);       // rows shorter than a block, a ragged last warp
     rows_suite(16384, 4096);   // a LLaMA-7B hidden state of 16k tokens
     index_suite(50257, 768, 4096);  // GPT-2's vocabulary: embedding rows and the loss over every logit
+    dropout(1001);             // a partial last counter
+    dropout(1ll << 27);
     std::printf("\n%s\n", failures ? "FAILED" : "all kernels match their references");
     return failures ? 1 : 0;
 }

@@ -70,6 +70,10 @@ __global__ void cross_entropy_f32(const float* __restrict__ x, const int64_t* __
 __global__ void cross_entropy_backward_f32(const float* __restrict__ x, const int64_t* __restrict__ targets, const float* __restrict__ lse, const float* __restrict__ scale,
                                            float* __restrict__ dx, int64_t rows, int64_t c, int64_t ignore_index, float smoothing);
 
+// kernels/random.cu — the inverted-dropout mask from Peft.Core's Philox stream (counter first + i/4, key = seed), so
+// CPU and GPU runs drop the same elements (CPU reference: Tensor.DropoutMask).
+__global__ void dropout_mask_f32(float* __restrict__ out, int64_t n, int64_t first, uint32_t k0, uint32_t k1, double p, float scale);
+
 // kernels/lora.cu — the thin products of a LoRA layer on tensor cores (rank R = 16, 32; bf16 in/out, float32 accumulation).
 //   shrink: out[M, R] = scale · x[M, K] · W(j, k)ᵀ, W stored [R, K] (rk) or [K, R] (kr);
 //   expand: out[M, C] = beta · out + scale · t[M, R] · W(c, j)ᵀ, W stored [C, R] (cr) or [R, C] (rc).

@@ -253,6 +253,23 @@ public class TensorOpsTests : GpuTest
         Assert.That(Versus(t => { using var _ = Autocast.Enable(DType.BF16); return t[0].MatMul(t[1]); }, x, w), Is.LessThanOrEqualTo(1e-2));
     }
 
+    [TestCase(5)]
+    [TestCase(1_000_003)]
+    public void DropoutMasksAreTheCpusBitForBit(int n)
+    {
+        var seed = TestContext.CurrentContext.Random.NextULong();
+        TestContext.Out.WriteLine($"seed {seed}");
+        var (onCpu, onGpu) = (new Generator(seed), new Generator(seed));
+        onCpu.Offset = onGpu.Offset = (1L << 32) + 7; // a counter past 32 bits: its high word is used
+        using var x = Tensor.Ones([n]);
+        using var xd = x.To(Gpu.Device);
+        PoisonNext(Gpu, n * 4L);
+        using var want = x.Dropout(0.3, training: true, generator: onCpu);
+        using var got = xd.Dropout(0.3, training: true, generator: onGpu);
+        Assert.That(got.ToArray<float>(), Is.EqualTo(want.ToArray<float>()));
+        Assert.That(onGpu.Offset, Is.EqualTo(onCpu.Offset), "the device draw advances the stream as the CPU's");
+    }
+
     [Test]
     public void MixingDevicesIsAnErrorButAHostScalarIsMovedOver()
     {

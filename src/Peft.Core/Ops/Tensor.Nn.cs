@@ -293,11 +293,15 @@ public sealed partial class Tensor
         if (p is < 0 or > 1) throw new ArgumentOutOfRangeException(nameof(p), $"dropout probability must be in [0, 1], got {p}");
         if (!training || p == 0) return Contiguous();
         if (p == 1) { using var z = ZerosLike(this); return Mul(z); }
-        // On a device the mask is drawn on the host and copied over: the same Philox stream, so CPU and GPU runs
-        // drop the same elements (a device-side generator is a speed optimisation still to come).
-        using var mask = DropoutMask(_shape, p, generator ?? Generator.Default, Device.Type == DeviceType.Cpu ? DType : DType.F32);
-        using var onDevice = Device.Type == DeviceType.Cpu ? null : mask.To(Device);
-        return Mul(onDevice ?? mask);
+        var gen = generator ?? Generator.Default;
+        if (DeviceKernels("Dropout", this) is { } k)
+        {
+            // Drawn on the device from the same Philox counters the CPU would use: the same elements are dropped.
+            using var deviceMask = k.DropoutMask(_shape, p, gen.Key0, gen.Key1, gen.Reserve((NumEl + 3) / 4), Device);
+            return Mul(deviceMask);
+        }
+        using var mask = DropoutMask(_shape, p, gen, DType);
+        return Mul(mask);
     }
 
     /// <summary>

@@ -55,6 +55,10 @@ internal interface IDeviceKernels
     /// <summary>condition ? a : b over dense, equally shaped tensors (U8 condition, 4-byte elements).</summary>
     Tensor Where(Tensor condition, Tensor a, Tensor b);
 
+    /// <summary>The F32 inverted-dropout mask of <see cref="Tensor.DropoutMaskAt"/> (Philox counters from
+    /// <paramref name="first"/>, key (<paramref name="key0"/>, <paramref name="key1"/>)), drawn on <paramref name="device"/>.</summary>
+    Tensor DropoutMask(int[] shape, double p, uint key0, uint key1, long first, Device device);
+
     /// <summary>Fused cross-entropy of dense F32 logits [rows, C]: the per-row loss and log-sum-exp.</summary>
     (Tensor Loss, Tensor Lse) CrossEntropy(Tensor logits, long[] targets, long ignoreIndex, double smoothing);
 

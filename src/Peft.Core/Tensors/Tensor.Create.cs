@@ -187,11 +187,15 @@ public sealed partial class Tensor
 
     /// <summary>The inverted-dropout mask: 1/(1−p) where a uniform draw is ≥ p, else 0; one Philox counter per four
     /// elements, written directly in <paramref name="dtype"/> (F32 or F64).</summary>
-    internal static unsafe Tensor DropoutMask(int[] shape, double p, Generator gen, DType dtype)
+    internal static Tensor DropoutMask(int[] shape, double p, Generator gen, DType dtype) =>
+        DropoutMaskAt(shape, p, gen.Key0, gen.Key1, gen.Reserve((Shapes.NumEl(shape) + 3) / 4), dtype);
+
+    /// <summary>The mask from counter <paramref name="first"/> of the stream keyed (<paramref name="key0"/>,
+    /// <paramref name="key1"/>): the CPU reference of kernels/random.cu's dropout_mask_f32.</summary>
+    internal static unsafe Tensor DropoutMaskAt(int[] shape, double p, uint key0, uint key1, long first, DType dtype)
     {
         var t = Allocate(shape, dtype, zero: false);
         long n = t.NumEl;
-        long first = gen.Reserve((n + 3) / 4);
         double scale = 1.0 / (1.0 - p);
         byte* basePtr = t.Ptr<byte>();
         Parallel.For(0, (n + 16383) / 16384, chunk =>
@@ -199,7 +203,8 @@ public sealed partial class Tensor
             long end = Math.Min(n, (chunk + 1) * 16384);
             for (long i = chunk * 16384; i < end; i += 4)
             {
-                var (a, b, c, d) = gen.Block(first + i / 4);
+                long counter = first + i / 4;
+                var (a, b, c, d) = Philox.Block((uint)counter, (uint)((ulong)counter >> 32), 0, 0, key0, key1);
                 for (int j = 0; j < 4 && i + j < end; j++)
                 {
                     uint word = j switch { 0 => a, 1 => b, 2 => c, _ => d }; // no per-block array on this hot loop

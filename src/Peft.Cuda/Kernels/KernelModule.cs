@@ -13,6 +13,8 @@ internal readonly struct KernelArg
     public static implicit operator KernelArg(long value) => new((ulong)value);
     public static implicit operator KernelArg(int value) => new((uint)value);
     public static implicit operator KernelArg(float value) => new(BitConverter.SingleToUInt32Bits(value));
+    public static implicit operator KernelArg(uint value) => new(value);
+    public static implicit operator KernelArg(double value) => new(BitConverter.DoubleToUInt64Bits(value));
 }
 
 /// <summary>

@@ -247,6 +247,16 @@ internal sealed unsafe class CudaOps : IDeviceKernels
         return dx;
     }
 
+    public Tensor DropoutMask(int[] shape, double p, uint key0, uint key1, long first, Device device)
+    {
+        var gpu = CudaDevice.Get(device.Index);
+        var mask = CudaTensors.Empty(shape, DType.F32, gpu);
+        long n = mask.NumEl;
+        if (n > 0)
+            gpu.Kernels.Launch("dropout_mask_f32", gpu.Kernels.GridFor((n + 3) / 4, Block), Block, CudaTensors.Address(mask), n, first, key0, key1, p, (float)(1.0 / (1.0 - p)));
+        return mask;
+    }
+
     /// <summary>Host indices as an I64 device tensor (the copy is queued on the device's stream before the kernel).</summary>
     private static Tensor Upload(long[] values, CudaDevice device)
     {

@@ -127,7 +127,7 @@ public class DevicePathTests
             Assert.That(Versus(t => Tensor.Cat([t[0], t[0].Mul(2.0)], 1), x), Is.EqualTo(0), "cat");
             Assert.That(Versus(t => { Generator.Default.ManualSeed(3); return t[0].Dropout(0.5); }, x), Is.EqualTo(0), "dropout draws the CPU's mask");
         });
-        Assert.That(_device.Calls.Keys, Is.SupersetOf(new[] { "IndexSelect", "IndexAdd", "Where" }));
+        Assert.That(_device.Calls.Keys, Is.SupersetOf(new[] { "IndexSelect", "IndexAdd", "Where", "DropoutMask" }));
     }
 
     [Test]

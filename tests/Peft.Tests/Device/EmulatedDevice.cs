@@ -246,6 +246,12 @@ internal sealed unsafe class EmulatedDevice : IDeviceBackend, IDeviceKernels
         return Up(Tensor.Where(c, ha, hb));
     }
 
+    public Tensor DropoutMask(int[] shape, double p, uint key0, uint key1, long first, Peft.Core.Device device)
+    {
+        Count("DropoutMask");
+        return Up(Tensor.DropoutMaskAt(shape, p, key0, key1, first, DType.F32));
+    }
+
     public (Tensor Loss, Tensor Lse) CrossEntropy(Tensor logits, long[] targets, long ignoreIndex, double smoothing)
     {
         Count("CrossEntropy");
