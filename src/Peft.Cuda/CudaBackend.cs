@@ -23,7 +23,7 @@ public sealed class CudaBackend : IDeviceBackend
             var device = CudaDevice.Get(target.Index);
             using var data = source.ContiguousData();
             var result = CudaTensors.Empty(source.Shape, source.DType, device);
-            device.Staging.HostToDevice(CudaTensors.Address(result), data.Ptr<byte>(), data.NumEl * data.DType.SizeOf());
+            device.Staging.HostToDeviceQueued(CudaTensors.Address(result), data.Ptr<byte>(), data.NumEl * data.DType.SizeOf());
             return result;
         }
         if (source.Device.Type == DeviceType.Cuda && target.Type == DeviceType.Cpu)

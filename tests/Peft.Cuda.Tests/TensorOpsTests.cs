@@ -271,6 +271,25 @@ public class TensorOpsTests : GpuTest
     }
 
     [Test]
+    public void SmallUploadsAreQueuedThroughTheRingWithoutLosingOne()
+    {
+        // 300 uploads (the ring has 64 slots) each consumed by a kernel queued right after it; nothing waits between.
+        var g = Fresh();
+        var hosts = Enumerable.Range(0, 300).Select(i => Tensor.Randn([1 + i % 97], g)).ToList();
+        using var total = Tensor.Zeros([], DType.F32, Gpu.Device);
+        double want = 0;
+        foreach (var h in hosts)
+        {
+            using var d = h.To(Gpu.Device);
+            using var s = d.Sum();
+            total.AddInPlace(s);
+            using (var hs = h.Sum()) want += hs.Item();
+        }
+        Assert.That(total.Item(), Is.EqualTo(want).Within(1e-3));
+        foreach (var h in hosts) h.Dispose();
+    }
+
+    [Test]
     public void MixingDevicesIsAnErrorButAHostScalarIsMovedOver()
     {
         using var d = Tensor.Ones([4]).To(Gpu.Device);

@@ -15,6 +15,13 @@ internal sealed unsafe class PinnedStaging
     private readonly IntPtr[] _done = new IntPtr[2];
     private readonly object _lock = new();
 
+    /// <summary>Bytes up to which a host → device copy is queued without waiting (token ids, targets, scalars).</summary>
+    internal const int QueuedMaxBytes = 64 << 10;
+    private const int Slots = 64;                      // 4 MiB of pinned memory in all
+    private readonly byte*[] _slots = new byte*[Slots];
+    private readonly IntPtr[] _slotDone = new IntPtr[Slots];
+    private int _nextSlot;
+
     internal PinnedStaging(CudaDevice device)
     {
         _device = device;
@@ -24,6 +31,38 @@ internal sealed unsafe class PinnedStaging
             CudaDriver.Check(CudaDriver.cuMemAllocHost_v2(out void* p, ChunkBytes), "cuMemAllocHost_v2");
             _buffers[i] = (byte*)p;
             CudaDriver.Check(CudaDriver.cuEventCreate(out _done[i], CudaDriver.EventDefault), "cuEventCreate");
+        }
+        CudaDriver.Check(CudaDriver.cuMemAllocHost_v2(out void* ring, (nuint)Slots * QueuedMaxBytes), "cuMemAllocHost_v2");
+        for (int i = 0; i < Slots; i++)
+        {
+            _slots[i] = (byte*)ring + (long)i * QueuedMaxBytes;
+            CudaDriver.Check(CudaDriver.cuEventCreate(out _slotDone[i], CudaDriver.EventDefault), "cuEventCreate");
+        }
+    }
+
+    /// <summary>
+    /// Host → device without waiting for the GPU: a copy of at most <see cref="QueuedMaxBytes"/> is taken into one slot
+    /// of a pinned ring and queued on the stream, so kernels queued after it see the data and the host goes on at once
+    /// (a step's token ids and targets no longer drain the GPU's queue). The slot is reused only once the event recorded
+    /// after its copy has completed. Larger copies go through <see cref="HostToDevice"/>, which waits.
+    /// </summary>
+    internal void HostToDeviceQueued(ulong destination, byte* source, long bytes)
+    {
+        if (bytes > QueuedMaxBytes)
+        {
+            HostToDevice(destination, source, bytes);
+            return;
+        }
+        if (bytes == 0) return;
+        lock (_lock)
+        {
+            _device.MakeCurrent();
+            int s = _nextSlot;
+            _nextSlot = (s + 1) % Slots;
+            CudaDriver.Check(CudaDriver.cuEventSynchronize(_slotDone[s]), "cuEventSynchronize"); // its last copy has been read
+            Buffer.MemoryCopy(source, _slots[s], QueuedMaxBytes, bytes);
+            CudaDriver.Check(CudaDriver.cuMemcpyHtoDAsync_v2(destination, _slots[s], (nuint)bytes, _device.Stream), "cuMemcpyHtoDAsync_v2");
+            CudaDriver.Check(CudaDriver.cuEventRecord(_slotDone[s], _device.Stream), "cuEventRecord");
         }
     }
 
