@@ -3,14 +3,17 @@ namespace Peft.Bench;
 /// <summary>The benchmark suites by name, shared by this program and the <c>peft bench</c> verb.</summary>
 public static class Suites
 {
-    /// <summary>Suite names, in the order <c>all</c> runs them.</summary>
-    public static readonly IReadOnlyList<string> Names = ["gemm", "gemm-threads", "gpt2-step", "gpt2-step-small", "tuner-layers", "lora-thin", "training-memory", "kernels"];
+    /// <summary>Suite names (the device ones say what they need and return where it is missing).</summary>
+    public static readonly IReadOnlyList<string> Names = ["gemm", "gemm-threads", "gpt2-step", "gpt2-step-small", "tuner-layers", "lora-thin", "training-memory", "gemm-blocking", "kernels", "gpu-train"];
 
     /// <summary>Runs <paramref name="suite"/>, writing its report to <paramref name="o"/>; false for an unknown name.</summary>
     public static bool Run(string suite, TextWriter o)
     {
         switch (suite)
         {
+            case "gpu-train":   // needs a CUDA GPU and PEFT_TRAIN_DIR from bench/gpu/hf_train_peer.py; says so otherwise
+                GpuTrainBench.Run(o);
+                return true;
             case "gemm-blocking":
                 GemmBlocking.Run(o);
                 return true;

@@ -2,7 +2,7 @@
 # One GPU-machine call (after bench/gpu/pack.sh here; carry [".device-carry"]): unpacks the carried .NET runtime and
 # programs, runs every GPU test, then the CUDA benchmark suite and the PyTorch + HF peft peers in the same call, so
 # the figures in BENCHMARKS.md sit side by side from one machine, then compute-sanitizer and ncu. Logs land in $OUT.
-# TESTS_ONLY=1 stops after the GPU tests.
+# TESTS_ONLY=1 stops after the GPU tests; TRAIN_STEPS / TRAIN_BATCH size the side-by-side training run.
 set -uo pipefail
 out=${OUT:-gpu-out}; mkdir -p "$out"
 export PYTHONUNBUFFERED=1 DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1
@@ -28,6 +28,12 @@ echo "== benchmarks: Peft.Native kernels"
 dotnet .device-carry/app/bench/Peft.Bench.dll kernels 2>&1 | tee "$out/bench-kernels.log"
 echo "== benchmarks: PyTorch + HF peft peers"
 python3 bench/gpu/hf_peers.py --json "$out/hf_peers.json" 2>&1 | tee "$out/hf_peers.log"
+
+echo "== GPT-2 124M LoRA training: HF peft (the peer writes the shared model, adapter and ids), then Peft.Native"
+train=/tmp/peft-train; rm -rf "$train"
+timeout 240 python3 bench/gpu/hf_train_peer.py --dir "$train" --steps "${TRAIN_STEPS:-12}" --batch "${TRAIN_BATCH:-8}" 2>&1 | tee "$out/train-hf.log"
+cp "$train/hf.json" "$out/train-hf.json" 2>/dev/null
+PEFT_TRAIN_DIR="$train" PEFT_TRAIN_JSON="$out/train-peft.json" timeout 300 dotnet .device-carry/app/bench/Peft.Bench.dll gpu-train 2>&1 | tee "$out/train-peft.log"
 
 echo "== compute-sanitizer memcheck over the kernel, LoRA and tensor-op tests"
 timeout 240 compute-sanitizer --tool memcheck --print-limit 20 dotnet .device-carry/app/tests/Peft.Cuda.Tests.dll --filter "FullyQualifiedName~KernelTests|FullyQualifiedName~Lora|FullyQualifiedName~TensorOpsTests" --no-progress > "$out/memcheck.log" 2>&1
