@@ -74,6 +74,12 @@ __global__ void cross_entropy_backward_f32(const float* __restrict__ x, const in
 // CPU and GPU runs drop the same elements (CPU reference: Tensor.DropoutMask).
 __global__ void dropout_mask_f32(float* __restrict__ out, int64_t n, int64_t first, uint32_t k0, uint32_t k1, double p, float scale);
 
+// kernels/optim.cu — torch's AdamW step for one F32 parameter in one pass, rounded op by op as Peft.Nn's AdamW does
+// (CPU reference: AdamW.Update's tensor ops), so fused and unfused steps agree bit for bit.
+__global__ void adamw_f32(float* __restrict__ p, const float* __restrict__ g, float* __restrict__ m, float* __restrict__ v, int64_t n,
+                          float decay, int32_t decay_on, float beta1, float one_minus_beta1, float beta2, float one_minus_beta2,
+                          float inv_sqrt_bc2, float eps, float step_size);
+
 // kernels/lora.cu — the thin products of a LoRA layer on tensor cores (rank R = 16, 32; bf16 in/out, float32 accumulation).
 //   shrink: out[M, R] = scale · x[M, K] · W(j, k)ᵀ, W stored [R, K] (rk) or [K, R] (kr);
 //   expand: out[M, C] = beta · out + scale · t[M, R] · W(c, j)ᵀ, W stored [C, R] (cr) or [R, C] (rc).

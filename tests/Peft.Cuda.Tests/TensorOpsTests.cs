@@ -270,6 +270,29 @@ public class TensorOpsTests : GpuTest
         Assert.That(onGpu.Offset, Is.EqualTo(onCpu.Offset), "the device draw advances the stream as the CPU's");
     }
 
+    [TestCase(0.0)]
+    [TestCase(0.01)]
+    public void TheFusedAdamWKernelEqualsTheCpuStepBitForBit(double weightDecay)
+    {
+        var g = Fresh();
+        using var p0 = R([4099, 5], g, std: 0.5);
+        using var cpu = p0.Clone().RequiresGradient();
+        using var gpu = p0.To(Gpu.Device).RequiresGradient();
+        var optCpu = new Peft.Nn.AdamW([cpu], lr: 1e-2, weightDecay: weightDecay);
+        var optGpu = new Peft.Nn.AdamW([gpu], lr: 1e-2, weightDecay: weightDecay);
+        for (int step = 0; step < 4; step++)
+        {
+            using var grad = R([4099, 5], g);
+            cpu.Grad?.Dispose();
+            gpu.Grad?.Dispose();
+            cpu.Grad = grad.Clone().KeepAlive();
+            gpu.Grad = grad.To(Gpu.Device).KeepAlive();
+            optCpu.Step();
+            optGpu.Step();
+        }
+        Assert.That(gpu.ToArray<float>(), Is.EqualTo(cpu.ToArray<float>()));
+    }
+
     [Test]
     public void SmallUploadsAreQueuedThroughTheRingWithoutLosingOne()
     {

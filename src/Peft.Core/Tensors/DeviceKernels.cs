@@ -59,6 +59,11 @@ internal interface IDeviceKernels
     /// <paramref name="first"/>, key (<paramref name="key0"/>, <paramref name="key1"/>)), drawn on <paramref name="device"/>.</summary>
     Tensor DropoutMask(int[] shape, double p, uint key0, uint key1, long first, Device device);
 
+    /// <summary>One AdamW step in place on dense F32 p, m, v with gradient g (all on this device), each operation rounded
+    /// to F32 in the order of Peft.Nn's unfused AdamW: p·decay (when <paramref name="decayOn"/>), m·β₁ + g·(1−β₁),
+    /// v·β₂ + g²·(1−β₂), p + m / (√v·invSqrtBc2 + ε)·stepSize.</summary>
+    void AdamW(Tensor p, Tensor g, Tensor m, Tensor v, float decay, bool decayOn, float beta1, float oneMinusBeta1, float beta2, float oneMinusBeta2, float invSqrtBc2, float eps, float stepSize);
+
     /// <summary>Fused cross-entropy of dense F32 logits [rows, C]: the per-row loss and log-sum-exp.</summary>
     (Tensor Loss, Tensor Lse) CrossEntropy(Tensor logits, long[] targets, long ignoreIndex, double smoothing);
 

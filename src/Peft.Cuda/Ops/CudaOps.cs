@@ -247,6 +247,15 @@ internal sealed unsafe class CudaOps : IDeviceKernels
         return dx;
     }
 
+    public void AdamW(Tensor p, Tensor g, Tensor m, Tensor v, float decay, bool decayOn, float beta1, float oneMinusBeta1, float beta2, float oneMinusBeta2, float invSqrtBc2, float eps, float stepSize)
+    {
+        var device = CudaTensors.DeviceOf(p);
+        long n = p.NumEl;
+        if (n > 0)
+            device.Kernels.Launch("adamw_f32", device.Kernels.GridFor(n, Block), Block, CudaTensors.Address(p), CudaTensors.Address(g), CudaTensors.Address(m), CudaTensors.Address(v), n,
+                decay, decayOn ? 1 : 0, beta1, oneMinusBeta1, beta2, oneMinusBeta2, invSqrtBc2, eps, stepSize);
+    }
+
     public Tensor DropoutMask(int[] shape, double p, uint key0, uint key1, long first, Device device)
     {
         var gpu = CudaDevice.Get(device.Index);

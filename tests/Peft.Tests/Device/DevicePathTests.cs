@@ -254,4 +254,28 @@ public class DevicePathTests
         Assert.That(DeviceParity.RelativeError(Out(dev, inputD), unmerged), Is.LessThanOrEqualTo(1e-5), "unmerged again");
         Assert.That(dev.Parameters().All(p => p.Device == Dev), "merging keeps every weight on the device");
     }
+
+    [TestCase(0.0)]
+    [TestCase(0.01)]
+    public void TheFusedAdamWStepEqualsTheTensorOpStepBitForBit(double weightDecay)
+    {
+        // The device runs AdamW as one fused kernel (here: its contract, element by element); the CPU as tensor ops.
+        using var p0 = R([1000, 3], 41, std: 0.5);
+        using var cpu = p0.Clone().RequiresGradient();
+        using var dev = p0.To(Dev).RequiresGradient();
+        var optCpu = new Peft.Nn.AdamW([cpu], lr: 1e-2, weightDecay: weightDecay);
+        var optDev = new Peft.Nn.AdamW([dev], lr: 1e-2, weightDecay: weightDecay);
+        for (int step = 0; step < 4; step++)
+        {
+            using var g = R([1000, 3], 50 + (ulong)step);
+            cpu.Grad?.Dispose();
+            dev.Grad?.Dispose();
+            cpu.Grad = g.Clone().KeepAlive();
+            dev.Grad = g.To(Dev).KeepAlive();
+            optCpu.Step();
+            optDev.Step();
+        }
+        Assert.That(_device.Calls.GetValueOrDefault("AdamW"), Is.EqualTo(4), "one fused call per step");
+        Assert.That(dev.ToArray<float>(), Is.EqualTo(cpu.ToArray<float>()));
+    }
 }

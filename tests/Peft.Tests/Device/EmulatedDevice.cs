@@ -246,6 +246,31 @@ internal sealed unsafe class EmulatedDevice : IDeviceBackend, IDeviceKernels
         return Up(Tensor.Where(c, ha, hb));
     }
 
+    public void AdamW(Tensor p, Tensor g, Tensor m, Tensor v, float decay, bool decayOn, float beta1, float oneMinusBeta1, float beta2, float oneMinusBeta2, float invSqrtBc2, float eps, float stepSize)
+    {
+        Count("AdamW");
+        // The fused kernel's contract, element by element in F32 with every operation rounded separately.
+        using var hp = Host(p);
+        using var hg = Host(g);
+        using var hm = Host(m);
+        using var hv = Host(v);
+        Span<float> sp = hp.Span<float>(), sg = hg.Span<float>(), sm = hm.Span<float>(), sv = hv.Span<float>();
+        for (int i = 0; i < sp.Length; i++)
+        {
+            float pi = sp[i], gi = sg[i];
+            if (decayOn) pi *= decay;
+            float mi = sm[i] * beta1 + gi * oneMinusBeta1;
+            float gg = gi * gi;
+            float vi = sv[i] * beta2 + gg * oneMinusBeta2;
+            float root = MathF.Sqrt(vi) * invSqrtBc2;
+            float denom = root + eps;
+            float quotient = mi / denom;
+            sp[i] = pi + quotient * stepSize;
+            sm[i] = mi;
+            sv[i] = vi;
+        }
+    }
+
     public Tensor DropoutMask(int[] shape, double p, uint key0, uint key1, long first, Peft.Core.Device device)
     {
         Count("DropoutMask");
