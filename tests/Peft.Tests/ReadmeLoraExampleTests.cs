@@ -48,7 +48,8 @@ public class ReadmeLoraExampleTests
         }
     }
 
-    private static double Loss(PeftModel peft, Tensor ids)
+    /// <summary>The causal-LM loss of <paramref name="ids"/> without a graph (the README samples check it before and after).</summary>
+    internal static double Loss(PeftModel peft, Tensor ids)
     {
         using var _ = Autograd.NoGrad();
         using var scope = Tensor.NewScope();

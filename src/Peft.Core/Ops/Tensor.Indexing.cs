@@ -168,10 +168,17 @@ public sealed partial class Tensor
         using var bd = Broadcasted(b, shape);
         var r = Allocate(shape, a.DType, zero: false);
         Indexing.Where(c.Ptr<byte>(), ad.Ptr<byte>(), bd.Ptr<byte>(), r.Ptr<byte>(), r.NumEl, a.DType.SizeOf());
+        return RecordWhere(r, a, b, saved => saved.Save(condition));
+    }
+
+    /// <summary>Where's node: the gradient flows to a where the condition holds and to b elsewhere, each summed back to
+    /// its branch's shape; <paramref name="saveCondition"/> keeps the condition for backward.</summary>
+    private static Tensor RecordWhere(Tensor r, Tensor a, Tensor b, Func<SavedTensors, Tensor> saveCondition)
+    {
         int[] sa = a._shape, sb = b._shape;
         return Autograd.Record(r, "Where", [a, b], saved =>
         {
-        var cond = saved.Save(condition);
+        var cond = saveCondition(saved);
         return (g, need) =>
         {
             using var zero = ZerosLike(g);
@@ -197,19 +204,8 @@ public sealed partial class Tensor
         using var x = Broadcasted(aa, shape);
         using var y = Broadcasted(bb, shape);
         var r = k.Where(c, x, y);
-        int[] sa = a._shape, sb = b._shape;
-        return Autograd.Record(r, "Where", [a, b], saved =>
-        {
-            var cond = saved.Own(c.ContiguousCopy().KeepAlive());
-            return (g, need) =>
-            {
-                using var zero = ZerosLike(g);
-                Tensor? ga = null, gb = null;
-                if (need[0]) { using var w = Where(cond, g, zero); ga = Owned(w.SumToShape(sa), w); }
-                if (need[1]) { using var w = Where(cond, zero, g); gb = Owned(w.SumToShape(sb), w); }
-                return [ga, gb];
-            };
-        });
+        // The condition as it is on the device (backward broadcasts it again): the caller's, or the copy made here.
+        return RecordWhere(r, a, b, saved => cd == null ? saved.Save(condition) : saved.Own(cd.ContiguousCopy().KeepAlive()));
     }
 
     private static Tensor Broadcasted(Tensor t, int[] shape)

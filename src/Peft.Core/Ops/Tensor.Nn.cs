@@ -80,7 +80,7 @@ public sealed partial class Tensor
     /// <summary>RMSNorm over the last dim: x / √(mean(x²) + ε) · weight (LLaMA, T5).</summary>
     public Tensor RmsNorm(Tensor? weight, double eps = 1e-6) => NormImpl(weight, null, eps, rms: true);
 
-    private unsafe Tensor NormImpl(Tensor? weight, Tensor? bias, double eps, bool rms)
+    private Tensor NormImpl(Tensor? weight, Tensor? bias, double eps, bool rms)
     {
         string name = rms ? "RmsNorm" : "LayerNorm";
         var device = DeviceKernels(name, this, weight, bias);
@@ -89,18 +89,7 @@ public sealed partial class Tensor
         foreach (var p in new[] { weight, bias })
             if (p != null && (p.Rank != 1 || p._shape[0] != d))
                 throw new ShapeMismatchException($"{name}: parameter of shape {Shapes.Format(p._shape)} does not match the normalized size {d}");
-        if (device != null) return DeviceNorm(device, weight, bias, eps, rms);
-        long rows = NumEl / Math.Max(d, 1);
-        using var x = ContiguousData();
-        using var w = weight?.ContiguousData();
-        using var b = bias?.ContiguousData();
-        var y = Allocate(_shape, DType, zero: false);
-        var mean = Allocate([(int)rows], DType, zero: false);
-        var rstd = Allocate([(int)rows], DType, zero: false);
-        if (DType == DType.F64)
-            Norms<double>.Forward(x.Ptr<double>(), y.Ptr<double>(), mean.Ptr<double>(), rstd.Ptr<double>(), w == null ? null : w.Ptr<double>(), b == null ? null : b.Ptr<double>(), rows, d, eps, rms);
-        else
-            Norms<float>.Forward(x.Ptr<float>(), y.Ptr<float>(), mean.Ptr<float>(), rstd.Ptr<float>(), w == null ? null : w.Ptr<float>(), b == null ? null : b.Ptr<float>(), rows, d, eps, rms);
+        var (y, mean, rstd) = device == null ? CpuNorm(this, weight, bias, eps, rms) : DeviceNorm(device, name, this, weight, bias, eps, rms);
         var inputs = new List<Tensor> { this };
         if (weight != null) inputs.Add(weight);
         if (bias != null) inputs.Add(bias);
@@ -114,15 +103,8 @@ public sealed partial class Tensor
         saved.Own(rstd.KeepAlive());
         return (g, need) =>
         {
-            using var gc = g.ContiguousData();
-            using var xs = self.ContiguousData();
-            using var ws = wSaved?.ContiguousData();
-            var dx = Allocate(self._shape, self.DType, zero: false);
-            using var xhat = Allocate(self._shape, self.DType, zero: false);
-            if (self.DType == DType.F64)
-                Norms<double>.Backward(xs.Ptr<double>(), gc.Ptr<double>(), mean.Ptr<double>(), rstd.Ptr<double>(), ws == null ? null : ws.Ptr<double>(), dx.Ptr<double>(), xhat.Ptr<double>(), rows, d, rms);
-            else
-                Norms<float>.Backward(xs.Ptr<float>(), gc.Ptr<float>(), mean.Ptr<float>(), rstd.Ptr<float>(), ws == null ? null : ws.Ptr<float>(), dx.Ptr<float>(), xhat.Ptr<float>(), rows, d, rms);
+            var (dx, xhat) = device == null ? CpuNormBackward(self, g, mean, rstd, wSaved, rms) : DeviceNormBackward(device, name, self, g, mean, rstd, wSaved, rms);
+            using var _ = xhat;
             var grads = new Tensor?[inputs.Count];
             grads[0] = need[0] ? dx : null;
             if (!need[0]) dx.Dispose();
@@ -136,49 +118,63 @@ public sealed partial class Tensor
         return recorded;
     }
 
-    private Tensor DeviceNorm(IDeviceKernels k, Tensor? weight, Tensor? bias, double eps, bool rms)
+    /// <summary>The fused norm on the CPU: output, per-row mean and 1/σ.</summary>
+    private static unsafe (Tensor Y, Tensor Mean, Tensor Rstd) CpuNorm(Tensor self, Tensor? weight, Tensor? bias, double eps, bool rms)
     {
-        string name = rms ? "RmsNorm" : "LayerNorm";
-        using var wx = WidenOnDevice(k, name, this);
+        int d = self.Size(-1);
+        long rows = self.NumEl / Math.Max(d, 1);
+        using var x = self.ContiguousData();
+        using var w = weight?.ContiguousData();
+        using var b = bias?.ContiguousData();
+        var y = Allocate(self._shape, self.DType, zero: false);
+        var mean = Allocate([(int)rows], self.DType, zero: false);
+        var rstd = Allocate([(int)rows], self.DType, zero: false);
+        if (self.DType == DType.F64)
+            Norms<double>.Forward(x.Ptr<double>(), y.Ptr<double>(), mean.Ptr<double>(), rstd.Ptr<double>(), w == null ? null : w.Ptr<double>(), b == null ? null : b.Ptr<double>(), rows, d, eps, rms);
+        else
+            Norms<float>.Forward(x.Ptr<float>(), y.Ptr<float>(), mean.Ptr<float>(), rstd.Ptr<float>(), w == null ? null : w.Ptr<float>(), b == null ? null : b.Ptr<float>(), rows, d, eps, rms);
+        return (y, mean, rstd);
+    }
+
+    /// <summary>Its backward on the CPU: dx and x̂.</summary>
+    private static unsafe (Tensor Dx, Tensor Xhat) CpuNormBackward(Tensor self, Tensor g, Tensor mean, Tensor rstd, Tensor? weight, bool rms)
+    {
+        int d = self.Size(-1);
+        long rows = self.NumEl / Math.Max(d, 1);
+        using var gc = g.ContiguousData();
+        using var xs = self.ContiguousData();
+        using var ws = weight?.ContiguousData();
+        var dx = Allocate(self._shape, self.DType, zero: false);
+        var xhat = Allocate(self._shape, self.DType, zero: false);
+        if (self.DType == DType.F64)
+            Norms<double>.Backward(xs.Ptr<double>(), gc.Ptr<double>(), mean.Ptr<double>(), rstd.Ptr<double>(), ws == null ? null : ws.Ptr<double>(), dx.Ptr<double>(), xhat.Ptr<double>(), rows, d, rms);
+        else
+            Norms<float>.Backward(xs.Ptr<float>(), gc.Ptr<float>(), mean.Ptr<float>(), rstd.Ptr<float>(), ws == null ? null : ws.Ptr<float>(), dx.Ptr<float>(), xhat.Ptr<float>(), rows, d, rms);
+        return (dx, xhat);
+    }
+
+    /// <summary>The fused norm on a device (16-bit inputs widened to F32 first, as the device kernels compute in F32).</summary>
+    private static (Tensor Y, Tensor Mean, Tensor Rstd) DeviceNorm(IDeviceKernels k, string name, Tensor self, Tensor? weight, Tensor? bias, double eps, bool rms)
+    {
+        using var wx = WidenOnDevice(k, name, self);
         using var ww = weight == null ? null : WidenOnDevice(k, name, weight);
         using var wb = bias == null ? null : WidenOnDevice(k, name, bias);
-        using var x = (wx ?? this).ContiguousData();
+        using var x = (wx ?? self).ContiguousData();
         using var w = (ww ?? weight)?.ContiguousData();
         using var b = (wb ?? bias)?.ContiguousData();
-        var (y, mean, rstd) = k.Norm(x, w, b, eps, rms);
-        var inputs = new List<Tensor> { this };
-        if (weight != null) inputs.Add(weight);
-        if (bias != null) inputs.Add(bias);
-        bool kept = false;
-        var recorded = Autograd.Record(y, name, inputs.ToArray(), saved =>
-        {
-            kept = true;
-            var self = saved.Save(this);
-            var wSaved = weight == null ? null : saved.Save(weight);
-            saved.Own(mean.KeepAlive());
-            saved.Own(rstd.KeepAlive());
-            return (g, need) =>
-            {
-                // The saved inputs are widened and made dense again here rather than kept twice.
-                using var gw = WidenOnDevice(k, name, g);
-                using var gc = (gw ?? g).ContiguousData();
-                using var sx = WidenOnDevice(k, name, self);
-                using var xs = (sx ?? self).ContiguousData();
-                using var sw = wSaved == null ? null : WidenOnDevice(k, name, wSaved);
-                using var ws = (sw ?? wSaved)?.ContiguousData();
-                var (dx, xhat) = k.NormBackward(xs, gc, mean, rstd, ws, rms);
-                using var _ = xhat;
-                var grads = new Tensor?[inputs.Count];
-                grads[0] = need[0] ? dx : null;
-                if (!need[0]) dx.Dispose();
-                int i = 1;
-                if (weight != null) { if (need[i]) { using var gx = g.Mul(xhat); grads[i] = Owned(gx.SumToShape(weight._shape), gx); } i++; }
-                if (bias != null && need[i]) grads[i] = g.SumToShape(bias._shape);
-                return grads;
-            };
-        });
-        if (!kept) { mean.Dispose(); rstd.Dispose(); }
-        return recorded;
+        return k.Norm(x, w, b, eps, rms);
+    }
+
+    /// <summary>Its backward on a device; the saved inputs are widened and made dense again here rather than kept twice.</summary>
+    private static (Tensor Dx, Tensor Xhat) DeviceNormBackward(IDeviceKernels k, string name, Tensor self, Tensor g, Tensor mean, Tensor rstd, Tensor? weight, bool rms)
+    {
+        using var gw = WidenOnDevice(k, name, g);
+        using var gc = (gw ?? g).ContiguousData();
+        using var sx = WidenOnDevice(k, name, self);
+        using var xs = (sx ?? self).ContiguousData();
+        using var sw = weight == null ? null : WidenOnDevice(k, name, weight);
+        using var ws = (sw ?? weight)?.ContiguousData();
+        return k.NormBackward(xs, gc, mean, rstd, ws, rms);
     }
 
     /// <summary>
@@ -207,7 +203,7 @@ public sealed partial class Tensor
         {
             Reduction.None => loss.Reshape(targets._shape),
             Reduction.Sum => loss.Sum(),
-            _ => MeanOver(loss, counted),
+            _ => MeanOfCounted(loss, counted),
         };
         bool kept = false;
         var recordedLoss = Autograd.Record(result, "CrossEntropy", [this], saved =>
@@ -228,12 +224,6 @@ public sealed partial class Tensor
         });
         if (!kept) lse.Dispose();
         return recordedLoss;
-
-        static Tensor MeanOver(Tensor loss, long count)
-        {
-            using var sum = loss.Sum();
-            return sum.Mul(count == 0 ? double.NaN : 1.0 / count); // torch: NaN when every target is ignored
-        }
     }
 
     private Tensor DeviceCrossEntropy(IDeviceKernels k, long[] t, long counted, int[] targetShape, long ignoreIndex, double smoothing, Reduction reduction)

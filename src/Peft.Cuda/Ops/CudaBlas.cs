@@ -88,7 +88,8 @@ public static class CudaBlas
             CudaTensors.Address(c), type, ldc, strideC, batch, compute, CuBlas.GemmDefault), $"cublasGemmStridedBatchedEx({c.DType}, m={m}, n={n}, k={k}, batch={batch})");
     }
 
-    private static (int Type, int Compute) Types(DType dtype, bool tf32) => dtype switch
+    /// <summary>The cuBLAS data and compute types for operands of <paramref name="dtype"/> (F32 as TF32 when allowed).</summary>
+    internal static (int Type, int Compute) Types(DType dtype, bool tf32) => dtype switch
     {
         DType.F32 => (CuBlas.R32F, tf32 ? CuBlas.Compute32FFastTf32 : CuBlas.Compute32F), // 32F without TF32 math mode is full float32
         DType.BF16 => (CuBlas.R16BF, CuBlas.Compute32F),

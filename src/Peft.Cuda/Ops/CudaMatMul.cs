@@ -36,7 +36,7 @@ internal static unsafe class CudaMatMul
             using var _a = ReferenceEquals(ta, a) ? null : ta;
             var (tb, opB, ldb, strideB) = Operand(b, batch);
             using var _b = ReferenceEquals(tb, b) ? null : tb;
-            var (type, compute) = Types(a.DType, device.AllowTf32);
+            var (type, compute) = CudaBlas.Types(a.DType, device.AllowTf32);
             int cType = outDType == DType.F64 ? CuBlas.R64F : CuBlas.R32F;
             device.MakeCurrent();
             // Row-major C = A·B is column-major Cᵀ = Bᵀ·Aᵀ over the same memory: B goes first.
@@ -107,13 +107,4 @@ internal static unsafe class CudaMatMul
         using var dense = x.IsContiguous ? null : x.ContiguousCopy();
         return CudaKernels.Cast(dense ?? x, dtype);
     }
-
-    private static (int Type, int Compute) Types(DType dtype, bool tf32) => dtype switch
-    {
-        DType.F32 => (CuBlas.R32F, tf32 ? CuBlas.Compute32FFastTf32 : CuBlas.Compute32F),
-        DType.BF16 => (CuBlas.R16BF, CuBlas.Compute32F),
-        DType.F16 => (CuBlas.R16F, CuBlas.Compute32F),
-        DType.F64 => (CuBlas.R64F, CuBlas.Compute64F),
-        _ => throw new NotSupportedException($"cuBLAS GEMM does not take {dtype}"),
-    };
 }

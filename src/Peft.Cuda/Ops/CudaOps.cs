@@ -183,13 +183,8 @@ internal sealed unsafe class CudaOps : IDeviceKernels
     {
         RequireF32("IndexSelect", source);
         CudaTensors.RequireContiguous(source, "IndexSelect");
-        var device = CudaTensors.DeviceOf(source);
-        var output = CudaTensors.Empty(outShape, DType.F32, device);
-        long total = outer * index.Length * inner;
-        if (total == 0) return output;
-        using var idx = Upload(index, device);
-        device.Kernels.Launch("index_select_f32", device.Kernels.GridFor(total, Block), Block, CudaTensors.Address(source), CudaTensors.Address(output),
-            CudaTensors.Address(idx), outer, (long)dimSize, (long)index.Length, inner);
+        var output = CudaTensors.Empty(outShape, DType.F32, CudaTensors.DeviceOf(source));
+        LaunchIndexed("index_select_f32", source, output, index, outer, dimSize, inner);
         return output;
     }
 
@@ -197,14 +192,20 @@ internal sealed unsafe class CudaOps : IDeviceKernels
     {
         RequireF32("IndexSelect backward", g);
         CudaTensors.RequireContiguous(g, "IndexSelect backward");
-        var device = CudaTensors.DeviceOf(g);
-        var acc = CudaTensors.Zeros(inShape, DType.F32, device);
-        long total = outer * index.Length * inner;
-        if (total == 0) return acc;
-        using var idx = Upload(index, device);
-        device.Kernels.Launch("index_add_f32", device.Kernels.GridFor(total, Block), Block, CudaTensors.Address(g), CudaTensors.Address(acc),
-            CudaTensors.Address(idx), outer, (long)dimSize, (long)index.Length, inner);
+        var acc = CudaTensors.Zeros(inShape, DType.F32, CudaTensors.DeviceOf(g));
+        LaunchIndexed("index_add_f32", g, acc, index, outer, dimSize, inner);
         return acc;
+    }
+
+    /// <summary>index_select / index_add over [outer, dimSize, inner] with <paramref name="index"/> uploaded first.</summary>
+    private static void LaunchIndexed(string kernel, Tensor source, Tensor destination, long[] index, long outer, int dimSize, long inner)
+    {
+        long total = outer * index.Length * inner;
+        if (total == 0) return;
+        var device = CudaTensors.DeviceOf(source);
+        using var idx = Upload(index, device);
+        device.Kernels.Launch(kernel, device.Kernels.GridFor(total, Block), Block, CudaTensors.Address(source), CudaTensors.Address(destination),
+            CudaTensors.Address(idx), outer, (long)dimSize, (long)index.Length, inner);
     }
 
     public Tensor Where(Tensor condition, Tensor a, Tensor b)

@@ -25,7 +25,7 @@ public class ReadmeGpuTrainingSampleTests
             peft.To(Peft.Core.Device.Cuda(0));                             // parameters and buffers; tied weights stay tied
             var optimizer = new AdamW(peft.Parameters().Where(p => p.RequiresGrad), lr: 2e-4);
             using var ids = Tensor.FromArray(new long[] { 464, 2068, 7586, 21831, 18045 }, [1, -1]).To(Peft.Core.Device.Cuda(0));
-            double first = Loss(peft, ids);
+            double first = ReadmeLoraExampleTests.Loss(peft, ids);
             for (int step = 0; step < 10; step++)
             {
                 using var scope = Tensor.NewScope();
@@ -35,7 +35,7 @@ public class ReadmeGpuTrainingSampleTests
             }
             peft.SavePretrained("my-adapter");                             // copied to the host; Hugging Face PEFT format
 
-            Assert.That(Loss(peft, ids), Is.LessThan(first));
+            Assert.That(ReadmeLoraExampleTests.Loss(peft, ids), Is.LessThan(first));
             Assert.That(peft.Parameters().All(p => p.Device == Peft.Core.Device.Cuda(0)));
             Assert.That(emulated.Calls["MatMul"], Is.GreaterThan(10));
             using var reloaded = PeftModel.FromPretrained(AutoModel.FromPretrained("gpt2-folder"), "my-adapter");
@@ -47,12 +47,5 @@ public class ReadmeGpuTrainingSampleTests
             Environment.CurrentDirectory = cwd;
             Directory.Delete(work, true);
         }
-    }
-
-    private static double Loss(PeftModel peft, Tensor ids)
-    {
-        using var _ = Autograd.NoGrad();
-        using var scope = Tensor.NewScope();
-        return peft.Forward(ids, labels: ids).Loss!.Item();
     }
 }
