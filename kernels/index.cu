@@ -1,14 +1,17 @@
 // index.cu — gathers by index and the fused cross-entropy on CUDA tensors.
 // Computes: index_select_f32   dst[o, j, i] = src[o, idx[j], i] (Embedding, IndexSelect; a 4-byte bit copy);
-//           index_add_f32      acc[o, idx[j], i] += src[o, j, i] (their backward; atomicAdd because ids repeat);
+//           index_add_f32      acc[o, r, i] = Σ src[o, j, i] over the positions j with idx[j] = r, in ascending j
+//                              (their backward): the host groups the positions by row (it reads the ids anyway), so
+//                              each output element is summed by one thread in the CPU's order — no atomics, and the
+//                              result is the CPU's bit for bit even where a token id repeats;
 //           where_f32          out[i] = cond[i] ? a[i] : b[i] over dense, equally shaped buffers (4-byte elements);
 //           cross_entropy_f32  per row r of logits [rows, c]: lse = log Σ exp(x), loss = lse − (1−ε)·x[t] − ε/c·Σx
 //                              (0 for an ignored target); _backward: dx = scale[r]·(softmax(x) − (1−ε)·onehot(t) − ε/c).
 // Layout: dense; indices int64, already range-checked on the host (Peft.Core reads them to validate). Cross-entropy
 //   keeps only lse per row for backward, never a [rows, c] probability matrix; one block per row.
 // Dtypes: f32 (indices i64, masks u8).
-// Tolerance: gathers and where are bit-exact; index_add sums repeated ids in a nondeterministic order (≤ 1e-6
-//   relative); cross-entropy ≤ 1e-5 relative against Peft.Core's CrossEntropyKernel.
+// Tolerance: gathers, index_add and where are bit-exact; cross-entropy ≤ 1e-5 relative against Peft.Core's
+//   CrossEntropyKernel.
 #include "peft_kernels.h"
 #include "peft_device.cuh"
 
@@ -22,13 +25,18 @@ extern "C" __global__ void index_select_f32(const uint32_t* __restrict__ src, ui
     }
 }
 
-extern "C" __global__ void index_add_f32(const float* __restrict__ src, float* __restrict__ acc, const int64_t* __restrict__ idx,
+extern "C" __global__ void index_add_f32(const float* __restrict__ src, float* __restrict__ acc, const int64_t* __restrict__ rows,
+                                         const int64_t* __restrict__ starts, const int64_t* __restrict__ positions, int64_t unique,
                                          int64_t outer, int64_t dim, int64_t m, int64_t inner)
 {
-    const int64_t total = outer * m * inner, stride = (int64_t)gridDim.x * blockDim.x;
-    for (int64_t e = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; e < total; e += stride) {
-        const int64_t i = e % inner, oj = e / inner, j = oj % m, o = oj / m;
-        atomicAdd(acc + (o * dim + idx[j]) * inner + i, src[e]);
+    // One block per (outer, distinct row) pair; its threads take the inner positions.
+    for (int64_t b = blockIdx.x; b < outer * unique; b += gridDim.x) {
+        const int64_t o = b / unique, u = b - o * unique, row = rows[u];
+        for (int64_t i = threadIdx.x; i < inner; i += blockDim.x) {
+            float sum = 0.f;
+            for (int64_t p = starts[u]; p < starts[u + 1]; p++) sum += src[(o * m + positions[p]) * inner + i];
+            acc[(o * dim + row) * inner + i] = sum;
+        }
     }
 }
 

@@ -361,6 +361,35 @@ void index_suite(long long vocab, long long dim, long long tokens)
         index_select_f32<<<grid_for(tokens * dim), 256>>>(reinterpret_cast<const uint32_t*>(dt), reinterpret_cast<uint32_t*>(out), di, 1, vocab, tokens, dim);
     });
     CHECK(cudaFree(out));
+    // embedding backward: rows of a [tokens, dim] gradient summed into the table rows their ids name, in ascending
+    // token order (the positions grouped by id on the host, as CudaOps does), so the sum is the host loop's exactly.
+    {
+        std::vector<float> grad(tokens * dim);
+        for (auto& v : grad) v = normal(1.f);
+        std::vector<float> acc(vocab * dim, 0.f);
+        for (long long t = 0; t < tokens; t++)
+            for (long long i = 0; i < dim; i++) acc[ids[t] * dim + i] += grad[t * dim + i];
+        std::vector<int64_t> order(tokens);
+        for (long long t = 0; t < tokens; t++) order[t] = t;
+        std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return ids[a] < ids[b]; });
+        std::vector<int64_t> rows, starts;
+        for (long long p = 0; p < tokens; p++)
+            if (p == 0 || ids[order[p]] != ids[order[p - 1]]) { rows.push_back(ids[order[p]]); starts.push_back(p); }
+        starts.push_back(tokens);
+        float* dgrad = device_copy(grad);
+        int64_t* drows = device_copy(rows);
+        int64_t* dstarts = device_copy(starts);
+        int64_t* dpos = device_copy(order);
+        float* dacc;
+        CHECK(cudaMalloc(&dacc, vocab * dim * 4));
+        const long long unique = (long long)rows.size();
+        // timed with the table clear it needs (the memset writes vocab · dim floats)
+        run("index_add_f32 (embed grad)", tokens * dim, dacc, acc, tokens * dim * 8.0 + vocab * dim * 4.0, [&] {
+            CHECK(cudaMemsetAsync(dacc, 0, vocab * dim * 4));
+            index_add_f32<<<row_grid(unique), row_block(dim)>>>(dgrad, dacc, drows, dstarts, dpos, unique, 1, vocab, tokens, dim);
+        });
+        CHECK(cudaFree(dgrad)); CHECK(cudaFree(drows)); CHECK(cudaFree(dstarts)); CHECK(cudaFree(dpos)); CHECK(cudaFree(dacc));
+    }
     // cross-entropy: fresh logits [tokens, vocab], one row with the ignored target
     const long long n = tokens, c = vocab;
     std::vector<float> logits(n * c);

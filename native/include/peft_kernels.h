@@ -63,7 +63,8 @@ __global__ void dequant_int8_rowwise_bf16(const int8_t* __restrict__ q, const fl
 // kernels/index.cu — index gathers, their scatter-add backward, where, fused cross-entropy (CPU references:
 // Peft.Core.Cpu's Indexing and CrossEntropyKernel). Indices are int64 and range-checked by the host.
 __global__ void index_select_f32(const uint32_t* __restrict__ src, uint32_t* __restrict__ dst, const int64_t* __restrict__ idx, int64_t outer, int64_t dim, int64_t m, int64_t inner);
-__global__ void index_add_f32(const float* __restrict__ src, float* __restrict__ acc, const int64_t* __restrict__ idx, int64_t outer, int64_t dim, int64_t m, int64_t inner);
+__global__ void index_add_f32(const float* __restrict__ src, float* __restrict__ acc, const int64_t* __restrict__ rows, const int64_t* __restrict__ starts,
+                              const int64_t* __restrict__ positions, int64_t unique, int64_t outer, int64_t dim, int64_t m, int64_t inner);
 __global__ void where_f32(const uint8_t* __restrict__ cond, const uint32_t* __restrict__ a, const uint32_t* __restrict__ b, uint32_t* __restrict__ out, int64_t n);
 __global__ void cross_entropy_f32(const float* __restrict__ x, const int64_t* __restrict__ targets, float* __restrict__ loss, float* __restrict__ lse,
                                   int64_t rows, int64_t c, int64_t ignore_index, float smoothing);

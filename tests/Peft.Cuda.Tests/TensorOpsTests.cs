@@ -270,6 +270,31 @@ public class TensorOpsTests : GpuTest
         Assert.That(onGpu.Offset, Is.EqualTo(onCpu.Offset), "the device draw advances the stream as the CPU's");
     }
 
+    [Test]
+    public void EmbeddingGradientsWithRepeatedIdsAreTheCpusBitForBit()
+    {
+        // index_add sums each row's positions in ascending order, as the CPU does: no atomics, no reordering.
+        var g = Fresh();
+        using var table = R([1000, 96], g);
+        var random = new System.Random((int)(TestContext.CurrentContext.Random.NextUInt() & 0x7fffffff));
+        using var ids = Tensor.FromArray(Enumerable.Range(0, 4096).Select(_ => (long)random.Next(50)).ToArray(), [64, 64]); // every id repeats
+        using var up = R([64, 64, 96], g);
+        Tensor GradOfTable(Tensor t, Tensor u)
+        {
+            using var leaf = t.Clone().RequiresGradient();
+            using var rows = leaf.Embedding(ids);
+            using var weighted = rows.Mul(u);
+            using var loss = weighted.Sum();
+            loss.Backward();
+            return leaf.Grad!.Clone();
+        }
+        using var want = GradOfTable(table, up);
+        using var tableD = table.To(Gpu.Device);
+        using var upD = up.To(Gpu.Device);
+        using var got = GradOfTable(tableD, upD);
+        Assert.That(got.ToArray<float>(), Is.EqualTo(want.ToArray<float>()));
+    }
+
     [TestCase(0.0)]
     [TestCase(0.01)]
     public void TheFusedAdamWKernelEqualsTheCpuStepBitForBit(double weightDecay)

@@ -183,8 +183,13 @@ internal sealed unsafe class CudaOps : IDeviceKernels
     {
         RequireF32("IndexSelect", source);
         CudaTensors.RequireContiguous(source, "IndexSelect");
-        var output = CudaTensors.Empty(outShape, DType.F32, CudaTensors.DeviceOf(source));
-        LaunchIndexed("index_select_f32", source, output, index, outer, dimSize, inner);
+        var device = CudaTensors.DeviceOf(source);
+        var output = CudaTensors.Empty(outShape, DType.F32, device);
+        long total = outer * index.Length * inner;
+        if (total == 0) return output;
+        using var idx = Upload(index, device);
+        device.Kernels.Launch("index_select_f32", device.Kernels.GridFor(total, Block), Block, CudaTensors.Address(source), CudaTensors.Address(output),
+            CudaTensors.Address(idx), outer, (long)dimSize, (long)index.Length, inner);
         return output;
     }
 
@@ -192,20 +197,24 @@ internal sealed unsafe class CudaOps : IDeviceKernels
     {
         RequireF32("IndexSelect backward", g);
         CudaTensors.RequireContiguous(g, "IndexSelect backward");
-        var acc = CudaTensors.Zeros(inShape, DType.F32, CudaTensors.DeviceOf(g));
-        LaunchIndexed("index_add_f32", g, acc, index, outer, dimSize, inner);
+        var device = CudaTensors.DeviceOf(g);
+        var acc = CudaTensors.Zeros(inShape, DType.F32, device);
+        if (outer * index.Length * inner == 0) return acc;
+        // The positions of each distinct row, ascending (a stable sort by row): one thread then sums each output
+        // element in the CPU's order, so repeated ids need no atomics and the sum is the CPU's bit for bit.
+        var order = Enumerable.Range(0, index.Length).OrderBy(j => index[j]).ToArray();
+        var rows = new List<long>();
+        var starts = new List<long>();
+        for (int p = 0; p < order.Length; p++)
+            if (p == 0 || index[order[p]] != index[order[p - 1]]) { rows.Add(index[order[p]]); starts.Add(p); }
+        starts.Add(order.Length);
+        using var rowsD = Upload(rows.ToArray(), device);
+        using var startsD = Upload(starts.ToArray(), device);
+        using var positionsD = Upload(order.Select(j => (long)j).ToArray(), device);
+        long blocks = outer * rows.Count;
+        device.Kernels.Launch("index_add_f32", (uint)Math.Clamp(blocks, 1, (long)device.MultiprocessorCount * 32), RowBlock(inner), CudaTensors.Address(g), CudaTensors.Address(acc),
+            CudaTensors.Address(rowsD), CudaTensors.Address(startsD), CudaTensors.Address(positionsD), (long)rows.Count, outer, (long)dimSize, (long)index.Length, inner);
         return acc;
-    }
-
-    /// <summary>index_select / index_add over [outer, dimSize, inner] with <paramref name="index"/> uploaded first.</summary>
-    private static void LaunchIndexed(string kernel, Tensor source, Tensor destination, long[] index, long outer, int dimSize, long inner)
-    {
-        long total = outer * index.Length * inner;
-        if (total == 0) return;
-        var device = CudaTensors.DeviceOf(source);
-        using var idx = Upload(index, device);
-        device.Kernels.Launch(kernel, device.Kernels.GridFor(total, Block), Block, CudaTensors.Address(source), CudaTensors.Address(destination),
-            CudaTensors.Address(idx), outer, (long)dimSize, (long)index.Length, inner);
     }
 
     public Tensor Where(Tensor condition, Tensor a, Tensor b)
