@@ -40,12 +40,14 @@ internal sealed unsafe class CudaOps : IDeviceKernels
     public Tensor Cast(Tensor x, DType dtype)
     {
         if (x.DType == dtype) return x.ContiguousCopy();
-        if (x.DType is DType.BF16 or DType.F16 && dtype is DType.BF16 or DType.F16)
+        using var dense = x.IsContiguous ? null : x.ContiguousCopy(); // a transposed bf16 weight, say: the cast kernels read dense memory
+        var src = dense ?? x;
+        if (src.DType is DType.BF16 or DType.F16 && dtype is DType.BF16 or DType.F16)
         {
-            using var wide = CudaKernels.Cast(x, DType.F32);
+            using var wide = CudaKernels.Cast(src, DType.F32);
             return CudaKernels.Cast(wide, dtype);
         }
-        return CudaKernels.Cast(x, dtype);
+        return CudaKernels.Cast(src, dtype);
     }
 
     public Tensor Binary(BinaryOp op, Tensor a, Tensor b, int[] shape)

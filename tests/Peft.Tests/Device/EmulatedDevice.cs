@@ -123,6 +123,7 @@ internal sealed unsafe class EmulatedDevice : IDeviceBackend, IDeviceKernels
     public Tensor Unary(UnaryOp op, Tensor x, double p0, double p1)
     {
         Count("Unary");
+        RequireDense("Unary", x);
         RequireF32(x);
         using var h = Host(x);
         return Up(h.UnaryKernel(op, p0, p1));
@@ -150,6 +151,7 @@ internal sealed unsafe class EmulatedDevice : IDeviceBackend, IDeviceKernels
     public Tensor Softmax(Tensor x, bool log)
     {
         Count("Softmax");
+        RequireDense("Softmax", x);
         RequireF32(x);
         using var h = Host(x);
         using var _ = Autograd.NoGrad();
@@ -159,6 +161,7 @@ internal sealed unsafe class EmulatedDevice : IDeviceBackend, IDeviceKernels
     public Tensor SoftmaxBackward(Tensor y, Tensor g, bool log)
     {
         Count("SoftmaxBackward");
+        RequireDense("SoftmaxBackward", y, g);
         using var hy = Host(y);
         using var hg = Host(g);
         using var _ = Autograd.NoGrad();
@@ -178,6 +181,7 @@ internal sealed unsafe class EmulatedDevice : IDeviceBackend, IDeviceKernels
     public (Tensor Y, Tensor Mean, Tensor Rstd) Norm(Tensor x, Tensor? weight, Tensor? bias, double eps, bool rms)
     {
         Count("Norm");
+        RequireDense("Norm", x);
         using var h = Host(x);
         using var w = HostOrNull(weight);
         using var b = HostOrNull(bias);
@@ -195,6 +199,7 @@ internal sealed unsafe class EmulatedDevice : IDeviceBackend, IDeviceKernels
     public (Tensor Dx, Tensor Xhat) NormBackward(Tensor x, Tensor g, Tensor mean, Tensor rstd, Tensor? weight, bool rms)
     {
         Count("NormBackward");
+        RequireDense("NormBackward", x, g);
         using var h = Host(x);
         using var hg = Host(g);
         using var hm = Host(mean);
@@ -218,6 +223,7 @@ internal sealed unsafe class EmulatedDevice : IDeviceBackend, IDeviceKernels
     public Tensor IndexSelect(Tensor source, long[] index, long outer, int dimSize, long inner, int[] outShape)
     {
         Count("IndexSelect");
+        RequireDense("IndexSelect", source);
         using var h = Host(source);
         using var v = h.Reshape((int)outer, dimSize, (int)inner);
         using var idx = Tensor.FromArray(index);
@@ -229,6 +235,7 @@ internal sealed unsafe class EmulatedDevice : IDeviceBackend, IDeviceKernels
     public Tensor IndexAdd(Tensor g, long[] index, long outer, int dimSize, long inner, int[] inShape)
     {
         Count("IndexAdd");
+        RequireDense("IndexAdd", g);
         using var hg = Host(g);
         using var dense = hg.ContiguousCopy();
         var acc = Tensor.Zeros(inShape);
@@ -239,6 +246,7 @@ internal sealed unsafe class EmulatedDevice : IDeviceBackend, IDeviceKernels
     public Tensor Where(Tensor condition, Tensor a, Tensor b)
     {
         Count("Where");
+        RequireDense("Where", condition, a, b);
         using var c = Host(condition);
         using var ha = Host(a);
         using var hb = Host(b);
@@ -249,6 +257,7 @@ internal sealed unsafe class EmulatedDevice : IDeviceBackend, IDeviceKernels
     public void AdamW(Tensor p, Tensor g, Tensor m, Tensor v, float decay, bool decayOn, float beta1, float oneMinusBeta1, float beta2, float oneMinusBeta2, float invSqrtBc2, float eps, float stepSize)
     {
         Count("AdamW");
+        RequireDense("AdamW", p, g, m, v);
         // The fused kernel's contract, element by element in F32 with every operation rounded separately.
         using var hp = Host(p);
         using var hg = Host(g);
@@ -280,6 +289,7 @@ internal sealed unsafe class EmulatedDevice : IDeviceBackend, IDeviceKernels
     public (Tensor Loss, Tensor Lse) CrossEntropy(Tensor logits, long[] targets, long ignoreIndex, double smoothing)
     {
         Count("CrossEntropy");
+        RequireDense("CrossEntropy", logits);
         using var h = Host(logits);
         int c = logits.Size(-1);
         long n = targets.Length;
@@ -298,6 +308,13 @@ internal sealed unsafe class EmulatedDevice : IDeviceBackend, IDeviceKernels
         var dx = Tensor.Zeros(logits.Shape);
         CrossEntropyKernel<float>.Backward(h.Ptr<float>(), targets, hl.Ptr<float>(), hs.Ptr<float>(), dx.Ptr<float>(), targets.Length, logits.Size(-1), ignoreIndex, smoothing);
         return Up(dx);
+    }
+
+    /// <summary>The CUDA kernels that read dense memory (CudaOps' RequireContiguous): the stand-in holds front-ends to it.</summary>
+    private static void RequireDense(string op, params Tensor[] tensors)
+    {
+        foreach (var t in tensors)
+            if (!t.IsContiguous) throw new InvalidOperationException($"front-end passed a strided tensor to the dense-only device kernel {op}");
     }
 
     /// <summary>The CUDA kernels compute in F32 only; the stand-in holds the front-ends to the same contract.</summary>
