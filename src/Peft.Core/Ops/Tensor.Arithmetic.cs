@@ -28,7 +28,7 @@ public sealed partial class Tensor
             using var moved = hostScalar.To(ReferenceEquals(hostScalar, a) ? b.Device : a.Device);
             return ReferenceEquals(hostScalar, a) ? BinaryKernel(op, moved, b) : BinaryKernel(op, a, moved);
         }
-        if (DeviceKernels(op.ToString(), a, b) is { } k)
+        if ((a.Device.Type != DeviceType.Cpu || b.Device.Type != DeviceType.Cpu) && DeviceKernels(op.ToString(), a, b) is { } k)
         {
             using var da = WidenOnDevice(k, op.ToString(), a);
             using var db = WidenOnDevice(k, op.ToString(), b);

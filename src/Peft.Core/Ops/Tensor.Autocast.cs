@@ -67,7 +67,7 @@ public sealed partial class Tensor
 
     private static unsafe void RoundToLowPrecision(Tensor f32, DType low)
     {
-        if (DeviceKernels("MatMul(" + low + ")", f32) is { } k)
+        if (f32.Device.Type != DeviceType.Cpu && DeviceKernels("MatMul(" + low + ")", f32) is { } k)
         {
             using var narrow = k.Cast(f32, low);
             using var back = k.Cast(narrow, DType.F32);

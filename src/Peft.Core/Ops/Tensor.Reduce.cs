@@ -17,7 +17,7 @@ public sealed partial class Tensor
 
     private Tensor ReduceKernel(ReduceOp op, bool[] reduced, int[] outShape)
     {
-        if (DeviceKernels(op.ToString(), this) is { } k)
+        if (Device.Type != DeviceType.Cpu && DeviceKernels(op.ToString(), this) is { } k) // the name is built only off the CPU path
         {
             using var wide = WidenOnDevice(k, op.ToString(), this);
             return k.Reduce(op, wide ?? this, reduced, outShape);

@@ -7,7 +7,7 @@ public sealed partial class Tensor
 {
     internal unsafe Tensor UnaryKernel(UnaryOp op, double p0 = 0, double p1 = 0)
     {
-        if (DeviceKernels(op.ToString(), this) is { } k)
+        if (Device.Type != DeviceType.Cpu && DeviceKernels(op.ToString(), this) is { } k) // the name is built only off the CPU path
         {
             using var wide = WidenOnDevice(k, op.ToString(), this);
             using var dense = (wide ?? this).ContiguousData();

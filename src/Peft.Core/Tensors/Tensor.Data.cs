@@ -64,7 +64,7 @@ public sealed partial class Tensor
 
     internal unsafe Tensor ToDTypeNoGrad(DType dtype)
     {
-        if (DeviceKernels("To(" + dtype + ")", this) is { } k)
+        if (Device.Type != DeviceType.Cpu && DeviceKernels("To(" + dtype + ")", this) is { } k) // the name is built only off the CPU path
         {
             if (dtype == DType) return ContiguousCopy();
             using var dense = ContiguousData();
