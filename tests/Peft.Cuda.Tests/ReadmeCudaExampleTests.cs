@@ -1,6 +1,3 @@
-using Peft.Nn;
-using Peft.Transformers;
-
 namespace Peft.Cuda.Tests;
 
 /// <summary>README.md's "Using CUDA" sample, line for line, so the README cannot drift from the API.</summary>
@@ -31,37 +28,14 @@ public class ReadmeCudaExampleTests : GpuTest
     public void TheReadmeGpuTrainingSampleTrainsOnTheGpu()
     {
         var work = Directory.CreateTempSubdirectory("peft-readme-gpu-").FullName;
-        var cwd = Environment.CurrentDirectory;
         try
         {
-            var config = HfConfig.FromJson("""{"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"], "n_layer": 2, "n_embd": 32, "n_head": 4, "vocab_size": 50257, "n_positions": 64}""");
-            using (var m = AutoModel.Create(config)) m.SavePretrained(Path.Combine(work, "gpt2-folder"));
-            Environment.CurrentDirectory = work;
-
-            using var peft = Peft.PeftModel.Create(AutoModel.FromPretrained("gpt2-folder"),
-                new Peft.LoraConfig { R = 16, LoraAlpha = 32, TargetModules = ["c_attn"], TaskType = "CAUSAL_LM" });
-            peft.To(Device.Cuda(0));                                       // parameters and buffers; tied weights stay tied
-            var optimizer = new AdamW(peft.Parameters().Where(p => p.RequiresGrad), lr: 2e-4);
-            using var ids = Tensor.FromArray(new long[] { 464, 2068, 7586, 21831, 18045 }, [1, -1]).To(Device.Cuda(0));
-            double first;
-            using (Autograd.NoGrad()) using (Tensor.NewScope()) first = peft.Forward(ids, labels: ids).Loss!.Item();
-            for (int step = 0; step < 10; step++)
-            {
-                using var scope = Tensor.NewScope();
-                peft.ZeroGrad();
-                peft.Forward(ids, labels: ids).Loss!.Backward();           // forward and backward on the GPU
-                optimizer.Step();
-            }
-            peft.SavePretrained("my-adapter");                             // copied to the host; Hugging Face PEFT format
-
-            double last;
-            using (Autograd.NoGrad()) using (Tensor.NewScope()) last = peft.Forward(ids, labels: ids).Loss!.Item();
-            Assert.That(last, Is.LessThan(first));
+            var (first, last, peft) = Peft.TestSupport.ReadmeGpuSample.Run(work);
+            using (peft) Assert.That(last, Is.LessThan(first));
             Assert.That(File.Exists(Path.Combine(work, "my-adapter", "adapter_model.safetensors")));
         }
         finally
         {
-            Environment.CurrentDirectory = cwd;
             Directory.Delete(work, true);
         }
     }

@@ -48,8 +48,7 @@ public class ReadmeLoraExampleTests
         }
     }
 
-    /// <summary>The causal-LM loss of <paramref name="ids"/> without a graph (the README samples check it before and after).</summary>
-    internal static double Loss(PeftModel peft, Tensor ids)
+    private static double Loss(PeftModel peft, Tensor ids)
     {
         using var _ = Autograd.NoGrad();
         using var scope = Tensor.NewScope();
