@@ -94,16 +94,24 @@ template <typename Launch> double median_ms(Launch launch)
     return t[t.size() / 2];
 }
 
+// Poisons `out` (count elements) with 0xFF, launches once and reads the output back.
+template <typename Out, typename Launch>
+std::vector<Out> poisoned_launch(Out* out, size_t count, Launch& launch)
+{
+    CHECK(cudaMemset(out, 0xFF, count * sizeof(Out)));
+    launch();
+    CHECK(cudaGetLastError());
+    CHECK(cudaDeviceSynchronize());
+    std::vector<Out> got(count);
+    CHECK(cudaMemcpy(got.data(), out, count * sizeof(Out), cudaMemcpyDeviceToHost));
+    return got;
+}
+
 // Poisons `out`, launches once, compares bytes with `want`, then times. `bytes` = bytes read + written per launch.
 template <typename Out, typename Launch>
 void run(const char* name, long long n, Out* out, const std::vector<Out>& want, double bytes, Launch launch)
 {
-    CHECK(cudaMemset(out, 0xFF, want.size() * sizeof(Out)));
-    launch();
-    CHECK(cudaGetLastError());
-    CHECK(cudaDeviceSynchronize());
-    std::vector<Out> got(want.size());
-    CHECK(cudaMemcpy(got.data(), out, got.size() * sizeof(Out), cudaMemcpyDeviceToHost));
+    const std::vector<Out> got = poisoned_launch(out, want.size(), launch);
     size_t bad = 0;
     for (size_t i = 0; i < got.size(); i++)
         if (std::memcmp(&got[i], &want[i], sizeof(Out)) != 0 && bad++ == 0)
@@ -118,12 +126,7 @@ void run(const char* name, long long n, Out* out, const std::vector<Out>& want, 
 template <typename Launch>
 void run_close(const char* name, long long n, float* out, const std::vector<float>& want, double tol, double bytes, Launch launch)
 {
-    CHECK(cudaMemset(out, 0xFF, want.size() * sizeof(float)));
-    launch();
-    CHECK(cudaGetLastError());
-    CHECK(cudaDeviceSynchronize());
-    std::vector<float> got(want.size());
-    CHECK(cudaMemcpy(got.data(), out, got.size() * sizeof(float), cudaMemcpyDeviceToHost));
+    const std::vector<float> got = poisoned_launch(out, want.size(), launch);
     double num = 0, den = 0;
     bool nan = false;
     for (size_t i = 0; i < got.size(); i++) {

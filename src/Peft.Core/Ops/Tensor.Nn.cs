@@ -182,7 +182,7 @@ public sealed partial class Tensor
     /// contribute nothing (and are not counted by the mean); <paramref name="labelSmoothing"/> mixes the one-hot
     /// target with the uniform distribution as torch does.
     /// </summary>
-    public unsafe Tensor CrossEntropy(Tensor targets, long ignoreIndex = -100, double labelSmoothing = 0, Reduction reduction = Reduction.Mean)
+    public Tensor CrossEntropy(Tensor targets, long ignoreIndex = -100, double labelSmoothing = 0, Reduction reduction = Reduction.Mean)
     {
         var device = DeviceKernels("CrossEntropy", this);
         if (device == null) CheckFloatOperands("CrossEntropy", this);
@@ -193,18 +193,17 @@ public sealed partial class Tensor
             throw new ShapeMismatchException($"CrossEntropy: targets of shape {Shapes.Format(targets._shape)} do not match logits {Shapes.Format(_shape)} (expected the logits' shape without the class dim)");
         var t = ReadTargets(targets, c, ignoreIndex);
         long counted = t.Count(v => v != ignoreIndex);
-        if (device != null) return DeviceCrossEntropy(device, t, counted, targets._shape, ignoreIndex, labelSmoothing, reduction);
-        using var x = ContiguousData();
-        using var loss = Allocate([(int)n], DType, zero: false);
-        var lse = Allocate([(int)n], DType, zero: false);
-        if (DType == DType.F64) CrossEntropyKernel<double>.Forward(x.Ptr<double>(), t, loss.Ptr<double>(), lse.Ptr<double>(), n, c, ignoreIndex, labelSmoothing);
-        else CrossEntropyKernel<float>.Forward(x.Ptr<float>(), t, loss.Ptr<float>(), lse.Ptr<float>(), n, c, ignoreIndex, labelSmoothing);
-        Tensor result = reduction switch
+        var (loss, lse) = device == null ? CpuCrossEntropy(this, t, ignoreIndex, labelSmoothing) : DeviceCrossEntropy(device, this, t, ignoreIndex, labelSmoothing);
+        Tensor result;
+        using (loss)
         {
-            Reduction.None => loss.Reshape(targets._shape),
-            Reduction.Sum => loss.Sum(),
-            _ => MeanOfCounted(loss, counted),
-        };
+            result = reduction switch
+            {
+                Reduction.None => loss.Reshape(targets._shape),
+                Reduction.Sum => loss.Sum(),
+                _ => MeanOfCounted(loss, counted),
+            };
+        }
         bool kept = false;
         var recordedLoss = Autograd.Record(result, "CrossEntropy", [this], saved =>
         {
@@ -215,49 +214,52 @@ public sealed partial class Tensor
         {
             // Per-row scale of the softmax-minus-target gradient.
             using var scale = reduction == Reduction.None ? g.Reshape(-1).ContiguousData() : g.Mul(reduction == Reduction.Mean ? 1.0 / counted : 1.0).Expand((int)n).ContiguousCopy();
-            using var xs = self.ContiguousData();
-            var dx = Allocate(self._shape, self.DType, zero: false);
-            if (self.DType == DType.F64) CrossEntropyKernel<double>.Backward(xs.Ptr<double>(), t, lse.Ptr<double>(), scale.Ptr<double>(), dx.Ptr<double>(), n, c, ignoreIndex, labelSmoothing);
-            else CrossEntropyKernel<float>.Backward(xs.Ptr<float>(), t, lse.Ptr<float>(), scale.Ptr<float>(), dx.Ptr<float>(), n, c, ignoreIndex, labelSmoothing);
-            return [dx];
+            return [device == null ? CpuCrossEntropyBackward(self, t, lse, scale, ignoreIndex, labelSmoothing) : DeviceCrossEntropyBackward(device, self, t, lse, scale, ignoreIndex, labelSmoothing)];
         };
         });
         if (!kept) lse.Dispose();
         return recordedLoss;
     }
 
-    private Tensor DeviceCrossEntropy(IDeviceKernels k, long[] t, long counted, int[] targetShape, long ignoreIndex, double smoothing, Reduction reduction)
+    /// <summary>The fused cross-entropy on the CPU: the per-row loss and log-sum-exp.</summary>
+    private static unsafe (Tensor Loss, Tensor Lse) CpuCrossEntropy(Tensor self, long[] t, long ignoreIndex, double smoothing)
     {
-        using var wide = WidenOnDevice(k, "CrossEntropy", this);
-        using var x = (wide ?? this).ContiguousData();
-        var (loss, lse) = k.CrossEntropy(x, t, ignoreIndex, smoothing);
-        Tensor result;
-        using (loss)
-        {
-            result = reduction switch
-            {
-                Reduction.None => loss.Reshape(targetShape),
-                Reduction.Sum => loss.Sum(),
-                _ => MeanOfCounted(loss, counted),
-            };
-        }
+        int c = self.Size(-1);
         long n = t.Length;
-        bool kept = false;
-        var recorded = Autograd.Record(result, "CrossEntropy", [this], saved =>
-        {
-            kept = true;
-            var self = saved.Save(this);
-            saved.Own(lse.KeepAlive());
-            return (g, _) =>
-            {
-                using var scale = reduction == Reduction.None ? g.Reshape(-1).ContiguousCopy() : g.Mul(reduction == Reduction.Mean ? 1.0 / counted : 1.0).Expand((int)n).ContiguousCopy();
-                using var sw = WidenOnDevice(k, "CrossEntropy", self);
-                using var xs = (sw ?? self).ContiguousData();
-                return [k.CrossEntropyBackward(xs, t, lse, scale, ignoreIndex, smoothing)];
-            };
-        });
-        if (!kept) lse.Dispose();
-        return recorded;
+        using var x = self.ContiguousData();
+        var loss = Allocate([(int)n], self.DType, zero: false);
+        var lse = Allocate([(int)n], self.DType, zero: false);
+        if (self.DType == DType.F64) CrossEntropyKernel<double>.Forward(x.Ptr<double>(), t, loss.Ptr<double>(), lse.Ptr<double>(), n, c, ignoreIndex, smoothing);
+        else CrossEntropyKernel<float>.Forward(x.Ptr<float>(), t, loss.Ptr<float>(), lse.Ptr<float>(), n, c, ignoreIndex, smoothing);
+        return (loss, lse);
+    }
+
+    /// <summary>Its backward on the CPU: d logits from the saved log-sum-exp and the per-row scale.</summary>
+    private static unsafe Tensor CpuCrossEntropyBackward(Tensor self, long[] t, Tensor lse, Tensor scale, long ignoreIndex, double smoothing)
+    {
+        int c = self.Size(-1);
+        long n = t.Length;
+        using var xs = self.ContiguousData();
+        var dx = Allocate(self._shape, self.DType, zero: false);
+        if (self.DType == DType.F64) CrossEntropyKernel<double>.Backward(xs.Ptr<double>(), t, lse.Ptr<double>(), scale.Ptr<double>(), dx.Ptr<double>(), n, c, ignoreIndex, smoothing);
+        else CrossEntropyKernel<float>.Backward(xs.Ptr<float>(), t, lse.Ptr<float>(), scale.Ptr<float>(), dx.Ptr<float>(), n, c, ignoreIndex, smoothing);
+        return dx;
+    }
+
+    /// <summary>The fused cross-entropy on a device (16-bit logits widened to F32 first).</summary>
+    private static (Tensor Loss, Tensor Lse) DeviceCrossEntropy(IDeviceKernels k, Tensor self, long[] t, long ignoreIndex, double smoothing)
+    {
+        using var wide = WidenOnDevice(k, "CrossEntropy", self);
+        using var x = (wide ?? self).ContiguousData();
+        return k.CrossEntropy(x, t, ignoreIndex, smoothing);
+    }
+
+    /// <summary>Its backward on a device; the saved logits are widened and made dense again here.</summary>
+    private static Tensor DeviceCrossEntropyBackward(IDeviceKernels k, Tensor self, long[] t, Tensor lse, Tensor scale, long ignoreIndex, double smoothing)
+    {
+        using var wide = WidenOnDevice(k, "CrossEntropy", self);
+        using var xs = (wide ?? self).ContiguousData();
+        return k.CrossEntropyBackward(xs, t, lse, scale, ignoreIndex, smoothing);
     }
 
     private static Tensor MeanOfCounted(Tensor loss, long count)
