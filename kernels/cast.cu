@@ -7,6 +7,10 @@
 //   for bf16 → f32, 65% when unrolled; its stores half-filled their sectors.)
 // Dtypes: f32 → bf16 / f16 (round to nearest even, as Peft.Core's BFloat16.FromSingle and (Half) casts) and
 //   bf16 / f16 → f32 (exact). The f16 pair is scalar per element (it feeds mixed precision, not a hot path yet).
+//   i8 → f32 (exact): LLM.int8's weight codes as the operand of its integer-valued f32 product; one value per
+//   thread-step (it runs once per int8 layer and forward, beside a GEMM 2·tokens times larger).
+//   u8 ↔ f32: masks (comparison results to U8, U8 masks to floats); f32 → u8 saturates to [0, 255] and truncates,
+//   NaN → 0, as .NET's float-to-byte conversion (the CPU reference).
 // Tolerance: bit-exact against the CPU reference (Peft.Core Cast.FloatToBf16 / Bf16ToFloat).
 #include "peft_kernels.h"
 #include "peft_device.cuh"
@@ -50,4 +54,25 @@ extern "C" __global__ void cast_f16_to_f32(const __half* __restrict__ in, float*
 {
     const int64_t stride = (int64_t)gridDim.x * blockDim.x;
     for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) out[i] = __half2float(in[i]);
+}
+
+extern "C" __global__ void cast_i8_to_f32(const int8_t* __restrict__ in, float* __restrict__ out, int64_t n)
+{
+    const int64_t stride = (int64_t)gridDim.x * blockDim.x;
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) out[i] = (float)in[i];
+}
+
+extern "C" __global__ void cast_u8_to_f32(const uint8_t* __restrict__ in, float* __restrict__ out, int64_t n)
+{
+    const int64_t stride = (int64_t)gridDim.x * blockDim.x;
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) out[i] = (float)in[i];
+}
+
+extern "C" __global__ void cast_f32_to_u8(const float* __restrict__ in, uint8_t* __restrict__ out, int64_t n)
+{
+    const int64_t stride = (int64_t)gridDim.x * blockDim.x;
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) {
+        const float v = in[i];
+        out[i] = v != v ? 0 : (uint8_t)fminf(fmaxf(v, 0.f), 255.f);
+    }
 }

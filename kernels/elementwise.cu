@@ -10,10 +10,10 @@
 //   binary: 0 add, 1 sub, 2 mul, 3 div, 4 pow, 5 maximum, 6 minimum, 7 greater, 8 less, 9 equal (1.0 / 0.0);
 //   unary:  0 neg, 1 exp, 2 log, 3 sqrt, 4 rsqrt, 5 abs, 6 tanh, 7 sigmoid, 8 relu, 9 gelu (erf), 10 gelu (tanh),
 //           11 silu, 12 sign, 13 sin, 14 cos, 15 relu', 16 gelu' (erf), 17 gelu' (tanh), 18 silu', 19 clamp(p0, p1),
-//           20 clamp mask, 21 x^p0, 22 x + p0, 23 x · p0.
+//           20 clamp mask, 21 x^p0, 22 x + p0, 23 x · p0, 24 round (half to even).
 // Dtypes: f32 (16-bit operands are widened to f32 by the host first, as the CPU backend does).
 // Tolerance: ≤ 1e-6 relative per element against Peft.Core's CPU kernels (different libm: expf, tanhf, erff);
-//   add/sub/mul/div, comparisons, abs, neg, relu and copies are bit-exact.
+//   add/sub/mul/div, comparisons, abs, neg, relu, round and copies are bit-exact.
 #include "peft_kernels.h"
 #include "peft_device.cuh"
 
@@ -89,7 +89,8 @@ __device__ __forceinline__ float unary_op(int op, float x, float p0, float p1)
     case 20: return x >= p0 && x <= p1 ? 1.f : 0.f;
     case 21: return powf(x, p0);
     case 22: return x + p0;
-    default: return x * p0;
+    case 23: return x * p0;
+    default: return rintf(x);  // 24: round half to even
     }
 }
 

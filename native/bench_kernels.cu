@@ -265,7 +265,8 @@ void double_quant(long long blocks)
     CHECK(cudaFree(dc)); CHECK(cudaFree(dt)); CHECK(cudaFree(dn)); CHECK(cudaFree(out));
 }
 
-// kernels/elementwise.cu: a dense add (exact), GELU-tanh (libm tolerance), a transposing strided copy (exact).
+// kernels/elementwise.cu: a dense add (exact), GELU-tanh (libm tolerance), a transposing strided copy (exact),
+// round half to even (exact); kernels/cast.cu's int8 widening (exact).
 void elementwise(long long rows, long long cols)
 {
     const long long n = rows * cols;
@@ -296,6 +297,20 @@ void elementwise(long long rows, long long cols)
     run("strided_copy_f32 (transpose)", n, out, transposed, n * 8.0, [&] {
         strided_copy_f32<<<g, 256>>>(reinterpret_cast<const uint32_t*>(da), reinterpret_cast<uint32_t*>(out), n, t);
     });
+    // Round half to even (exact halves every other element) and the int8-code widening LLM.int8's product reads.
+    std::vector<float> halves(n), rounded(n), codes_f(n);
+    std::vector<int8_t> codes(n);
+    for (long long i = 0; i < n; i++) {
+        halves[i] = std::floor(a[i] * 8.f) + (i % 2 ? 0.5f : 0.25f);
+        rounded[i] = std::nearbyint(halves[i]);   // the default rounding mode: to nearest, ties to even
+        codes[i] = (int8_t)(i % 255 - 127);
+        codes_f[i] = codes[i];
+    }
+    float* dh = device_copy(halves);
+    int8_t* dq = device_copy(codes);
+    run("unary_f32 (round)", n, out, rounded, n * 8.0, [&] { unary_f32<<<g, 256>>>(24, dh, out, n, 0.f, 0.f); });
+    run("cast_i8_to_f32", n, out, codes_f, n * 5.0, [&] { cast_i8_to_f32<<<g, 256>>>(dq, out, n); });
+    CHECK(cudaFree(dh)); CHECK(cudaFree(dq));
     CHECK(cudaFree(da)); CHECK(cudaFree(db)); CHECK(cudaFree(out));
 }
 

@@ -24,6 +24,9 @@ __global__ void cast_f32_to_bf16(const float* __restrict__ in, __nv_bfloat16* __
 __global__ void cast_bf16_to_f32(const __nv_bfloat16* __restrict__ in, float* __restrict__ out, int64_t n);
 __global__ void cast_f32_to_f16(const float* __restrict__ in, __half* __restrict__ out, int64_t n);
 __global__ void cast_f16_to_f32(const __half* __restrict__ in, float* __restrict__ out, int64_t n);
+__global__ void cast_i8_to_f32(const int8_t* __restrict__ in, float* __restrict__ out, int64_t n);
+__global__ void cast_u8_to_f32(const uint8_t* __restrict__ in, float* __restrict__ out, int64_t n);
+__global__ void cast_f32_to_u8(const float* __restrict__ in, uint8_t* __restrict__ out, int64_t n);
 
 // kernels/elementwise.cu — the element-wise ops behind Tensor's front-ends (CPU references: Peft.Core.Cpu's
 // Elementwise, Unary and StridedCopy). `op` numbers are listed in the .cu file and mirrored by CudaOps.

@@ -87,12 +87,54 @@ public class TensorOpsTests : GpuTest
             ("relu", t => t.Relu(), false), ("gelu", t => t.Gelu(), false), ("gelu_tanh", t => t.Gelu(approximateTanh: true), false),
             ("silu", t => t.Silu(), false), ("sign", t => t.Sign(), false), ("sin", t => t.Sin(), false), ("cos", t => t.Cos(), false),
             ("clamp", t => t.Clamp(-0.5, 0.7), false), ("pow", t => t.Pow(1.7), true), ("add", t => t.Add(0.25), false), ("mul", t => t.Mul(-3.0), false),
+            ("round", t => t.Mul(4.0).Round(), false),
         };
         Assert.Multiple(() =>
         {
             foreach (var (name, f, pos) in cases)
                 Assert.That(Versus(t => f(t[0]), pos ? positive : x), Is.LessThanOrEqualTo(1e-6), name);
         });
+    }
+
+    [Test]
+    public void RoundingAndByteCastsAreTheCpusBitForBit()
+    {
+        // Ties included: round goes half to even on both (MathF.Round's default, rintf).
+        var g = Fresh();
+        using var x = R([5003], g, std: 40);
+        using var halves = x.Round().Add(0.5);
+        using var i8 = Tensor.FromArray(Enumerable.Range(0, 1001).Select(i => (sbyte)(i % 255 - 127)).ToArray());
+        using var u8 = Tensor.FromArray(Enumerable.Range(0, 1001).Select(i => (byte)(i * 7 % 256)).ToArray());
+        using var wide = Tensor.FromArray(new[] { -3f, 0f, 0.7f, 1f, 254.9f, 255f, 300f, float.NaN, float.NegativeInfinity, float.PositiveInfinity });
+        Assert.Multiple(() =>
+        {
+            Assert.That(Versus(t => t[0].Round(), x), Is.EqualTo(0), "round");
+            Assert.That(Versus(t => t[0].Round(), halves), Is.EqualTo(0), "round of exact halves");
+            Assert.That(Versus(t => t[0].To(DType.F32), i8), Is.EqualTo(0), "i8 → f32");
+            Assert.That(Versus(t => t[0].To(DType.F32), u8), Is.EqualTo(0), "u8 → f32");
+            Assert.That(Versus(t => t[0].To(DType.U8), wide), Is.EqualTo(0), "f32 → u8 saturates, NaN → 0");
+            Assert.That(Versus(t => { using var m = t[0].Gt(t[1]); return Tensor.Where(m, t[0], t[1]); }, x, halves), Is.EqualTo(0), "a comparison mask made on the GPU");
+        });
+    }
+
+    [Test]
+    public void TheTensorActivationQuantizerOfLlmInt8MatchesTheArrayReference()
+    {
+        var g = Fresh();
+        using var x = R([64, 96], g, std: 2.5);
+        var host = x.ToArray<float>();
+        var (codes, stats, outliers) = Peft.Core.Quantization.LlmInt8.QuantizeActivations(host, 64, 96, 6.0);
+        Assert.That(outliers, Is.Not.Empty, "the case has outliers");
+        using var d = x.To(Gpu.Device);
+        var (tc, ts, to) = Peft.Core.Quantization.LlmInt8.QuantizeActivations(d, 6.0);
+        using (tc)
+        using (ts)
+        {
+            Assert.That(tc.Device, Is.EqualTo(Gpu.Device));
+            Assert.That(tc.ToArray<float>(), Is.EqualTo(codes));
+            Assert.That(ts.ToArray<float>(), Is.EqualTo(stats));
+            Assert.That(to, Is.EqualTo(outliers));
+        }
     }
 
     [Test]

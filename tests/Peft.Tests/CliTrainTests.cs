@@ -36,17 +36,22 @@ public class CliTrainTests
 
     private static (int Code, string Out, string Err) Run(params string[] args) => CliHarness.Run(args);
 
-    [TestCase("lora", "f32", false)]
-    [TestCase("ia3", "f32", false)]
-    [TestCase("lora", "bf16", true)]
-    public void TrainingOnADeviceSavesTheCpusAdapter(string method, string precision, bool checkpointing)
+    [TestCase("lora", "f32", false, "none")]
+    [TestCase("ia3", "f32", false, "none")]
+    [TestCase("lora", "bf16", true, "none")]
+    [TestCase("lora", "f32", false, "nf4")]
+    [TestCase("lora", "f32", false, "nf4-dq")]
+    [TestCase("lora", "f32", false, "int8")]
+    public void TrainingOnADeviceSavesTheCpusAdapter(string method, string precision, bool checkpointing, string quantize)
     {
         // The runner's device path (model, batches and optimizer moved; the adapter saved from the device) on the
-        // host-memory stand-in for a GPU: the saved adapter equals the CPU run's.
+        // host-memory stand-in for a GPU: the saved adapter equals the CPU run's. Quantized bases keep their codes on
+        // the device and dequantize there (QLoRA on a GPU).
         Cli.Training.TrainOptions Options(string output, Peft.Core.Device? device) => new(Bert, Path.Combine(_dir, "cls.jsonl"), null, method, null, 4, 8, null,
-            2, 5e-3, 4, 32, "none", output, 42, 0.25, Precision: precision, GradientCheckpointing: checkpointing, Device: device);
-        var cpuDir = Path.Combine(_dir, $"device-cpu-{method}-{precision}");
-        var devDir = Path.Combine(_dir, $"device-emulated-{method}-{precision}");
+            2, 5e-3, 4, 32, quantize == "nf4-dq" ? "nf4" : quantize, output, 42, 0.25, Precision: precision, GradientCheckpointing: checkpointing, Device: device,
+            DoubleQuant: quantize == "nf4-dq");
+        var cpuDir = Path.Combine(_dir, $"device-cpu-{method}-{precision}-{quantize}");
+        var devDir = Path.Combine(_dir, $"device-emulated-{method}-{precision}-{quantize}");
         Assert.That(Cli.Training.TrainRunner.Run(Options(cpuDir, null), new Cli.Training.PlainProgress(TextWriter.Null), TextWriter.Null), Is.EqualTo(0));
         var (emulated, registration) = Device.EmulatedDevice.Install();
         using (registration)
@@ -55,6 +60,9 @@ public class CliTrainTests
             Assert.That(Cli.Training.TrainRunner.Run(Options(devDir, Device.EmulatedDevice.Target), new Cli.Training.PlainProgress(log), log), Is.EqualTo(0), log.ToString());
             Assert.That(log.ToString(), Does.Contain("device: cuda:0"));
             Assert.That(emulated.Calls.GetValueOrDefault("MatMul"), Is.GreaterThan(0), "the model ran on the device");
+            if (quantize != "none")
+                Assert.That(emulated.Calls.GetValueOrDefault(quantize == "int8" ? "DequantizeInt8" : "DequantizeNf4"), Is.GreaterThan(0), "the base dequantized on the device");
+            if (quantize == "nf4-dq") Assert.That(emulated.Calls.GetValueOrDefault("DequantizeBlockwise8"), Is.GreaterThan(0));
         }
         using var want = Peft.Core.SafeTensors.SafeTensorsFile.Open(Path.Combine(cpuDir, PeftModel.WeightsFileName));
         using var got = Peft.Core.SafeTensors.SafeTensorsFile.Open(Path.Combine(devDir, PeftModel.WeightsFileName));

@@ -64,11 +64,6 @@ internal static class TrainCommand
                     stderr.WriteLine($"--device {result.GetValue(device)}: no such CUDA device here ({why ?? $"{Peft.Cuda.CudaDevice.Count} device(s)"}); train on --device cpu");
                     return NotYet;
                 }
-                if (result.GetValue(quantize) is { } q && q != "none")
-                {
-                    stderr.WriteLine($"--quantize {q} with --device {result.GetValue(device)}: not yet — quantized base layers run on the CPU only; drop --quantize or train on --device cpu");
-                    return NotYet;
-                }
             }
             var options = new TrainOptions(
                 folder,

@@ -10,6 +10,8 @@ internal enum UnaryOp
     ReluGrad, GeluErfGrad, GeluTanhGrad, SiluGrad,
     // Parameterised: Clamp(P0, P1) and its pass-through mask; PowScalar(P0); AddScalar(P0); MulScalar(P0).
     Clamp, ClampMask, PowScalar, AddScalar, MulScalar,
+    // Round half to even (torch.round, MathF.Round's default, CUDA's rintf); no backward.
+    Round,
 }
 
 /// <summary>Element-wise unary maths over contiguous F32/F64 buffers, vectorised by TensorPrimitives where it has the op.</summary>
@@ -46,6 +48,7 @@ internal static unsafe class Unary<T> where T : unmanaged, IFloatingPointIeee754
             case UnaryOp.Sin: TensorPrimitives.Sin(x, y); return;
             case UnaryOp.Cos: TensorPrimitives.Cos(x, y); return;
             case UnaryOp.Relu: TensorPrimitives.Max(x, T.Zero, y); return;
+            case UnaryOp.Round: TensorPrimitives.Round(x, MidpointRounding.ToEven, y); return;
             case UnaryOp.AddScalar: TensorPrimitives.Add(x, a, y); return;
             case UnaryOp.MulScalar: TensorPrimitives.Multiply(x, a, y); return;
             case UnaryOp.PowScalar: TensorPrimitives.Pow(x, a, y); return;

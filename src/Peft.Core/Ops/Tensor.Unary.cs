@@ -72,6 +72,9 @@ public sealed partial class Tensor
     /// <summary>sign(x) ∈ {−1, 0, 1} (no gradient).</summary>
     public Tensor Sign() => UnaryKernel(UnaryOp.Sign);
 
+    /// <summary>x rounded to the nearest integer, halves to even (torch.round; no gradient).</summary>
+    public Tensor Round() => UnaryKernel(UnaryOp.Round);
+
     /// <summary>tanh(x).</summary>
     public Tensor Tanh() => UnaryOpWithGrad(UnaryOp.Tanh, 0, 0, "Tanh", (g, x, y) =>
     {

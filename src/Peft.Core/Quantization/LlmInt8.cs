@@ -1,3 +1,5 @@
+using Peft.Core.Cpu;
+
 namespace Peft.Core.Quantization;
 
 /// <summary>
@@ -40,5 +42,64 @@ public static class LlmInt8
         }
         var columns = Enumerable.Range(0, cols).Where(j => outlier[j]).ToArray();
         return (codes, stats, columns);
+    }
+
+    /// <summary>
+    /// The same decomposition of an F32 [rows, cols] tensor on its own device (no gradient): the codes (F32 holding
+    /// the integers), each row's absmax and the outlier columns (read back to the host: their count decides the shape
+    /// of the 16-bit part). Equals the array version element for element (the threshold compares in F32, exact for
+    /// transformers' 6.0).
+    /// </summary>
+    public static (Tensor Codes, Tensor RowStats, int[] OutlierColumns) QuantizeActivations(Tensor x, double threshold)
+    {
+        if (x.Rank != 2 || x.DType != DType.F32) throw new ArgumentException($"LlmInt8.QuantizeActivations: x must be an F32 [rows, cols] tensor, got {x.DType} {Shapes.Format(x.Shape)}");
+        using var _ = Autograd.NoGrad();
+        int rows = x.Size(0), cols = x.Size(1);
+        using var zero = x.ScalarLike(0);
+        using var a = x.Abs();
+        int[] columns = [];
+        Tensor? drop = null;        // U8: the codes zeroed (outlier elements, and with more than one row their columns)
+        Tensor? inliers = null;     // |x| with the outlier elements set aside, for the row absmax
+        try
+        {
+            if (threshold > 0)
+            {
+                using var t = x.ScalarLike(threshold);
+                using var gt = Tensor.BinaryKernel(BinaryOp.Greater, a, t);
+                using var eq = Tensor.BinaryKernel(BinaryOp.Equal, a, t);
+                using var isOutlier = gt.Add(eq);                                   // 1 where |x| ≥ threshold
+                using var columnHas = isOutlier.Max(0, keepDim: true);              // [1, cols]
+                var flags = columnHas.ToArray<float>();
+                columns = Enumerable.Range(0, cols).Where(j => flags[j] > 0).ToArray();
+                using var outlierMask = isOutlier.Gt(zero);
+                inliers = a.MaskedFill(outlierMask, 0);
+                if (rows > 1)
+                {
+                    using var dropF = isOutlier.Maximum(columnHas);
+                    drop = dropF.Gt(zero);
+                }
+                else drop = outlierMask.Clone();
+            }
+            var stats = (inliers ?? a).Max(1);
+            // 127 / absmax per row; an all-zero row has no scale and keeps zero codes (bitsandbytes would divide by zero).
+            using var noScale = stats.Eq(zero);
+            using var c127 = x.ScalarLike(127);
+            using var inv = c127.Div(stats);
+            using var scale = inv.MaskedFill(noScale, 0);
+            using var column = scale.Unsqueeze(1);
+            using var scaled = x.Mul(column);
+            var codes = scaled.Round();
+            if (drop != null)
+            {
+                using var all = codes;
+                codes = all.MaskedFill(drop, 0);
+            }
+            return (codes, stats, columns);
+        }
+        finally
+        {
+            drop?.Dispose();
+            inliers?.Dispose();
+        }
     }
 }

@@ -69,4 +69,16 @@ internal interface IDeviceKernels
 
     /// <summary>d logits = scale[r]·(softmax − target distribution); zero rows for ignored targets.</summary>
     Tensor CrossEntropyBackward(Tensor logits, long[] targets, Tensor lse, Tensor scale, long ignoreIndex, double smoothing);
+
+    /// <summary>LLM.int8 row-wise dequantization: dense q [rows, cols] I8 and scb [rows] F32 → q·(scb/127) as F32
+    /// (<see cref="Quantization.Int8RowWise"/>).</summary>
+    Tensor DequantizeInt8(Tensor q, Tensor scb);
+
+    /// <summary>NF4: dense packed U8 codes (first of a pair in the high nibble) × F32 absmax per 64 → F32
+    /// [<paramref name="shape"/>] (<see cref="Quantization.Nf4"/>).</summary>
+    Tensor DequantizeNf4(Tensor packed, Tensor absmax, int[] shape);
+
+    /// <summary>Double quantization's statistics: Blockwise8.Code[codes[b]]·nested[b / 256] + offset as F32
+    /// (<see cref="Quantization.DoubleQuantizedAbsmax"/>).</summary>
+    Tensor DequantizeBlockwise8(Tensor codes, Tensor nestedAbsmax, float offset);
 }

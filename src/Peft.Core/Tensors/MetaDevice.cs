@@ -59,4 +59,7 @@ internal sealed class MetaDevice : IDeviceBackend, IDeviceKernels
         (Like([targets.Length], logits.DType), Like([targets.Length], logits.DType));
 
     public Tensor CrossEntropyBackward(Tensor logits, long[] targets, Tensor lse, Tensor scale, long ignoreIndex, double smoothing) => Like(logits.Shape, logits.DType);
+    public Tensor DequantizeInt8(Tensor q, Tensor scb) => Like(q.Shape, DType.F32);
+    public Tensor DequantizeNf4(Tensor packed, Tensor absmax, int[] shape) => Like(shape, DType.F32);
+    public Tensor DequantizeBlockwise8(Tensor codes, Tensor nestedAbsmax, float offset) => Like(codes.Shape, DType.F32);
 }

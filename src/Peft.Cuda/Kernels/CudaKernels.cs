@@ -10,7 +10,7 @@ public static class CudaKernels
 {
     private const uint Block = 256;
 
-    /// <summary>A contiguous copy of <paramref name="x"/> in <paramref name="dtype"/> (f32 ↔ bf16, f32 ↔ f16; round to nearest even).</summary>
+    /// <summary>A contiguous copy of <paramref name="x"/> in <paramref name="dtype"/> (f32 ↔ bf16, f32 ↔ f16, round to nearest even; i8/u8 → f32, exact; f32 → u8 saturating, as .NET's conversion).</summary>
     public static Tensor Cast(Tensor x, DType dtype)
     {
         CudaTensors.RequireContiguous(x, "Cast");
@@ -22,7 +22,10 @@ public static class CudaKernels
             (DType.BF16, DType.F32) => ("cast_bf16_to_f32", 4),
             (DType.F32, DType.F16) => ("cast_f32_to_f16", 1),
             (DType.F16, DType.F32) => ("cast_f16_to_f32", 1),
-            _ => throw new NotSupportedException($"no CUDA cast kernel from {x.DType} to {dtype} (f32 ↔ bf16 and f32 ↔ f16 exist)"),
+            (DType.I8, DType.F32) => ("cast_i8_to_f32", 1),
+            (DType.U8, DType.F32) => ("cast_u8_to_f32", 1),
+            (DType.F32, DType.U8) => ("cast_f32_to_u8", 1),
+            _ => throw new NotSupportedException($"no CUDA cast kernel from {x.DType} to {dtype} (f32 ↔ bf16, f32 ↔ f16, f32 ↔ u8 and i8 → f32 exist)"),
         };
         var y = CudaTensors.Empty(x.Shape, dtype, device);
         long n = x.NumEl;

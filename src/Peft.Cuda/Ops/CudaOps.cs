@@ -1,5 +1,6 @@
 using Peft.Core;
 using Peft.Core.Cpu;
+using Peft.Core.Quantization;
 using Peft.Cuda.Interop;
 using Peft.Cuda.Kernels;
 
@@ -278,6 +279,30 @@ internal sealed unsafe class CudaOps : IDeviceKernels
         return mask;
     }
 
+    public Tensor DequantizeInt8(Tensor q, Tensor scb) => CudaKernels.DequantizeInt8(q, scb, DType.F32);
+
+    public Tensor DequantizeNf4(Tensor packed, Tensor absmax, int[] shape) => CudaKernels.DequantizeNf4(packed, absmax, shape, DType.F32);
+
+    public Tensor DequantizeBlockwise8(Tensor codes, Tensor nestedAbsmax, float offset)
+    {
+        var device = CudaTensors.DeviceOf(codes);
+        Tensor table;
+        lock (_codeTables)
+            if (!_codeTables.TryGetValue(device.Index, out table!))
+                _codeTables[device.Index] = table = Upload(Blockwise8.Code, device);
+        return CudaKernels.DequantizeBlockwise8(codes, table, nestedAbsmax, offset);
+    }
+
+    /// <summary>Blockwise8's 256 levels on each device that dequantized doubly quantized statistics (1 KiB each, kept
+    /// for the process: the device's memory outlives every model on it).</summary>
+    private readonly Dictionary<int, Tensor> _codeTables = new();
+
+    private static Tensor Upload(float[] values, CudaDevice device)
+    {
+        using var host = Tensor.FromArray(values);
+        return host.To(device.Device);
+    }
+
     /// <summary>Host indices as an I64 device tensor (the copy is queued on the device's stream before the kernel).</summary>
     private static Tensor Upload(long[] values, CudaDevice device)
     {
@@ -321,6 +346,7 @@ internal sealed unsafe class CudaOps : IDeviceKernels
         UnaryOp.Silu => 11, UnaryOp.Sign => 12, UnaryOp.Sin => 13, UnaryOp.Cos => 14, UnaryOp.ReluGrad => 15,
         UnaryOp.GeluErfGrad => 16, UnaryOp.GeluTanhGrad => 17, UnaryOp.SiluGrad => 18, UnaryOp.Clamp => 19,
         UnaryOp.ClampMask => 20, UnaryOp.PowScalar => 21, UnaryOp.AddScalar => 22, UnaryOp.MulScalar => 23,
+        UnaryOp.Round => 24,
         _ => throw new NotSupportedException($"unary op {op} has no CUDA kernel"),
     };
 

@@ -119,8 +119,7 @@ public sealed class Int8Linear : QuantizedLinear
     }
 
     /// <inheritdoc/>
-    public override Tensor DequantizedWeight() =>
-        Tensor.FromArray(Int8RowWise.Dequantize(Buffer("weight").ToArray<sbyte>(), Buffer("SCB").ToArray<float>(), OutFeatures, InFeatures), [OutFeatures, InFeatures]);
+    public override Tensor DequantizedWeight() => Dequant.Int8(Buffer("weight"), Buffer("SCB"));
 
     /// <inheritdoc/>
     public override Tensor Forward(Tensor input)
@@ -128,30 +127,29 @@ public sealed class Int8Linear : QuantizedLinear
         if (Threshold is not { } threshold) return base.Forward(input);
         if (input.Size(-1) != InFeatures)
             throw new ShapeMismatchException($"Int8Linear: input features {input.Size(-1)} do not match the layer's {InFeatures}");
-        int k = InFeatures, n = OutFeatures;
+        int k = InFeatures;
         var outShape = input.Shape.ToArray();
-        outShape[^1] = n;
+        outShape[^1] = OutFeatures;
         Tensor output;
+        // Tensor ops throughout, so the layer runs where its buffers are (CPU or a device) with the same numbers.
         using (Autograd.NoGrad())
         using (var scope = Tensor.NewScope())
         {
-            var x = input.ToFloatArray();
-            int m = x.Length / k;
-            var (codes, rowStats, outliers) = LlmInt8.QuantizeActivations(x, m, k, threshold);
-            var qx = Tensor.FromArray(codes, [m, k]);
+            var rows = input.Reshape(-1, k);
+            var x = rows.DType == DType.F32 ? rows : rows.To(DType.F32);
+            var (codes, rowStats, outliers) = LlmInt8.QuantizeActivations(x, threshold);
             var qw = Buffer("weight").To(DType.F32);
             // The int8 product: every term is an exact integer; bitsandbytes' reference backend also sums in f32. Kept
             // out of autocast: bitsandbytes accumulates in int32, a bf16-rounded sum would not be its result.
-            float[] acc;
-            using (Autocast.Disable()) acc = qx.MatMul(qw.Transpose(0, 1)).ToFloatArray();
-            var scb = Buffer("SCB").ToArray<float>();
-            for (int r = 0; r < m; r++)
-                for (int j = 0; j < n; j++) acc[r * n + j] *= rowStats[r] * scb[j] * LlmInt8.ProductScale;
-            var y = Tensor.FromArray(acc, [m, n]);
+            Tensor acc;
+            using (Autocast.Disable()) acc = codes.MatMul(qw.Transpose(0, 1));
+            // acc · (rowStat · SCB · 1/127²), the rescale of bitsandbytes' int8_mm_dequant.
+            var scale = rowStats.Unsqueeze(1).Mul(Buffer("SCB")).Mul(LlmInt8.ProductScale);
+            var y = acc.Mul(scale);
             if (outliers.Length > 0)
             {
-                using var cols = Tensor.FromArray(outliers.Select(c => (long)c).ToArray());
-                var xo = Tensor.FromArray(x, [m, k]).IndexSelect(1, cols);
+                var cols = Tensor.FromArray(outliers.Select(c => (long)c).ToArray());
+                var xo = x.IndexSelect(1, cols);
                 var wo = DequantizedWeight().IndexSelect(1, cols);
                 y = y.Add(xo.MatMul(wo.Transpose(0, 1)));
             }
@@ -218,8 +216,15 @@ public sealed class Nf4Linear : QuantizedLinear
         : new DoubleQuantizedAbsmax(Buffer("absmax").ToArray<byte>(), Buffer("nested_absmax").ToArray<float>(), Buffer("nested_offset").ToArray<float>()[0]).Dequantize();
 
     /// <inheritdoc/>
-    public override Tensor DequantizedWeight() =>
-        Tensor.FromArray(Nf4.Dequantize(Buffer("weight").ToArray<byte>(), BlockAbsmax(), OutFeatures * InFeatures), [OutFeatures, InFeatures]);
+    public override Tensor DequantizedWeight()
+    {
+        if (!DoubleQuant) return Dequant.Nf4(Buffer("weight"), Buffer("absmax"), [OutFeatures, InFeatures]);
+        // The offset is added as a tensor (its one-element buffer stays where it is: no host read per forward);
+        // code·nested + 0 + offset rounds as code·nested + offset.
+        using var centred = Dequant.Nf4Absmax(Buffer("absmax"), Buffer("nested_absmax"), 0f);
+        using var absmax = centred.Add(Buffer("nested_offset"));
+        return Dequant.Nf4(Buffer("weight"), absmax, [OutFeatures, InFeatures]);
+    }
 }
 
 /// <summary>How <see cref="Quantize.Linears(Module, QuantizationConfig, Func{string, bool}?)"/> stores frozen

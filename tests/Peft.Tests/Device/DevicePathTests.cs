@@ -255,6 +255,49 @@ public class DevicePathTests
         Assert.That(dev.Parameters().All(p => p.Device == Dev), "merging keeps every weight on the device");
     }
 
+    [TestCaseSource(typeof(DeviceParity), nameof(DeviceParity.QuantizedBases))]
+    public void QuantizedBasesTrainAndMergeOnTheDeviceAsOnTheCpu(string kind)
+    {
+        using var cpu = DeviceParity.BuildQuantized(kind);
+        using var dev = DeviceParity.BuildQuantized(kind);
+        dev.To(Dev);
+        Assert.That(dev.NamedBuffers().All(b => b.Buffer.Device == Dev), "the quantized codes and statistics moved");
+        var (ids, labels) = DeviceParity.Batch("gpt2");
+        using var _i = ids;
+        using var _l = labels;
+        var (lossCpu, gradsCpu) = DeviceParity.Step(cpu, ids, labels);
+        var (lossDev, gradsDev) = DeviceParity.Step(dev, ids, labels);
+        Assert.That(lossDev, Is.EqualTo(lossCpu).Within(1e-6 * Math.Abs(lossCpu)));
+        Assert.Multiple(() =>
+        {
+            foreach (var (name, want) in gradsCpu)
+                Assert.That(DeviceParity.RelativeError(gradsDev[name], want), Is.LessThanOrEqualTo(1e-5), name);
+        });
+        string dequant = kind.StartsWith("int8", StringComparison.Ordinal) ? "DequantizeInt8" : "DequantizeNf4";
+        Assert.That(_device.Calls.GetValueOrDefault(dequant), Is.GreaterThan(0), "the weights dequantized on the device");
+        if (kind == "nf4-double-quant") Assert.That(_device.Calls.GetValueOrDefault("DequantizeBlockwise8"), Is.GreaterThan(0));
+        if (kind == "int8")
+        {
+            Assert.That(_device.Calls.GetValueOrDefault("Where"), Is.GreaterThan(0), "the activations quantized on the device");
+            Assert.That(_device.Calls.GetValueOrDefault("IndexSelect"), Is.GreaterThan(2), "outlier columns were set aside (the two embeddings take 2 selections)");
+        }
+        foreach (var (c, d) in DeviceParity.TrainSide(cpu, dev, Dev, "gpt2", steps: 2)) Assert.That(d, Is.EqualTo(c).Within(1e-5 * Math.Abs(c)));
+
+        // Merging into a quantized base (dequantize, add ΔW, requantize) on the device gives the CPU's merged model.
+        cpu.Eval();
+        dev.Eval();
+        double[] Out(Peft.PeftModel m, Tensor x)
+        {
+            using var _ = Autograd.NoGrad();
+            using var scope = Tensor.NewScope();
+            return m.Forward(x).Logits.ToDoubleArray();
+        }
+        cpu.MergeAdapter();
+        dev.MergeAdapter();
+        Assert.That(DeviceParity.RelativeError(Out(dev, ids), Out(cpu, ids)), Is.LessThanOrEqualTo(1e-5), "merged on the device vs the CPU");
+        Assert.That(dev.NamedBuffers().All(b => b.Buffer.Device == Dev), "requantized buffers stay on the device");
+    }
+
     [TestCase(0.0)]
     [TestCase(0.01)]
     public void TheFusedAdamWStepEqualsTheTensorOpStepBitForBit(double weightDecay)

@@ -1,6 +1,7 @@
 using System.Runtime.InteropServices;
 using Peft.Core;
 using Peft.Core.Cpu;
+using Peft.Core.Quantization;
 
 namespace Peft.Tests.Device;
 
@@ -103,10 +104,11 @@ internal sealed unsafe class EmulatedDevice : IDeviceBackend, IDeviceKernels
     public Tensor Cast(Tensor x, DType dtype)
     {
         Count("Cast");
-        // The casts kernels/cast.cu has (CudaOps chains bf16 ↔ f16 through f32): anything else must not reach a device.
+        // The casts kernels/cast.cu has (CudaOps chains bf16 ↔ f16 through f32; i8/u8 → f32 and f32 → u8 for codes and masks): anything else must not reach a device.
         bool f32Pair = (x.DType == DType.F32 && dtype is DType.BF16 or DType.F16) || (dtype == DType.F32 && x.DType is DType.BF16 or DType.F16);
         bool halfPair = x.DType is DType.BF16 or DType.F16 && dtype is DType.BF16 or DType.F16;
-        if (!f32Pair && !halfPair && x.DType != dtype) throw new NotSupportedException($"no CUDA cast kernel from {x.DType} to {dtype}");
+        bool bytePair = (x.DType is DType.I8 or DType.U8 && dtype == DType.F32) || (x.DType == DType.F32 && dtype == DType.U8);
+        if (!f32Pair && !halfPair && !bytePair && x.DType != dtype) throw new NotSupportedException($"no CUDA cast kernel from {x.DType} to {dtype}");
         using var h = Host(x);
         return Up(h.ToDTypeNoGrad(dtype));
     }
@@ -308,6 +310,33 @@ internal sealed unsafe class EmulatedDevice : IDeviceBackend, IDeviceKernels
         var dx = Tensor.Zeros(logits.Shape);
         CrossEntropyKernel<float>.Backward(h.Ptr<float>(), targets, hl.Ptr<float>(), hs.Ptr<float>(), dx.Ptr<float>(), targets.Length, logits.Size(-1), ignoreIndex, smoothing);
         return Up(dx);
+    }
+
+    public Tensor DequantizeInt8(Tensor q, Tensor scb)
+    {
+        Count("DequantizeInt8");
+        RequireDense("DequantizeInt8", q, scb);
+        using var hq = Host(q);
+        using var hs = Host(scb);
+        return Up(Tensor.FromArray(Int8RowWise.Dequantize(hq.Span<sbyte>(), hs.Span<float>(), q.Size(0), q.Size(1)), q.Shape));
+    }
+
+    public Tensor DequantizeNf4(Tensor packed, Tensor absmax, int[] shape)
+    {
+        Count("DequantizeNf4");
+        RequireDense("DequantizeNf4", packed, absmax);
+        using var hp = Host(packed);
+        using var ha = Host(absmax);
+        return Up(Tensor.FromArray(Nf4.Dequantize(hp.Span<byte>(), ha.Span<float>(), (int)Shapes.NumEl(shape)), shape));
+    }
+
+    public Tensor DequantizeBlockwise8(Tensor codes, Tensor nestedAbsmax, float offset)
+    {
+        Count("DequantizeBlockwise8");
+        RequireDense("DequantizeBlockwise8", codes, nestedAbsmax);
+        using var hc = Host(codes);
+        using var hn = Host(nestedAbsmax);
+        return Up(Tensor.FromArray(new DoubleQuantizedAbsmax(hc.Span<byte>().ToArray(), hn.Span<float>().ToArray(), offset).Dequantize(), codes.Shape));
     }
 
     /// <summary>The CUDA kernels that read dense memory (CudaOps' RequireContiguous): the stand-in holds front-ends to it.</summary>

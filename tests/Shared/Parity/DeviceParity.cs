@@ -33,6 +33,27 @@ internal static class DeviceParity
         });
     }
 
+    /// <summary>Quantized bases of <see cref="BuildQuantized"/>: LLM.int8 with its outlier decomposition (a threshold of
+    /// 2.5 that this model's activations cross, so both halves run) and weight-only; NF4 plain and double-quantized.</summary>
+    public static readonly string[] QuantizedBases = ["int8", "int8-weight-only", "nf4", "nf4-double-quant"];
+
+    /// <summary>QLoRA on the tiny GPT-2: its Conv1D layers quantized as <paramref name="kind"/> says, a randomly
+    /// initialised LoRA (dropout 0.1) on them.</summary>
+    public static Peft.PeftModel BuildQuantized(string kind)
+    {
+        var model = TinyConfigs.Create(TinyConfigs.Gpt2, seed: 5);
+        Quantize.Linears(model, new QuantizationConfig
+        {
+            Method = kind.StartsWith("int8", StringComparison.Ordinal) ? "int8" : "nf4",
+            Int8Threshold = kind == "int8-weight-only" ? null : 2.5,
+            DoubleQuant = kind == "nf4-double-quant",
+        });
+        return Peft.PeftModel.Create(model, new Peft.LoraConfig
+        {
+            R = 4, LoraAlpha = 8, LoraDropout = 0.1, TargetModules = ["c_attn", "c_proj", "c_fc"], TaskType = "CAUSAL_LM", InitLoraWeights = "false",
+        });
+    }
+
     /// <summary>Token ids [2, 6] and labels for <paramref name="arch"/> (class ids for the classifier, else the ids).</summary>
     public static (Tensor Ids, Tensor Labels) Batch(string arch)
     {
