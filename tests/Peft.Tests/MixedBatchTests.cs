@@ -6,7 +6,7 @@ namespace Peft.Tests;
 public class MixedBatchTests
 {
     /// <summary>Two non-trivial adapters of one method, on overlapping layers.</summary>
-    private static IEnumerable<TestCaseData> Methods()
+    internal static IEnumerable<TestCaseData> Methods()
     {
         yield return new TestCaseData(new LoraConfig { R = 4, TargetModules = ["query", "value"], TaskType = "SEQ_CLS", InitLoraWeights = "false" },
             new LoraConfig { R = 2, TargetModules = ["query", "key"], TaskType = "SEQ_CLS", InitLoraWeights = "false" }).SetArgDisplayNames("lora");

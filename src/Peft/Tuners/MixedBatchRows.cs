@@ -23,6 +23,7 @@ internal static class MixedBatchRows
         var shape = Enumerable.Repeat(1, like.Rank).ToArray();
         shape[0] = rows.Length;
         using var raw = Tensor.FromArray(rows, shape);
-        return raw.To(like.DType);
+        using var typed = raw.To(like.DType);
+        return typed.To(like.Device);   // built on the host, used beside activations that may live on a device
     }
 }

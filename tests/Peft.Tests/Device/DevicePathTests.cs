@@ -298,6 +298,85 @@ public class DevicePathTests
         Assert.That(dev.NamedBuffers().All(b => b.Buffer.Device == Dev), "requantized buffers stay on the device");
     }
 
+    [TestCaseSource(typeof(MixedBatchTests), "Methods")]
+    public void MixedAdapterBatchesOnTheDeviceAreTheCpus(TunerConfig first, TunerConfig second)
+    {
+        // The per-sample row masks are built on the host and must follow the activations to the device.
+        PeftModel Make()
+        {
+            var m = PeftModel.Create(Cases.Create(Cases.Bert, Peft.Transformers.ModelTask.SequenceClassification), first);
+            m.AddAdapter("other", second);
+            m.Eval();
+            return m;
+        }
+        using var cpu = Make();
+        using var dev = Make();
+        dev.To(Dev);
+        using var ids = Tensor.FromArray(new long[] { 3, 9, 4, 12, 7, 1, 5, 2, 8, 6, 11, 13 }, [3, 4]);
+        using var idsD = ids.To(Dev);
+        string[] names = ["other", PeftModel.BaseAdapterName, "default"];
+        using var _ = Autograd.NoGrad();
+        using var scope = Tensor.NewScope();
+        var want = cpu.Forward(ids, adapterNames: names).Logits.ToDoubleArray();
+        var got = dev.Forward(idsD, adapterNames: names).Logits;
+        Assert.That(got.Device, Is.EqualTo(Dev));
+        Assert.That(DeviceParity.RelativeError(got.ToDoubleArray(), want), Is.LessThanOrEqualTo(1e-5));
+    }
+
+    [TestCase("loha")]
+    [TestCase("lokr")]
+    public void LycorisRankAndModuleDropoutTrainOnTheDeviceAsOnTheCpu(string method)
+    {
+        // Rank dropout draws its row mask on the host (the CPU generator's stream) and applies it where ΔW is.
+        TunerConfig Config() => method == "loha"
+            ? new LoHaConfig { R = 4, TargetModules = ["query", "value"], TaskType = "SEQ_CLS", InitWeights = false, RankDropout = 0.4, ModuleDropout = 0.3 }
+            : new LoKrConfig { R = 2, TargetModules = ["query", "value"], TaskType = "SEQ_CLS", InitWeights = "false", RankDropout = 0.4, ModuleDropout = 0.3, RankDropoutScale = true };
+        using var cpu = PeftModel.Create(Cases.Create(Cases.Bert, Peft.Transformers.ModelTask.SequenceClassification), Config());
+        using var dev = PeftModel.Create(Cases.Create(Cases.Bert, Peft.Transformers.ModelTask.SequenceClassification), Config());
+        dev.To(Dev);
+        using var ids = Tensor.FromArray(new long[] { 3, 9, 4, 12, 7, 1, 5, 2, 8, 6, 11, 13 }, [3, 4]);
+        using var labels = Tensor.FromArray(new long[] { 1, 0, 1 });
+        using var idsD = ids.To(Dev);
+        using var labelsD = labels.To(Dev);
+        var (lossCpu, gradsCpu) = DeviceParity.Step(cpu, ids, labels);
+        var (lossDev, gradsDev) = DeviceParity.Step(dev, idsD, labelsD);
+        Assert.That(lossDev, Is.EqualTo(lossCpu).Within(1e-6 * Math.Abs(lossCpu)));
+        Assert.That(gradsDev.Keys, Is.EquivalentTo(gradsCpu.Keys), "the same adapters skipped by module dropout");
+        Assert.That(gradsCpu.Keys.Count(k => k.Contains(method == "loha" ? "hada_" : "lokr_")), Is.GreaterThan(0), "some adapter ran");
+        Assert.Multiple(() =>
+        {
+            foreach (var (name, want) in gradsCpu)
+                Assert.That(DeviceParity.RelativeError(gradsDev[name], want), Is.LessThanOrEqualTo(1e-5), name);
+        });
+    }
+
+    [Test]
+    public void AdaLoraResizedByARankPatternStaysOnTheDevice()
+    {
+        // A loaded rank_pattern may prune a layer to no triplet at all: its empty factors are made on the device too.
+        var config = new AdaLoraConfig { InitR = 4, TargetR = 2, Tinit = 1, Tfinal = 2, TotalStep = 10, TargetModules = ["q_proj", "v_proj"], TaskType = "CAUSAL_LM", InitLoraWeights = false };
+        PeftModel Make() => PeftModel.Create(Cases.Create(Cases.Llama), config);
+        using var cpu = Make();
+        using var dev = Make();
+        dev.To(Dev);
+        int layerIndex = 0;
+        foreach (var m in new[] { cpu, dev })
+        {
+            layerIndex = 0;
+            foreach (var layer in m.Model.NamedModules().Select(x => x.Module).OfType<AdaLoraLayer>())
+                layer.ResizeTo("default", layerIndex++ == 0 ? [false, false, false, false] : [true, false, true, false]);
+        }
+        Assert.That(layerIndex, Is.GreaterThan(1));
+        Assert.That(dev.Parameters().All(p => p.Device == Dev), "resized factors on the device");
+        cpu.Eval();
+        dev.Eval();
+        using var ids = Tensor.FromArray(new long[] { 3, 9, 4, 12, 7, 1 }, [1, 6]);
+        using var idsD = ids.To(Dev);
+        using var _ = Autograd.NoGrad();
+        using var scope = Tensor.NewScope();
+        Assert.That(DeviceParity.RelativeError(dev.Forward(idsD).Logits.ToDoubleArray(), cpu.Forward(ids).Logits.ToDoubleArray()), Is.LessThanOrEqualTo(1e-5));
+    }
+
     [TestCase(0.0)]
     [TestCase(0.01)]
     public void TheFusedAdamWStepEqualsTheTensorOpStepBitForBit(double weightDecay)

@@ -72,7 +72,8 @@ internal static class DeviceParity
         using var scope = Tensor.NewScope();
         var output = model.Forward(ids, labels: labels, taskIds: taskIds);
         output.Loss!.Backward();
-        var grads = model.NamedParameters().Where(p => p.Parameter.RequiresGrad).ToDictionary(p => p.Name, p => p.Parameter.Grad!.ToDoubleArray());
+        // Parameters the step did not reach (an adapter skipped by module dropout) have no gradient and no entry.
+        var grads = model.NamedParameters().Where(p => p.Parameter.RequiresGrad && p.Parameter.Grad != null).ToDictionary(p => p.Name, p => p.Parameter.Grad!.ToDoubleArray());
         return (output.Loss.Item(), grads);
     }
 

@@ -88,7 +88,7 @@ public sealed class AdaLoraLayer : TunerLayer
         {
             var shape = (int[])t.Shape.Clone();
             shape[dim] = 0;
-            return Tensor.Zeros(shape, t.DType);
+            return Tensor.Zeros(shape, t.DType, t.Device);
         }
         var slices = indices.Select(i => t.Select(dim, i)).ToList();
         try { return Tensor.Stack(slices, dim); }

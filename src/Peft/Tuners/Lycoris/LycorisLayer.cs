@@ -70,8 +70,9 @@ public abstract class LycorisLayer : TunerLayer
         var keep = u.ToFloatArray().Select(v => v > p ? 1f : 0f).ToArray();
         float mean = keep.Average();
         if (rescale && mean > 0) for (int i = 0; i < keep.Length; i++) keep[i] /= mean;
-        using var mask = Tensor.FromArray(keep, [OutFeatures, 1]);
+        using var hostMask = Tensor.FromArray(keep, [OutFeatures, 1]);
         using var delta = ScaledDelta(adapter);
+        using var mask = hostMask.To(delta.Device);   // drawn on the host (the CPU's generator stream), applied where ΔW is
         return delta.Mul(mask);
     }
 
