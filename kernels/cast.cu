@@ -9,8 +9,8 @@
 //   bf16 / f16 → f32 (exact). The f16 pair is scalar per element (it feeds mixed precision, not a hot path yet).
 //   i8 → f32 (exact): LLM.int8's weight codes as the operand of its integer-valued f32 product; one value per
 //   thread-step (it runs once per int8 layer and forward, beside a GEMM 2·tokens times larger).
-//   u8 ↔ f32: masks (comparison results to U8, U8 masks to floats); f32 → u8 saturates to [0, 255] and truncates,
-//   NaN → 0, as .NET's float-to-byte conversion (the CPU reference).
+//   u8 ↔ f32: masks (comparison results to U8, U8 masks to floats); f32 → u8 is .NET's conversion (the CPU
+//   reference): truncate toward zero saturating to int32, keep the low 8 bits (−3 → 253, 300 → 44, ∞ → 255, NaN → 0).
 // Tolerance: bit-exact against the CPU reference (Peft.Core Cast.FloatToBf16 / Bf16ToFloat).
 #include "peft_kernels.h"
 #include "peft_device.cuh"
@@ -73,6 +73,7 @@ extern "C" __global__ void cast_f32_to_u8(const float* __restrict__ in, uint8_t*
     const int64_t stride = (int64_t)gridDim.x * blockDim.x;
     for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) {
         const float v = in[i];
-        out[i] = v != v ? 0 : (uint8_t)fminf(fmaxf(v, 0.f), 255.f);
+        const int32_t q = v != v ? 0 : v >= 2147483647.f ? INT32_MAX : v <= -2147483648.f ? INT32_MIN : (int32_t)v;
+        out[i] = (uint8_t)q;
     }
 }

@@ -6,6 +6,13 @@
 // (the same float operations as Peft.Core's references), then the median of 20 CUDA-event-timed launches and the
 // achieved bandwidth against the measured device-to-device copy ceiling. Exit code 1 on any mismatch or CUDA error.
 #include "peft_kernels.h"
+// kernel<<<grid, block>>>(args) where nvcc compiles this file; the same launch on the host emulation otherwise
+// (native/emulation: CI and machines without a GPU run every check here on the CPU, with small sizes).
+#ifdef PEFT_HOST_EMULATION
+#define PEFT_LAUNCH(kernel, grid, block) peft_emu::launcher(kernel, grid, block)
+#else
+#define PEFT_LAUNCH(kernel, grid, block) kernel<<<grid, block>>>
+#endif
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -78,8 +85,13 @@ template <typename Launch> double median_ms(Launch launch)
     cudaEvent_t a, b;
     CHECK(cudaEventCreate(&a));
     CHECK(cudaEventCreate(&b));
-    for (int i = 0; i < 3; i++) launch();
-    std::vector<float> t(20);
+#ifdef PEFT_HOST_EMULATION
+    constexpr int warmups = 0, timed = 1;   // the emulation checks; its times say nothing about a GPU
+#else
+    constexpr int warmups = 3, timed = 20;
+#endif
+    for (int i = 0; i < warmups; i++) launch();
+    std::vector<float> t(timed);
     for (float& ms : t) {
         CHECK(cudaEventRecord(a));
         launch();
@@ -176,8 +188,8 @@ void casts(long long n)
     CHECK(cudaMalloc(&dout16, n * 2));
     CHECK(cudaMalloc(&dout32, n * 4));
     unsigned g = grid_for((n + 3) / 4);
-    run("cast_f32_to_bf16", n, dout16, bf, n * 6.0, [&] { cast_f32_to_bf16<<<g, 256>>>(dx, (__nv_bfloat16*)dout16, n); });
-    run("cast_bf16_to_f32", n, dout32, widened, n * 6.0, [&] { cast_bf16_to_f32<<<g, 256>>>((const __nv_bfloat16*)dbf, dout32, n); });
+    run("cast_f32_to_bf16", n, dout16, bf, n * 6.0, [&] { PEFT_LAUNCH(cast_f32_to_bf16, g, 256)(dx, (__nv_bfloat16*)dout16, n); });
+    run("cast_bf16_to_f32", n, dout32, widened, n * 6.0, [&] { PEFT_LAUNCH(cast_bf16_to_f32, g, 256)((const __nv_bfloat16*)dbf, dout32, n); });
     CHECK(cudaFree(dx)); CHECK(cudaFree(dbf)); CHECK(cudaFree(dout16)); CHECK(cudaFree(dout32));
 }
 
@@ -212,10 +224,10 @@ void dequant(long long rows, long long cols)
     CHECK(cudaMalloc(&out16, n * 2));
     unsigned g = grid_for((n + 1) / 2);
     double nf4_in = packed.size() + absmax.size() * 4.0, int8_in = n + rows * 4.0;
-    run("dequant_nf4_f32", n, out32, nf4, nf4_in + n * 4.0, [&] { dequant_nf4_f32<<<g, 256>>>(dp, da, out32, n); });
-    run("dequant_nf4_bf16", n, out16, nf4_bf, nf4_in + n * 2.0, [&] { dequant_nf4_bf16<<<g, 256>>>(dp, da, (__nv_bfloat16*)out16, n); });
-    run("dequant_int8_rowwise_f32", n, out32, int8, int8_in + n * 4.0, [&] { dequant_int8_rowwise_f32<<<g, 256>>>(dq, ds, out32, rows, cols); });
-    run("dequant_int8_rowwise_bf16", n, out16, int8_bf, int8_in + n * 2.0, [&] { dequant_int8_rowwise_bf16<<<g, 256>>>(dq, ds, (__nv_bfloat16*)out16, rows, cols); });
+    run("dequant_nf4_f32", n, out32, nf4, nf4_in + n * 4.0, [&] { PEFT_LAUNCH(dequant_nf4_f32, g, 256)(dp, da, out32, n); });
+    run("dequant_nf4_bf16", n, out16, nf4_bf, nf4_in + n * 2.0, [&] { PEFT_LAUNCH(dequant_nf4_bf16, g, 256)(dp, da, (__nv_bfloat16*)out16, n); });
+    run("dequant_int8_rowwise_f32", n, out32, int8, int8_in + n * 4.0, [&] { PEFT_LAUNCH(dequant_int8_rowwise_f32, g, 256)(dq, ds, out32, rows, cols); });
+    run("dequant_int8_rowwise_bf16", n, out16, int8_bf, int8_in + n * 2.0, [&] { PEFT_LAUNCH(dequant_int8_rowwise_bf16, g, 256)(dq, ds, (__nv_bfloat16*)out16, rows, cols); });
     CHECK(cudaFree(dp)); CHECK(cudaFree(da)); CHECK(cudaFree(dq)); CHECK(cudaFree(ds)); CHECK(cudaFree(out32)); CHECK(cudaFree(out16));
 }
 
@@ -261,7 +273,7 @@ void double_quant(long long blocks)
     float* out;
     CHECK(cudaMalloc(&out, blocks * 4));
     unsigned g = grid_for(blocks);
-    run("dequant_blockwise8_f32", blocks, out, want, blocks * 5.0 + nested.size() * 4.0, [&] { dequant_blockwise8_f32<<<g, 256>>>(dc, dt, dn, offset, out, blocks); });
+    run("dequant_blockwise8_f32", blocks, out, want, blocks * 5.0 + nested.size() * 4.0, [&] { PEFT_LAUNCH(dequant_blockwise8_f32, g, 256)(dc, dt, dn, offset, out, blocks); });
     CHECK(cudaFree(dc)); CHECK(cudaFree(dt)); CHECK(cudaFree(dn)); CHECK(cudaFree(out));
 }
 
@@ -287,15 +299,15 @@ void elementwise(long long rows, long long cols)
     CHECK(cudaMalloc(&out, n * 4));
     unsigned g = grid_for(n);
     peft_strides dense = dense_layout(n);
-    run("binary_f32 (add)", n, out, sum, n * 12.0, [&] { binary_f32<<<g, 256>>>(0, da, db, out, n, dense); });
-    run_close("unary_f32 (gelu tanh)", n, out, gelu, 1e-6, n * 8.0, [&] { unary_f32<<<g, 256>>>(10, da, out, n, 0.f, 0.f); });
+    run("binary_f32 (add)", n, out, sum, n * 12.0, [&] { PEFT_LAUNCH(binary_f32, g, 256)(0, da, db, out, n, dense); });
+    run_close("unary_f32 (gelu tanh)", n, out, gelu, 1e-6, n * 8.0, [&] { PEFT_LAUNCH(unary_f32, g, 256)(10, da, out, n, 0.f, 0.f); });
     peft_strides t{};  // iterate the output [cols, rows] densely, reading the input transposed
     t.rank = 2;
     t.shape[0] = cols; t.shape[1] = rows;
     t.a[0] = 1; t.a[1] = cols;
     t.b[0] = rows; t.b[1] = 1;
     run("strided_copy_f32 (transpose)", n, out, transposed, n * 8.0, [&] {
-        strided_copy_f32<<<g, 256>>>(reinterpret_cast<const uint32_t*>(da), reinterpret_cast<uint32_t*>(out), n, t);
+        PEFT_LAUNCH(strided_copy_f32, g, 256)(reinterpret_cast<const uint32_t*>(da), reinterpret_cast<uint32_t*>(out), n, t);
     });
     // Round half to even (exact halves every other element) and the int8-code widening LLM.int8's product reads.
     std::vector<float> halves(n), rounded(n), codes_f(n);
@@ -308,8 +320,8 @@ void elementwise(long long rows, long long cols)
     }
     float* dh = device_copy(halves);
     int8_t* dq = device_copy(codes);
-    run("unary_f32 (round)", n, out, rounded, n * 8.0, [&] { unary_f32<<<g, 256>>>(24, dh, out, n, 0.f, 0.f); });
-    run("cast_i8_to_f32", n, out, codes_f, n * 5.0, [&] { cast_i8_to_f32<<<g, 256>>>(dq, out, n); });
+    run("unary_f32 (round)", n, out, rounded, n * 8.0, [&] { PEFT_LAUNCH(unary_f32, g, 256)(24, dh, out, n, 0.f, 0.f); });
+    run("cast_i8_to_f32", n, out, codes_f, n * 5.0, [&] { PEFT_LAUNCH(cast_i8_to_f32, g, 256)(dq, out, n); });
     CHECK(cudaFree(dh)); CHECK(cudaFree(dq));
     CHECK(cudaFree(da)); CHECK(cudaFree(db)); CHECK(cudaFree(out));
 }
@@ -355,10 +367,10 @@ void rows_suite(long long rows, long long n)
     CHECK(cudaMalloc(&mean, rows * 4));
     CHECK(cudaMalloc(&rstd, rows * 4));
     const unsigned grid = row_grid(rows), block = row_block(n);
-    run_close("reduce_rows_f32 (sum)", total, out, sums, 1e-5, total * 4.0, [&] { reduce_rows_f32<<<grid, block>>>(0, dx, out, rows, n); });
-    run_close("reduce_mid_f32 (sum dim 0)", total, out, cols, 1e-5, total * 4.0, [&] { reduce_mid_f32<<<grid_for(n), 256>>>(0, dx, out, 1, rows, n); });
-    run_close("softmax_rows_f32", total, out, soft, 1e-5, total * 8.0, [&] { softmax_rows_f32<<<grid, block>>>(dx, out, rows, n, 0); });
-    run_close("norm_rows_f32 (layer norm)", total, out, norm, 1e-5, total * 8.0, [&] { norm_rows_f32<<<grid, block>>>(dx, dw, db, out, mean, rstd, rows, n, 1e-5f, 0); });
+    run_close("reduce_rows_f32 (sum)", total, out, sums, 1e-5, total * 4.0, [&] { PEFT_LAUNCH(reduce_rows_f32, grid, block)(0, dx, out, rows, n); });
+    run_close("reduce_mid_f32 (sum dim 0)", total, out, cols, 1e-5, total * 4.0, [&] { PEFT_LAUNCH(reduce_mid_f32, grid_for(n), 256)(0, dx, out, 1, rows, n); });
+    run_close("softmax_rows_f32", total, out, soft, 1e-5, total * 8.0, [&] { PEFT_LAUNCH(softmax_rows_f32, grid, block)(dx, out, rows, n, 0); });
+    run_close("norm_rows_f32 (layer norm)", total, out, norm, 1e-5, total * 8.0, [&] { PEFT_LAUNCH(norm_rows_f32, grid, block)(dx, dw, db, out, mean, rstd, rows, n, 1e-5f, 0); });
     CHECK(cudaFree(dx)); CHECK(cudaFree(dw)); CHECK(cudaFree(db)); CHECK(cudaFree(out)); CHECK(cudaFree(mean)); CHECK(cudaFree(rstd));
 }
 
@@ -376,7 +388,7 @@ void index_suite(long long vocab, long long dim, long long tokens)
     float* out;
     CHECK(cudaMalloc(&out, tokens * dim * 4));
     run("index_select_f32 (embed)", tokens * dim, out, rows, tokens * dim * 8.0, [&] {
-        index_select_f32<<<grid_for(tokens * dim), 256>>>(reinterpret_cast<const uint32_t*>(dt), reinterpret_cast<uint32_t*>(out), di, 1, vocab, tokens, dim);
+        PEFT_LAUNCH(index_select_f32, grid_for(tokens * dim), 256)(reinterpret_cast<const uint32_t*>(dt), reinterpret_cast<uint32_t*>(out), di, 1, vocab, tokens, dim);
     });
     CHECK(cudaFree(out));
     // embedding backward: rows of a [tokens, dim] gradient summed into the table rows their ids name, in ascending
@@ -404,7 +416,7 @@ void index_suite(long long vocab, long long dim, long long tokens)
         // timed with the table clear it needs (the memset writes vocab · dim floats)
         run("index_add_f32 (embed grad)", tokens * dim, dacc, acc, tokens * dim * 8.0 + vocab * dim * 4.0, [&] {
             CHECK(cudaMemsetAsync(dacc, 0, vocab * dim * 4));
-            index_add_f32<<<row_grid(unique), row_block(dim)>>>(dgrad, dacc, drows, dstarts, dpos, unique, 1, vocab, tokens, dim);
+            PEFT_LAUNCH(index_add_f32, row_grid(unique), row_block(dim))(dgrad, dacc, drows, dstarts, dpos, unique, 1, vocab, tokens, dim);
         });
         CHECK(cudaFree(dgrad)); CHECK(cudaFree(drows)); CHECK(cudaFree(dstarts)); CHECK(cudaFree(dpos)); CHECK(cudaFree(dacc));
     }
@@ -430,7 +442,7 @@ void index_suite(long long vocab, long long dim, long long tokens)
     CHECK(cudaMalloc(&dloss, n * 4));
     CHECK(cudaMalloc(&dlse, n * 4));
     run_close("cross_entropy_f32", n * c, dloss, loss, 1e-5, n * c * 4.0, [&] {
-        cross_entropy_f32<<<row_grid(n), row_block(c)>>>(dl, dtg, dloss, dlse, n, c, -100, 0.f);
+        PEFT_LAUNCH(cross_entropy_f32, row_grid(n), row_block(c))(dl, dtg, dloss, dlse, n, c, -100, 0.f);
     });
     CHECK(cudaFree(dt)); CHECK(cudaFree(di)); CHECK(cudaFree(dl)); CHECK(cudaFree(dtg)); CHECK(cudaFree(dloss)); CHECK(cudaFree(dlse));
 }
@@ -460,7 +472,7 @@ void dropout(long long n)
     }
     float* out;
     CHECK(cudaMalloc(&out, n * 4));
-    run("dropout_mask_f32", n, out, want, n * 4.0, [&] { dropout_mask_f32<<<grid_for((n + 3) / 4), 256>>>(out, n, first, k0, k1, p, scale); });
+    run("dropout_mask_f32", n, out, want, n * 4.0, [&] { PEFT_LAUNCH(dropout_mask_f32, grid_for((n + 3) / 4), 256)(out, n, first, k0, k1, p, scale); });
     CHECK(cudaFree(out));
 }
 
@@ -499,14 +511,18 @@ void adamw(long long n)
     bool checked = false;
     run("adamw_f32", n, dp, want, n * 28.0, [&] {
         if (!checked) { CHECK(cudaMemcpy(dp, p0, n * 4, cudaMemcpyDeviceToDevice)); checked = true; }
-        adamw_f32<<<grid_for(n), 256>>>(dp, dg, dm, dv, n, decay, 1, b1, omb1, b2, omb2, inv_sqrt_bc2, eps, step);
+        PEFT_LAUNCH(adamw_f32, grid_for(n), 256)(dp, dg, dm, dv, n, decay, 1, b1, omb1, b2, omb2, inv_sqrt_bc2, eps, step);
     });
     CHECK(cudaFree(p0)); CHECK(cudaFree(dp)); CHECK(cudaFree(dg)); CHECK(cudaFree(dm)); CHECK(cudaFree(dv));
 }
 
 double measure_copy_ceiling()
 {
+#ifdef PEFT_HOST_EMULATION
+    const size_t bytes = 1ull << 24;
+#else
     const size_t bytes = 1ull << 30;
+#endif
     void *a, *b;
     CHECK(cudaMalloc(&a, bytes));
     CHECK(cudaMalloc(&b, bytes));
@@ -530,6 +546,23 @@ int main(int argc, char** argv)
     std::printf("bench_kernels: %s (sm_%d%d), seed %llu, copy ceiling %.2f TB/s (read + write)\n\n", prop.name, prop.major, prop.minor, seed, copy_tbs);
     std::printf("| %-26s | %11s | %8s | %8s | %6s | %6s |\n", "kernel", "elements", "check", "µs", "GB/s", "% copy");
     std::printf("| --- | ---: | --- | ---: | ---: | ---: |\n");
+#ifdef PEFT_HOST_EMULATION
+    // The same checks on the host emulation, at sizes it runs in seconds: ragged tails, vector bodies, several blocks.
+    casts(1003);
+    casts((1 << 16) + 5);
+    dequant(37, 1001);
+    dequant(64, 4096);
+    double_quant(701);
+    elementwise(37, 101);
+    elementwise(64, 640);
+    rows_suite(3, 1000);
+    rows_suite(40, 4096);
+    index_suite(1001, 64, 37);
+    dropout(1001);
+    dropout(70001);
+    adamw(1001);
+    adamw(65537);
+#else
     casts(1003);               // ragged: vector body and scalar tail
     casts(1ll << 27);          // 512 MiB of f32: ten times the L2
     dequant(37, 1001);         // odd columns: the scalar path, a partial last NF4 block
@@ -545,6 +578,7 @@ int main(int argc, char** argv)
     dropout(1ll << 27);
     adamw(1001);
     adamw(1ll << 26);          // 1 GiB of optimizer traffic per step
+#endif
     std::printf("\n%s\n", failures ? "FAILED" : "all kernels match their references");
     return failures ? 1 : 0;
 }

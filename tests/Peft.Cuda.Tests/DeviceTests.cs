@@ -76,10 +76,14 @@ public class DeviceTests : GpuTest
     }
 
     [Test]
-    public void HostOnlyOperationsOnADeviceTensorSayWhy()
+    public unsafe void ReadingADeviceTensorCopiesItButHostPointersAreRefused()
     {
-        using var device = Tensor.Randn([4], Fresh()).To(Gpu.Device);
-        var e = Assert.Throws<InvalidOperationException>(() => device.ToFloatArray())!;
+        // ToArray / ToFloatArray / Item copy device tensors to the host (as torch's tolist()); a host pointer into
+        // device memory (what a CPU kernel would dereference) is refused with the way out in the message.
+        using var host = Tensor.Randn([4], Fresh());
+        using var device = host.To(Gpu.Device);
+        Assert.That(device.ToFloatArray(), Is.EqualTo(host.ToFloatArray()));
+        var e = Assert.Throws<InvalidOperationException>(() => { var p = device.Storage.Pointer; })!;
         Assert.That(e.Message, Does.Contain("cuda:0").And.Contain(".To(Device.Cpu)"));
     }
 

@@ -19,6 +19,10 @@ public abstract class GpuTest
         TestContext.Progress.WriteLine($"GPU: {Gpu}");
     }
 
+    /// <summary>True on native/emulation's host stand-in for a GPU (CI runs this suite there too): a check of what
+    /// the kernels and launchers compute, with none of a GPU's speed.</summary>
+    protected bool OnHostEmulation => Gpu.Name.StartsWith("host emulation", StringComparison.Ordinal);
+
     /// <summary>A generator with a fresh seed for this draw; the seed is printed with the test's output.</summary>
     protected static Generator Fresh()
     {

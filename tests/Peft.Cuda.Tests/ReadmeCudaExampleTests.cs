@@ -6,6 +6,7 @@ public class ReadmeCudaExampleTests : GpuTest
     [Test]
     public void TheReadmeCudaSampleRuns()
     {
+        if (OnHostEmulation) Assert.Ignore("4096³ products take minutes on the host emulation; BlasAndLoraTests runs the same calls at small sizes there");
         if (!CudaDevice.IsAvailable(out var why)) Console.WriteLine($"no GPU: {why}");
         var gpu = CudaDevice.Get(0);                                   // primary context, one stream, caching allocator
         using var x = Tensor.Randn([4096, 4096], seed: 1).To(DType.BF16).To(gpu.Device);

@@ -7,7 +7,8 @@ namespace Peft.Cuda.Interop;
 /// Finds the CUDA libraries at run time. The bindings name logical libraries ("cuda", "cublas"); this resolver maps
 /// them to the first file that loads: the driver is always <c>libcuda.so.1</c> (installed by the NVIDIA driver, never
 /// by a toolkit); cuBLAS is probed newest first (<c>.13</c>, <c>.12</c>, <c>.11</c>), on the loader's path and then in
-/// <c>$CUDA_HOME/lib64</c> and <c>/usr/local/cuda/lib64</c>. <c>PEFT_CUBLAS_PATH</c> overrides the probe.
+/// <c>$CUDA_HOME/lib64</c> and <c>/usr/local/cuda/lib64</c>. <c>PEFT_CUBLAS_PATH</c> overrides the probe, and
+/// <c>PEFT_CUDA_DRIVER_PATH</c> the driver (native/emulation's host stand-in for both is selected this way in CI).
 /// </summary>
 internal static class NativeLibraries
 {
@@ -34,7 +35,7 @@ internal static class NativeLibraries
     {
         string[] candidates = name switch
         {
-            Driver => DriverNames,
+            Driver => Environment.GetEnvironmentVariable("PEFT_CUDA_DRIVER_PATH") is { Length: > 0 } d ? [d] : DriverNames,
             Cublas => Environment.GetEnvironmentVariable("PEFT_CUBLAS_PATH") is { Length: > 0 } p ? [p] : WithToolkitFolders(CublasNames),
             _ => [],
         };

@@ -10,7 +10,7 @@ public static class CudaKernels
 {
     private const uint Block = 256;
 
-    /// <summary>A contiguous copy of <paramref name="x"/> in <paramref name="dtype"/> (f32 ↔ bf16, f32 ↔ f16, round to nearest even; i8/u8 → f32, exact; f32 → u8 saturating, as .NET's conversion).</summary>
+    /// <summary>A contiguous copy of <paramref name="x"/> in <paramref name="dtype"/> (f32 ↔ bf16, f32 ↔ f16, round to nearest even; i8/u8 → f32, exact; f32 → u8 as .NET's conversion).</summary>
     public static Tensor Cast(Tensor x, DType dtype)
     {
         CudaTensors.RequireContiguous(x, "Cast");

@@ -289,7 +289,7 @@ internal sealed unsafe class CudaOps : IDeviceKernels
         Tensor table;
         lock (_codeTables)
             if (!_codeTables.TryGetValue(device.Index, out table!))
-                _codeTables[device.Index] = table = Upload(Blockwise8.Code, device);
+                _codeTables[device.Index] = table = Upload(Blockwise8.Code, device).KeepAlive();   // first made inside someone's scope
         return CudaKernels.DequantizeBlockwise8(codes, table, nestedAbsmax, offset);
     }
 
