@@ -96,4 +96,20 @@ __global__ void lora_shrink_kr_r32_bf16(const __nv_bfloat16* __restrict__ x, con
 __global__ void lora_expand_cr_r32_bf16(const __nv_bfloat16* __restrict__ t, const __nv_bfloat16* __restrict__ w, __nv_bfloat16* __restrict__ out, int64_t M, int64_t C, float scale, float beta);
 __global__ void lora_expand_rc_r32_bf16(const __nv_bfloat16* __restrict__ t, const __nv_bfloat16* __restrict__ w, __nv_bfloat16* __restrict__ out, int64_t M, int64_t C, float scale, float beta);
 
+
+// kernels/attention.cu — fused scaled-dot-product attention (flash-style; scores never stored), F32. CPU reference:
+// Peft.Core's FusedAttention (and the composite matmul + softmax + matmul it equals). q/o/do [BH, Tq, D], k/v
+// [BH, Tk, D], mask U8 [B, Tk] (1 = attend) or null, lse/delta [BH, Tq]; D ≤ 128.
+__global__ void attention_fwd_f32(const float* __restrict__ q, const float* __restrict__ k, const float* __restrict__ v,
+                                  const uint8_t* __restrict__ mask, float* __restrict__ o, float* __restrict__ lse,
+                                  int64_t heads, int64_t tq, int64_t tk, int64_t d, int32_t causal, int64_t offset, float scale);
+__global__ void attention_bwd_delta_f32(const float* __restrict__ o, const float* __restrict__ g, float* __restrict__ delta, int64_t rows, int64_t d);
+__global__ void attention_bwd_dq_f32(const float* __restrict__ q, const float* __restrict__ k, const float* __restrict__ v,
+                                     const uint8_t* __restrict__ mask, const float* __restrict__ g, const float* __restrict__ lse,
+                                     const float* __restrict__ delta, float* __restrict__ dq,
+                                     int64_t heads, int64_t tq, int64_t tk, int64_t d, int32_t causal, int64_t offset, float scale);
+__global__ void attention_bwd_dkdv_f32(const float* __restrict__ q, const float* __restrict__ k, const float* __restrict__ v,
+                                       const uint8_t* __restrict__ mask, const float* __restrict__ g, const float* __restrict__ lse,
+                                       const float* __restrict__ delta, float* __restrict__ dk, float* __restrict__ dv,
+                                       int64_t heads, int64_t tq, int64_t tk, int64_t d, int32_t causal, int64_t offset, float scale);
 }

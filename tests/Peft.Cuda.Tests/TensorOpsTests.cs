@@ -96,6 +96,44 @@ public class TensorOpsTests : GpuTest
         });
     }
 
+    [TestCase(2, 3, 5, 5, 16, false, false)]
+    [TestCase(2, 3, 37, 37, 72, true, false)]    // D not a multiple of 32, ragged tiles, causal
+    [TestCase(2, 2, 3, 41, 64, true, true)]      // a KV cache's past (Tq < Tk), padding
+    [TestCase(1, 4, 70, 70, 128, true, true)]    // the largest head dim, several tiles each way
+    public void FusedAttentionMatchesTheCpuCompositeForwardAndBackward(int b, int h, int tq, int tk, int d, bool causal, bool padded)
+    {
+        // kernels/attention.cu (scores never stored) against matmul + masked softmax + matmul on the CPU.
+        var g = Fresh();
+        using var q = R([b, h, tq, d], g);
+        using var k = R([b, h, tk, d], g);
+        using var v = R([b, h, tk, d], g);
+        using var up = R([b, h, tq, d], g);
+        using var mask = padded ? Tensor.FromArray(Enumerable.Range(0, b * tk).Select(i => (byte)(i % tk < 3 ? 0 : 1)).ToArray(), [b, 1, 1, tk]) : null;
+        Tensor Attend(Tensor[] t) => Tensor.ScaledDotProductAttention(t[0], t[1], t[2], mask, isCausal: causal);
+        Tensor Grad(Tensor[] t, int i)
+        {
+            var leaves = t[..3].Select(x => x.Clone().RequiresGradient()).ToArray();
+            try
+            {
+                using var y = Attend(leaves);
+                using var w = y.Mul(t[3]);
+                using var loss = w.Sum();
+                loss.Backward();
+                return leaves[i].Grad!.Clone();
+            }
+            finally
+            {
+                foreach (var l in leaves) l.Dispose();
+            }
+        }
+        Assert.Multiple(() =>
+        {
+            Assert.That(Versus(Attend, q, k, v), Is.LessThanOrEqualTo(1e-5), "output");
+            for (int i = 0; i < 3; i++)
+                Assert.That(Versus(t => Grad(t, i), q, k, v, up), Is.LessThanOrEqualTo(1e-4), $"gradient of input {i}");
+        });
+    }
+
     [Test]
     public void RoundingAndByteCastsAreTheCpusBitForBit()
     {

@@ -304,6 +304,7 @@ public sealed partial class Tensor
     /// </summary>
     public static Tensor ScaledDotProductAttention(Tensor q, Tensor k, Tensor v, Tensor? attentionMask = null, bool isCausal = false, double? scale = null, double dropoutP = 0, Generator? generator = null)
     {
+        if (q.Device.Type != DeviceType.Cpu && FusedAttention(q, k, v, attentionMask, isCausal, scale, dropoutP) is { } fused) return fused;
         int tq = q.Size(-2), tk = k.Size(-2);
         double s = scale ?? 1.0 / Math.Sqrt(q.Size(-1));
         using var kt = k.Transpose(-2, -1);
@@ -329,6 +330,61 @@ public sealed partial class Tensor
         using (var probs = scores.Softmax(-1))
         using (var dropped = dropoutP > 0 ? probs.Dropout(dropoutP, true, generator) : null)
             return (dropped ?? probs).MatMul(v);
+    }
+
+    /// <summary>
+    /// ScaledDotProductAttention on a device as one fused kernel (kernels/attention.cu on CUDA: the [Tq, Tk] scores
+    /// and probabilities are never stored, backward recomputes them from each row's log-sum-exp) when the call fits it:
+    /// heads [B, H, T, D] with D ≤ 128 for q, k and v, no dropout, no autocast, and no mask or a U8 key-padding mask
+    /// [B or 1, 1, 1, Tk]. Null otherwise: additive float masks (T5's bias), dropout on the probabilities, mixed
+    /// precision and other shapes take the composite.
+    /// </summary>
+    private static Tensor? FusedAttention(Tensor q, Tensor k, Tensor v, Tensor? mask, bool causal, double? scale, double dropoutP)
+    {
+        // Under autocast the composite rounds the matmul operands to 16 bits, as torch's 16-bit kernels do; the fused
+        // kernel is F32 throughout, so it would train to different numbers: mixed precision keeps the composite.
+        if (Autocast.Current != null || dropoutP > 0 || q.Rank != 4 || k.Rank != 4 || v.Rank != 4) return null;
+        int b = q.Size(0), h = q.Size(1), tq = q.Size(2), d = q.Size(3), tk = k.Size(2);
+        if (!k.Shape.AsSpan().SequenceEqual(v.Shape) || k.Size(0) != b || k.Size(1) != h || k.Size(3) != d) return null;
+        if (d is 0 or > 128 || tq == 0 || tk == 0 || (long)b * h > 65535) return null;
+        if (mask != null && !(mask.DType == DType.U8 && mask.Rank == 4 && mask.Size(1) == 1 && mask.Size(2) == 1 && mask.Size(3) == tk && (mask.Size(0) == b || mask.Size(0) == 1)))
+            return null;
+        if (DeviceKernels("ScaledDotProductAttention", q, k, v) is not { } kernels) return null;
+        double s = scale ?? 1.0 / Math.Sqrt(d);
+        long offset = tk - tq;   // causal: query i sees keys up to i + Tk − Tq (a KV cache's past included)
+        using var qd = DenseF32(kernels, q);
+        using var kd = DenseF32(kernels, k);
+        using var vd = DenseF32(kernels, v);
+        using var maskD = mask == null ? null : KeyMaskOn(mask, b, tk, q.Device);
+        var (o, lse) = kernels.Attention(qd, kd, vd, maskD, h, causal, offset, s);
+        using (lse)
+            return Autograd.Record(o, "ScaledDotProductAttention", [q, k, v], saved =>
+            {
+                var (qs, ks, vs, os, ls) = (saved.Save(qd), saved.Save(kd), saved.Save(vd), saved.Save(o), saved.Save(lse));
+                var ms = maskD == null ? null : saved.Save(maskD);
+                return (g, _) =>
+                {
+                    using var gc = g.ContiguousData();
+                    var (dq, dk, dv) = kernels.AttentionBackward(qs, ks, vs, os, gc, ls, ms, h, causal, offset, s);
+                    return [dq, dk, dv];
+                };
+            });
+
+        static Tensor DenseF32(IDeviceKernels k, Tensor t)
+        {
+            using var wide = WidenOnDevice(k, "ScaledDotProductAttention", t);
+            return (wide ?? t).ContiguousData();
+        }
+    }
+
+    /// <summary>A key-padding mask [B or 1, 1, 1, Tk] as the dense U8 [B, Tk] the fused kernels read, on <paramref name="device"/>
+    /// (masks are usually built on the host; B·Tk bytes).</summary>
+    private static Tensor KeyMaskOn(Tensor mask, int b, int tk, Device device)
+    {
+        var bytes = mask.ToArray<byte>();
+        var rows = mask.Size(0) == b ? bytes : Enumerable.Repeat(bytes, b).SelectMany(r => r).ToArray();
+        using var host = FromArray(rows, [b, tk]);
+        return host.To(device);
     }
 
     private unsafe Tensor Eq0()

@@ -70,6 +70,14 @@ internal interface IDeviceKernels
     /// <summary>d logits = scale[r]·(softmax − target distribution); zero rows for ignored targets.</summary>
     Tensor CrossEntropyBackward(Tensor logits, long[] targets, Tensor lse, Tensor scale, long ignoreIndex, double smoothing);
 
+    /// <summary>Fused attention over dense F32 q [BH, Tq, D], k and v [BH, Tk, D] (D ≤ 128): the output and each row's
+    /// log-sum-exp (<see cref="Cpu.AttentionReference"/>); <paramref name="keyMask"/> is a dense U8 [B, Tk] (1 = attend)
+    /// on this device or null; causal hides key j from query i when j &gt; i + <paramref name="causalOffset"/>.</summary>
+    (Tensor O, Tensor Lse) Attention(Tensor q, Tensor k, Tensor v, Tensor? keyMask, int heads, bool causal, long causalOffset, double scale);
+
+    /// <summary>Its backward from the saved output and log-sum-exp and the incoming gradient g: dq, dk, dv.</summary>
+    (Tensor Dq, Tensor Dk, Tensor Dv) AttentionBackward(Tensor q, Tensor k, Tensor v, Tensor o, Tensor g, Tensor lse, Tensor? keyMask, int heads, bool causal, long causalOffset, double scale);
+
     /// <summary>LLM.int8 row-wise dequantization: dense q [rows, cols] I8 and scb [rows] F32 → q·(scb/127) as F32
     /// (<see cref="Quantization.Int8RowWise"/>).</summary>
     Tensor DequantizeInt8(Tensor q, Tensor scb);

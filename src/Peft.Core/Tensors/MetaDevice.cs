@@ -59,6 +59,10 @@ internal sealed class MetaDevice : IDeviceBackend, IDeviceKernels
         (Like([targets.Length], logits.DType), Like([targets.Length], logits.DType));
 
     public Tensor CrossEntropyBackward(Tensor logits, long[] targets, Tensor lse, Tensor scale, long ignoreIndex, double smoothing) => Like(logits.Shape, logits.DType);
+    public (Tensor O, Tensor Lse) Attention(Tensor q, Tensor k, Tensor v, Tensor? keyMask, int heads, bool causal, long causalOffset, double scale) =>
+        (Like(q.Shape, DType.F32), Like(q.Shape[..^1], DType.F32));
+    public (Tensor Dq, Tensor Dk, Tensor Dv) AttentionBackward(Tensor q, Tensor k, Tensor v, Tensor o, Tensor g, Tensor lse, Tensor? keyMask, int heads, bool causal, long causalOffset, double scale) =>
+        (Like(q.Shape, DType.F32), Like(k.Shape, DType.F32), Like(v.Shape, DType.F32));
     public Tensor DequantizeInt8(Tensor q, Tensor scb) => Like(q.Shape, DType.F32);
     public Tensor DequantizeNf4(Tensor packed, Tensor absmax, int[] shape) => Like(shape, DType.F32);
     public Tensor DequantizeBlockwise8(Tensor codes, Tensor nestedAbsmax, float offset) => Like(codes.Shape, DType.F32);

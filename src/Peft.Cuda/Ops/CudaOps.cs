@@ -279,6 +279,47 @@ internal sealed unsafe class CudaOps : IDeviceKernels
         return mask;
     }
 
+    // kernels/attention.cu: the forward keeps 16 query rows per block of 4 warps; the backward 8 rows (dq) or 8 keys
+    // (dk, dv) per block, after one warp per row for delta = do·o.
+    private const uint AttentionBlock = 128;
+
+    public (Tensor O, Tensor Lse) Attention(Tensor q, Tensor k, Tensor v, Tensor? keyMask, int heads, bool causal, long causalOffset, double scale)
+    {
+        var device = CudaTensors.DeviceOf(q);
+        var (bh, tq, tk, d) = AttentionDims(q, k);
+        var o = CudaTensors.Empty(q.Shape, DType.F32, device);
+        var lse = CudaTensors.Empty(q.Shape[..^1], DType.F32, device);
+        device.Kernels.Launch("attention_fwd_f32", ((uint)((tq + 15) / 16), bh, 1), (AttentionBlock, 1, 1), 0,
+            CudaTensors.Address(q), CudaTensors.Address(k), CudaTensors.Address(v), AddressOrNull(keyMask), CudaTensors.Address(o), CudaTensors.Address(lse),
+            (long)heads, tq, tk, d, causal ? 1 : 0, causalOffset, (float)scale);
+        return (o, lse);
+    }
+
+    public (Tensor Dq, Tensor Dk, Tensor Dv) AttentionBackward(Tensor q, Tensor k, Tensor v, Tensor o, Tensor g, Tensor lse, Tensor? keyMask, int heads, bool causal, long causalOffset, double scale)
+    {
+        var device = CudaTensors.DeviceOf(q);
+        var (bh, tq, tk, d) = AttentionDims(q, k);
+        using var delta = CudaTensors.Empty(q.Shape[..^1], DType.F32, device);
+        long rows = bh * tq;
+        device.Kernels.Launch("attention_bwd_delta_f32", (uint)Math.Clamp((rows + 3) / 4, 1, (long)device.MultiprocessorCount * 32), AttentionBlock,
+            CudaTensors.Address(o), CudaTensors.Address(g), CudaTensors.Address(delta), rows, d);
+        var dq = CudaTensors.Empty(q.Shape, DType.F32, device);
+        var dk = CudaTensors.Empty(k.Shape, DType.F32, device);
+        var dv = CudaTensors.Empty(v.Shape, DType.F32, device);
+        KernelArg[] common = [(long)heads, tq, tk, d, causal ? 1 : 0, causalOffset, (float)scale];
+        device.Kernels.Launch("attention_bwd_dq_f32", ((uint)((tq + 7) / 8), bh, 1), (AttentionBlock, 1, 1), 0,
+            [CudaTensors.Address(q), CudaTensors.Address(k), CudaTensors.Address(v), AddressOrNull(keyMask), CudaTensors.Address(g), CudaTensors.Address(lse),
+             CudaTensors.Address(delta), CudaTensors.Address(dq), .. common]);
+        device.Kernels.Launch("attention_bwd_dkdv_f32", ((uint)((tk + 7) / 8), bh, 1), (AttentionBlock, 1, 1), 0,
+            [CudaTensors.Address(q), CudaTensors.Address(k), CudaTensors.Address(v), AddressOrNull(keyMask), CudaTensors.Address(g), CudaTensors.Address(lse),
+             CudaTensors.Address(delta), CudaTensors.Address(dk), CudaTensors.Address(dv), .. common]);
+        return (dq, dk, dv);
+    }
+
+    /// <summary>(B·H, Tq, Tk, D) of dense [B, H, T, D] heads; the front-end keeps B·H within the grid's y limit.</summary>
+    private static (uint Bh, long Tq, long Tk, long D) AttentionDims(Tensor q, Tensor k) =>
+        ((uint)(q.Size(0) * q.Size(1)), q.Size(2), k.Size(2), q.Size(3));
+
     public Tensor DequantizeInt8(Tensor q, Tensor scb) => CudaKernels.DequantizeInt8(q, scb, DType.F32);
 
     public Tensor DequantizeNf4(Tensor packed, Tensor absmax, int[] shape) => CudaKernels.DequantizeNf4(packed, absmax, shape, DType.F32);

@@ -77,6 +77,20 @@ internal static class DeviceParity
         return (output.Loss.Item(), grads);
     }
 
+    /// <summary>‖a − b‖ / max(‖b‖, 10⁻³·√n): relative, except for a gradient that is zero in exact arithmetic (a
+    /// key bias under softmax: adding q·b to every score of a row changes nothing), where both devices hold rounding
+    /// noise of their own summation order and the error is measured against that floor.</summary>
+    public static double GradientError(double[] a, double[] b)
+    {
+        double num = 0, den = 0;
+        for (int i = 0; i < a.Length; i++)
+        {
+            num += (a[i] - b[i]) * (a[i] - b[i]);
+            den += b[i] * b[i];
+        }
+        return Math.Sqrt(num) / Math.Max(Math.Sqrt(den), 1e-3 * Math.Sqrt(a.Length));
+    }
+
     /// <summary>‖a − b‖ / ‖b‖.</summary>
     public static double RelativeError(double[] a, double[] b)
     {
