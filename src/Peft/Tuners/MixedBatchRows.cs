@@ -15,15 +15,35 @@ internal static class MixedBatchRows
             throw new ArgumentException($"adapter_names has {perSample.Length} entries but the batch has {x.Size(0)} samples");
     }
 
-    /// <summary>A [B, 1, …, 1] mask in <paramref name="like"/>'s dtype and rank: 1 on the rows whose sample uses
-    /// <paramref name="adapter"/>, 0 elsewhere (broadcasts against <paramref name="like"/>).</summary>
-    public static Tensor Mask(string[] perSample, string adapter, Tensor like)
+    /// <summary>
+    /// The batch with each sample's rows run through <paramref name="forwardRows"/>(its name, its rows): the samples that
+    /// name one adapter go together (PEFT's sub-batches; the segments of SGMV), so every adapter computes on its own
+    /// rows only, and the outputs come back in batch order through one gather (autograd sees IndexSelect and Cat).
+    /// </summary>
+    public static Tensor ByAdapter(Tensor x, string[] perSample, Func<string, Tensor, Tensor> forwardRows)
     {
-        var rows = perSample.Select(n => n == adapter ? 1.0 : 0.0).ToArray();
-        var shape = Enumerable.Repeat(1, like.Rank).ToArray();
-        shape[0] = rows.Length;
-        using var raw = Tensor.FromArray(rows, shape);
-        using var typed = raw.To(like.DType);
-        return typed.To(like.Device);   // built on the host, used beside activations that may live on a device
+        var groups = perSample.Select((name, row) => (name, row)).GroupBy(p => p.name).ToList();
+        if (groups.Count == 1) return forwardRows(groups[0].Key, x);
+        var parts = new List<Tensor>(groups.Count);
+        var order = new List<int>(perSample.Length);
+        try
+        {
+            foreach (var g in groups)
+            {
+                using var idx = Tensor.FromArray(g.Select(p => (long)p.row).ToArray());
+                using var rows = x.IndexSelect(0, idx);
+                parts.Add(forwardRows(g.Key, rows));
+                order.AddRange(g.Select(p => p.row));
+            }
+            var inverse = new long[order.Count];
+            for (int p = 0; p < order.Count; p++) inverse[order[p]] = p;
+            using var grouped = Tensor.Cat(parts, 0);
+            using var back = Tensor.FromArray(inverse);
+            return grouped.IndexSelect(0, back);
+        }
+        finally
+        {
+            foreach (var t in parts) t.Dispose();
+        }
     }
 }

@@ -48,21 +48,13 @@ public sealed class ModulesToSaveWrapper : Module, IUnaryModule
         return ((IUnaryModule)m).Forward(x);
     }
 
-    /// <summary>Each sample runs through its adapter's copy ("__base__" or an adapter without a copy: the original).</summary>
+    /// <summary>Each sample runs through its adapter's copy ("__base__" or an adapter without a copy: the original),
+    /// each module on its own rows only.</summary>
     private Tensor MixedBatch(Tensor x, string[] perSample)
     {
         MixedBatchRows.CheckLength(perSample, x);
-        Tensor? result = null;
-        foreach (var name in perSample.Distinct())
-        {
-            var m = name != PeftModel.BaseAdapterName && Copies.Contains(name) ? Copies[name] : Original;
-            using var y = ((IUnaryModule)m).Forward(x);
-            using var mask = MixedBatchRows.Mask(perSample, name, y);
-            using var part = y.Mul(mask);
-            if (result == null) result = part.Contiguous();
-            else { var next = result.Add(part); result.Dispose(); result = next; }
-        }
-        return result!;
+        var names = perSample.Select(n => n != PeftModel.BaseAdapterName && Copies.Contains(n) ? n : PeftModel.BaseAdapterName).ToArray();
+        return MixedBatchRows.ByAdapter(x, names, (name, rows) => ((IUnaryModule)(name == PeftModel.BaseAdapterName ? Original : Copies[name])).Forward(rows));
     }
 
     internal Module TakeOriginal() => RemoveModule("original_module");

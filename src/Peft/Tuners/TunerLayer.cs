@@ -115,25 +115,20 @@ public abstract class TunerLayer : Module, IUnaryModule
     protected virtual Tensor AddAdapterOutput(string adapter, Tensor x, Tensor result) =>
         throw new NotSupportedException($"{GetType().Name} is not an additive adapter");
 
-    /// <summary>PEFT's _mixed_batch_forward: rows of the batch get their own adapter ("__base__": none). Each adapter's
-    /// change of the output is computed on the whole batch and masked to its rows, so autograd needs nothing special.</summary>
+    /// <summary>PEFT's _mixed_batch_forward: rows of the batch get their own adapter ("__base__", or an adapter this
+    /// layer does not hold: none), each adapter computing on its own rows only.</summary>
     private Tensor MixedBatch(Tensor x, string[] perSample)
     {
         if (Merged) throw new InvalidOperationException("a mixed-adapter batch cannot run while adapters are merged; unmerge first");
         MixedBatchRows.CheckLength(perSample, x);
-        var result = BaseForward(x);
-        foreach (var name in perSample.Distinct().Where(n => n != PeftModel.BaseAdapterName))
+        var names = perSample.Select(n => n != PeftModel.BaseAdapterName && Adapters.Contains(n) ? n : PeftModel.BaseAdapterName).ToArray();
+        return MixedBatchRows.ByAdapter(x, names, (name, rows) =>
         {
-            if (!Adapters.Contains(name)) continue; // this layer is not adapted by that adapter
-            using var withAdapter = IsAdditive ? AddAdapterOutput(name, x, result) : AdaptedForward(x, [name]);
-            using var delta = withAdapter.Sub(result);
-            using var mask = MixedBatchRows.Mask(perSample, name, delta);
-            using var masked = delta.Mul(mask);
-            var next = result.Add(masked);
-            result.Dispose();
-            result = next;
-        }
-        return result;
+            if (name == PeftModel.BaseAdapterName) return BaseForward(rows);
+            if (!IsAdditive) return AdaptedForward(rows, [name]);
+            using var baseRows = BaseForward(rows);
+            return AddAdapterOutput(name, rows, baseRows);
+        });
     }
 
     /// <summary>What merging <paramref name="adapter"/> adds to the base weight, in the base weight's layout.</summary>
