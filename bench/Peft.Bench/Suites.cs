@@ -4,7 +4,7 @@ namespace Peft.Bench;
 public static class Suites
 {
     /// <summary>Suite names (the device ones say what they need and return where it is missing).</summary>
-    public static readonly IReadOnlyList<string> Names = ["gemm", "gemm-threads", "gpt2-step", "gpt2-step-small", "tuner-layers", "lora-thin", "training-memory", "gemm-blocking", "kernels", "gpu-train"];
+    public static readonly IReadOnlyList<string> Names = ["gemm", "gemm-threads", "gpt2-step", "gpt2-step-small", "tuner-layers", "lora-thin", "training-memory", "gemm-blocking", "kernels", "gpu-train", "mixed-batch"];
 
     /// <summary>Runs <paramref name="suite"/>, writing its report to <paramref name="o"/>; false for an unknown name.</summary>
     public static bool Run(string suite, TextWriter o)
@@ -45,6 +45,9 @@ public static class Suites
                 return true;
             case "gemm":
                 GemmBench.Run(o);
+                return true;
+            case "mixed-batch":
+                MixedBatchBench.Run(o);
                 return true;
             default:
                 return false;

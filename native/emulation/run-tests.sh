@@ -16,8 +16,11 @@ echo "== Peft.Cuda.Tests on the host emulation"
 results=$PWD/TestResults/emulation
 rm -rf "$results"
 set +e
-# The stand-in driver accepts any module image (its kernels are compiled in), so no nvcc-built fatbin is needed.
-PEFT_CUDA_DRIVER_PATH=$lib PEFT_CUBLAS_PATH=$lib PEFT_KERNELS_FATBIN=$lib \
+# The stand-in driver accepts any module image (its kernels are compiled in): without an nvcc-built fatbin to embed,
+# any file will do as the image.
+image=()
+[ -f build/kernels/peft_kernels.fatbin ] || image=(PEFT_KERNELS_FATBIN="$lib")
+env PEFT_CUDA_DRIVER_PATH="$lib" PEFT_CUBLAS_PATH="$lib" "${image[@]}" \
   dotnet test tests/Peft.Cuda.Tests -p:VSTestResultsDirectory="$results"
 status=$?
 set -e
