@@ -16,14 +16,15 @@ internal static class MixedBatchRows
     }
 
     /// <summary>
-    /// The batch with each sample's rows run through <paramref name="forwardRows"/>(its name, its rows): the samples that
+    /// The batch with each sample's rows run through <paramref name="forwardRows"/>(its name, its rows, their indices in
+    /// the batch — null when the group is the whole batch): the samples that
     /// name one adapter go together (PEFT's sub-batches; the segments of SGMV), so every adapter computes on its own
     /// rows only, and the outputs come back in batch order through one gather (autograd sees IndexSelect and Cat).
     /// </summary>
-    public static Tensor ByAdapter(Tensor x, string[] perSample, Func<string, Tensor, Tensor> forwardRows)
+    public static Tensor ByAdapter(Tensor x, string[] perSample, Func<string, Tensor, Tensor?, Tensor> forwardRows)
     {
         var groups = perSample.Select((name, row) => (name, row)).GroupBy(p => p.name).ToList();
-        if (groups.Count == 1) return forwardRows(groups[0].Key, x);
+        if (groups.Count == 1) return forwardRows(groups[0].Key, x, null);
         var parts = new List<Tensor>(groups.Count);
         var order = new List<int>(perSample.Length);
         try
@@ -32,7 +33,7 @@ internal static class MixedBatchRows
             {
                 using var idx = Tensor.FromArray(g.Select(p => (long)p.row).ToArray());
                 using var rows = x.IndexSelect(0, idx);
-                parts.Add(forwardRows(g.Key, rows));
+                parts.Add(forwardRows(g.Key, rows, idx));
                 order.AddRange(g.Select(p => p.row));
             }
             var inverse = new long[order.Count];
@@ -46,4 +47,7 @@ internal static class MixedBatchRows
             foreach (var t in parts) t.Dispose();
         }
     }
+
+    /// <summary>The rows <paramref name="index"/> of <paramref name="t"/> (all of it, as a new handle, when null).</summary>
+    public static Tensor Rows(Tensor t, Tensor? index) => index == null ? t.Contiguous() : t.IndexSelect(0, index);
 }

@@ -54,7 +54,7 @@ public sealed class ModulesToSaveWrapper : Module, IUnaryModule
     {
         MixedBatchRows.CheckLength(perSample, x);
         var names = perSample.Select(n => n != PeftModel.BaseAdapterName && Copies.Contains(n) ? n : PeftModel.BaseAdapterName).ToArray();
-        return MixedBatchRows.ByAdapter(x, names, (name, rows) => ((IUnaryModule)(name == PeftModel.BaseAdapterName ? Original : Copies[name])).Forward(rows));
+        return MixedBatchRows.ByAdapter(x, names, (name, rows, _) => ((IUnaryModule)(name == PeftModel.BaseAdapterName ? Original : Copies[name])).Forward(rows));
     }
 
     internal Module TakeOriginal() => RemoveModule("original_module");

@@ -116,17 +116,20 @@ public abstract class TunerLayer : Module, IUnaryModule
         throw new NotSupportedException($"{GetType().Name} is not an additive adapter");
 
     /// <summary>PEFT's _mixed_batch_forward: rows of the batch get their own adapter ("__base__", or an adapter this
-    /// layer does not hold: none), each adapter computing on its own rows only.</summary>
+    /// layer does not hold: none). Additive adapters: the base layer runs once over the whole batch (one large product)
+    /// and each adapter adds its change on its own rows only; the others run whole per group of rows.</summary>
     private Tensor MixedBatch(Tensor x, string[] perSample)
     {
         if (Merged) throw new InvalidOperationException("a mixed-adapter batch cannot run while adapters are merged; unmerge first");
         MixedBatchRows.CheckLength(perSample, x);
         var names = perSample.Select(n => n != PeftModel.BaseAdapterName && Adapters.Contains(n) ? n : PeftModel.BaseAdapterName).ToArray();
-        return MixedBatchRows.ByAdapter(x, names, (name, rows) =>
+        if (!IsAdditive)
+            return MixedBatchRows.ByAdapter(x, names, (name, rows, _) => name == PeftModel.BaseAdapterName ? BaseForward(rows) : AdaptedForward(rows, [name]));
+        using var full = BaseForward(x);
+        return MixedBatchRows.ByAdapter(x, names, (name, rows, index) =>
         {
-            if (name == PeftModel.BaseAdapterName) return BaseForward(rows);
-            if (!IsAdditive) return AdaptedForward(rows, [name]);
-            using var baseRows = BaseForward(rows);
+            if (name == PeftModel.BaseAdapterName) return MixedBatchRows.Rows(full, index);
+            using var baseRows = MixedBatchRows.Rows(full, index);
             return AddAdapterOutput(name, rows, baseRows);
         });
     }
