@@ -516,6 +516,69 @@ void adamw(long long n)
     CHECK(cudaFree(p0)); CHECK(cudaFree(dp)); CHECK(cudaFree(dg)); CHECK(cudaFree(dm)); CHECK(cudaFree(dv));
 }
 
+// kernels/attention.cu: fused causal attention, forward (o and lse) and backward (dq, dk, dv) against a float64
+// reference of the same contract. Compute-bound at long sequences: the table's GB/s is the least traffic (q, k, v,
+// o once), and a line after it gives the FLOP rate (4·BH·T²·D forward on the causal half: 2·BH·T²·D).
+void attention_suite(long long b, long long h, long long t, long long d)
+{
+    const long long bh = b * h, n = bh * t * d;
+    std::vector<float> q(n), k(n), v(n), g(n);
+    for (auto* x : {&q, &k, &v, &g})
+        for (auto& e : *x) e = normal(1.f);
+    const double scale = 1.0 / std::sqrt((double)d);
+    std::vector<float> o(n, 0.f), lse(bh * t), dq(n, 0.f), dk(n, 0.f), dv(n, 0.f);
+    std::vector<double> p(t);
+    for (long long x = 0; x < bh; x++)
+        for (long long i = 0; i < t; i++) {
+            double mx = -INFINITY, sum = 0;
+            for (long long j = 0; j <= i; j++) {
+                double s = 0;
+                for (long long c = 0; c < d; c++) s += (double)q[(x * t + i) * d + c] * k[(x * t + j) * d + c];
+                p[j] = s * scale;
+                mx = std::max(mx, p[j]);
+            }
+            for (long long j = 0; j <= i; j++) sum += (p[j] = std::exp(p[j] - mx));
+            lse[x * t + i] = (float)(mx + std::log(sum));
+            double delta = 0;
+            std::vector<double> oi(d, 0.0);
+            for (long long j = 0; j <= i; j++)
+                for (long long c = 0; c < d; c++) oi[c] += p[j] / sum * v[(x * t + j) * d + c];
+            for (long long c = 0; c < d; c++) { o[(x * t + i) * d + c] = (float)oi[c]; delta += oi[c] * g[(x * t + i) * d + c]; }
+            for (long long j = 0; j <= i; j++) {
+                double dp = 0;
+                for (long long c = 0; c < d; c++) dp += (double)g[(x * t + i) * d + c] * v[(x * t + j) * d + c];
+                const double pj = p[j] / sum, ds = pj * (dp - delta);
+                for (long long c = 0; c < d; c++) {
+                    dq[(x * t + i) * d + c] += (float)(scale * ds * k[(x * t + j) * d + c]);
+                    dk[(x * t + j) * d + c] += (float)(scale * ds * q[(x * t + i) * d + c]);
+                    dv[(x * t + j) * d + c] += (float)(pj * g[(x * t + i) * d + c]);
+                }
+            }
+        }
+    float *dq_in = device_copy(q), *dk_in = device_copy(k), *dv_in = device_copy(v), *dg = device_copy(g);
+    float *d_o, *d_lse, *d_delta, *d_dq, *d_dk, *d_dv;
+    CHECK(cudaMalloc(&d_o, n * 4)); CHECK(cudaMalloc(&d_lse, bh * t * 4)); CHECK(cudaMalloc(&d_delta, bh * t * 4));
+    CHECK(cudaMalloc(&d_dq, n * 4)); CHECK(cudaMalloc(&d_dk, n * 4)); CHECK(cudaMalloc(&d_dv, n * 4));
+    const float s = (float)scale;
+    const dim3 fwd_grid((unsigned)((t + 15) / 16), (unsigned)bh), bwd_grid((unsigned)((t + 7) / 8), (unsigned)bh);
+    auto forward = [&] { PEFT_LAUNCH(attention_fwd_f32, fwd_grid, 128)(dq_in, dk_in, dv_in, nullptr, d_o, d_lse, h, t, t, d, 1, 0ll, s); };
+    run_close("attention_fwd_f32 (o)", n, d_o, o, 1e-5, n * 16.0, forward);
+    run_close("attention_fwd_f32 (lse)", bh * t, d_lse, lse, 1e-6, n * 16.0, forward);
+    const double fwd_ms = median_ms(forward);
+    auto delta = [&] { PEFT_LAUNCH(attention_bwd_delta_f32, grid_for(bh * t * 32), 128)(d_o, dg, d_delta, bh * t, d); };
+    delta();
+    auto dq_pass = [&] { PEFT_LAUNCH(attention_bwd_dq_f32, bwd_grid, 128)(dq_in, dk_in, dv_in, nullptr, dg, d_lse, d_delta, d_dq, h, t, t, d, 1, 0ll, s); };
+    auto dkdv_pass = [&] { PEFT_LAUNCH(attention_bwd_dkdv_f32, bwd_grid, 128)(dq_in, dk_in, dv_in, nullptr, dg, d_lse, d_delta, d_dk, d_dv, h, t, t, d, 1, 0ll, s); };
+    run_close("attention_bwd_dq_f32", n, d_dq, dq, 1e-4, n * 20.0, dq_pass);
+    run_close("attention_bwd_dkdv_f32 (dk)", n, d_dk, dk, 1e-4, n * 24.0, dkdv_pass);
+    run_close("attention_bwd_dkdv_f32 (dv)", n, d_dv, dv, 1e-4, n * 24.0, dkdv_pass);
+    const double bwd_ms = median_ms([&] { delta(); dq_pass(); dkdv_pass(); });
+    const double causal_flops = 2.0 * bh * t * t * d;   // q·k and p·v over the causal half
+    std::printf("| attention B·H=%lld T=%lld D=%lld (causal) | forward %.3f ms = %.1f TFLOP/s; backward %.3f ms = %.1f TFLOP/s |\n",
+                bh, t, d, fwd_ms, causal_flops / (fwd_ms * 1e-3) / 1e12, bwd_ms, 2.5 * causal_flops / (bwd_ms * 1e-3) / 1e12);
+    for (float* x : {dq_in, dk_in, dv_in, dg, d_o, d_lse, d_delta, d_dq, d_dk, d_dv}) CHECK(cudaFree(x));
+}
+
 double measure_copy_ceiling()
 {
 #ifdef PEFT_HOST_EMULATION
@@ -562,6 +625,7 @@ int main(int argc, char** argv)
     dropout(70001);
     adamw(1001);
     adamw(65537);
+    attention_suite(2, 2, 37, 72);
 #else
     casts(1003);               // ragged: vector body and scalar tail
     casts(1ll << 27);          // 512 MiB of f32: ten times the L2
@@ -578,6 +642,8 @@ int main(int argc, char** argv)
     dropout(1ll << 27);
     adamw(1001);
     adamw(1ll << 26);          // 1 GiB of optimizer traffic per step
+    attention_suite(1, 2, 100, 72);  // ragged tiles, D not a multiple of 32
+    attention_suite(4, 12, 1024, 64);  // GPT-2 124M's attention at B = 4, T = 1024
 #endif
     std::printf("\n%s\n", failures ? "FAILED" : "all kernels match their references");
     return failures ? 1 : 0;
