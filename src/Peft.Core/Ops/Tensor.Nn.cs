@@ -389,6 +389,13 @@ public sealed partial class Tensor
 
     private unsafe Tensor Eq0()
     {
+        if (Device.Type != DeviceType.Cpu)
+        {
+            // A mask that already lives on a device: compared there (U8 widens exactly to F32).
+            using var wide = ToDTypeNoGrad(DType.F32);
+            using var zero = wide.ScalarLike(0);
+            return CompareMask(BinaryOp.Equal, wide, zero);
+        }
         using var c = ContiguousData();
         var r = Allocate(_shape, DType.U8, zero: false);
         byte* src = c.Ptr<byte>(), dst = r.Ptr<byte>();

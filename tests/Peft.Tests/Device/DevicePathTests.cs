@@ -155,6 +155,24 @@ public class DevicePathTests
     }
 
     [Test]
+    public void AttentionWithADeviceMaskAndDropoutTakesTheCompositeOnTheDevice()
+    {
+        // Dropout on the probabilities keeps the composite; its U8 key-padding mask may already be on the device.
+        using var q = R([2, 2, 5, 8], 71);
+        using var k = R([2, 2, 5, 8], 72);
+        using var v = R([2, 2, 5, 8], 73);
+        using var mask = Tensor.FromArray(Enumerable.Range(0, 10).Select(i => (byte)(i % 5 == 0 ? 0 : 1)).ToArray(), [2, 1, 1, 5]);
+        Assert.That(Versus(t =>
+        {
+            Generator.Default.ManualSeed(5);
+            using var m = mask.To(t[0].Device);
+            return Tensor.ScaledDotProductAttention(t[0], t[1], t[2], m, isCausal: true, dropoutP: 0.3);
+        }, q, k, v), Is.LessThanOrEqualTo(1e-6));
+        Assert.That(_device.Calls.GetValueOrDefault("Attention"), Is.EqualTo(0), "dropout is not fused");
+        Assert.That(_device.Calls.GetValueOrDefault("DropoutMask"), Is.GreaterThan(0));
+    }
+
+    [Test]
     public void ReadingBackAndMixingDevices()
     {
         using var x = R([2, 3], 31);
