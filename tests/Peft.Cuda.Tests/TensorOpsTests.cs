@@ -70,6 +70,14 @@ public class TensorOpsTests : GpuTest
             Assert.That(Versus(t => f(t[0], t[1]), a1, b1), Is.LessThanOrEqualTo(1e-6), "same shape");
             Assert.That(Versus(t => f(t[0], t[1]), a2, b2), Is.LessThanOrEqualTo(1e-6), "[4,1,33] with [5,33]");
             Assert.That(Versus(t => f(t[0], t[1]), a1, s), Is.LessThanOrEqualTo(1e-6), "with a 0-dim tensor");
+            Assert.That(Versus(t =>
+            {
+                using var fa = t[0].Reshape(-1);
+                using var fb = t[1].Reshape(-1);
+                using var na = fa.Narrow(0, 1, fa.Size(0) - 1);   // dense but 4 bytes past a 16-byte boundary: the scalar path
+                using var nb = fb.Narrow(0, 1, fb.Size(0) - 1);
+                return f(na, nb);
+            }, a1, b1), Is.LessThanOrEqualTo(1e-6), "misaligned dense views");
             Assert.That(Versus(t => { using var at = t[0].Transpose(0, 1); return f(at, t[1]); }, a1, R([129, 37], g)), Is.LessThanOrEqualTo(1e-6), "a transposed view");
         });
     }
