@@ -36,6 +36,19 @@ __device__ __forceinline__ bool attn_visible(const uint8_t* mask, int64_t b, int
     return j < tk && (mask == nullptr || mask[b * tk + j] != 0) && (!causal || j <= row + offset);
 }
 
+// The backward's per-pair terms from shared-memory rows: p = exp(scale·q·k − lse), ds = p·(do·v − delta).
+__device__ __forceinline__ void attn_p_ds(const float* qrow, const float* grow, const float* krow, const float* vrow, int64_t d,
+                                          float scale, float row_lse, float row_delta, float& p, float& ds)
+{
+    float dot = 0.f, dp = 0.f;
+    for (int c = 0; c < d; c++) {
+        dot += qrow[c] * krow[c];
+        dp += grow[c] * vrow[c];
+    }
+    p = expf(dot * scale - row_lse);
+    ds = p * (dp - row_delta);
+}
+
 // Rows [row0, row0 + rows) of a [T, D] matrix into shared memory (zeros past T), by the whole block.
 template <int Rows, int Stride>
 __device__ __forceinline__ void attn_load(float (&dst)[Rows][Stride], const float* src, int64_t row0, int64_t t, int64_t d)
@@ -155,16 +168,9 @@ extern "C" __global__ void attention_bwd_dq_f32(const float* __restrict__ q, con
         const int64_t j = j0 + lane;
         for (int rr = 0; rr < RowsPerWarp; rr++) {
             const int r = warp * RowsPerWarp + rr;
-            float ds = 0.f;
-            if (row_lse[rr] != -INFINITY && attn_visible(mask, b, tk, j, causal, row0 + r, offset)) {
-                float dot = 0.f, dp = 0.f;
-                for (int c = 0; c < d; c++) {
-                    dot += qs[r][c] * ks[lane][c];
-                    dp += gs[r][c] * vs[lane][c];
-                }
-                const float p = expf(dot * scale - row_lse[rr]);
-                ds = p * (dp - row_delta[rr]);
-            }
+            float p = 0.f, ds = 0.f;
+            if (row_lse[rr] != -INFINITY && attn_visible(mask, b, tk, j, causal, row0 + r, offset))
+                attn_p_ds(qs[r], gs[r], ks[lane], vs[lane], d, scale, row_lse[rr], row_delta[rr], p, ds);
             for (int jj = 0; jj < kKeyTile; jj++) {
                 const float dsj = __shfl_sync(0xffffffffu, ds, jj);
                 if (dsj == 0.f) continue;
@@ -222,15 +228,8 @@ extern "C" __global__ void attention_bwd_dkdv_f32(const float* __restrict__ q, c
             const int r = warp * KeysPerWarp + kk;
             const int64_t j = key0 + r;
             float p = 0.f, ds = 0.f;
-            if (i < tq && tile_lse[lane] != -INFINITY && attn_visible(mask, b, tk, j, causal, i, offset)) {
-                float dot = 0.f, dp = 0.f;
-                for (int c = 0; c < d; c++) {
-                    dot += qs[lane][c] * ks[r][c];
-                    dp += gs[lane][c] * vs[r][c];
-                }
-                p = expf(dot * scale - tile_lse[lane]);
-                ds = p * (dp - tile_delta[lane]);
-            }
+            if (i < tq && tile_lse[lane] != -INFINITY && attn_visible(mask, b, tk, j, causal, i, offset))
+                attn_p_ds(qs[lane], gs[lane], ks[r], vs[r], d, scale, tile_lse[lane], tile_delta[lane], p, ds);
             for (int ii = 0; ii < kKeyTile; ii++) {
                 const float pi = __shfl_sync(0xffffffffu, p, ii), dsi = __shfl_sync(0xffffffffu, ds, ii);
                 if (pi == 0.f && dsi == 0.f) continue;

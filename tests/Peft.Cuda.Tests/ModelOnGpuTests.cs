@@ -17,13 +17,7 @@ public class ModelOnGpuTests : GpuTest
         using var gpu = DeviceParity.Build(arch);
         gpu.To(Gpu.Device);
         Assert.That(gpu.Parameters().All(p => p.Device == Gpu.Device), "every parameter moved");
-        var (ids, labels) = DeviceParity.Batch(arch);
-        using var _i = ids;
-        using var _l = labels;
-        using var idsD = ids.To(Gpu.Device);
-        using var labelsD = labels.To(Gpu.Device);
-        var (lossCpu, gradsCpu) = DeviceParity.Step(cpu, ids, labels);
-        var (lossGpu, gradsGpu) = DeviceParity.Step(gpu, idsD, labelsD);
+        var ((lossCpu, gradsCpu), (lossGpu, gradsGpu)) = DeviceParity.StepBoth(cpu, gpu, Gpu.Device, arch);
         Assert.That(lossGpu, Is.EqualTo(lossCpu).Within(1e-5 * Math.Max(1, Math.Abs(lossCpu))), "loss");
         Assert.That(gradsGpu.Keys, Is.EquivalentTo(gradsCpu.Keys));
         Assert.That(gradsCpu, Has.Count.GreaterThan(4));
@@ -45,13 +39,7 @@ public class ModelOnGpuTests : GpuTest
         using var gpu = DeviceParity.BuildQuantized(kind);
         gpu.To(Gpu.Device);
         Assert.That(gpu.NamedBuffers().All(b => b.Buffer.Device == Gpu.Device), "quantized buffers moved");
-        var (ids, labels) = DeviceParity.Batch("gpt2");
-        using var _i = ids;
-        using var _l = labels;
-        using var idsD = ids.To(Gpu.Device);
-        using var labelsD = labels.To(Gpu.Device);
-        var (lossCpu, gradsCpu) = DeviceParity.Step(cpu, ids, labels);
-        var (lossGpu, gradsGpu) = DeviceParity.Step(gpu, idsD, labelsD);
+        var ((lossCpu, gradsCpu), (lossGpu, gradsGpu)) = DeviceParity.StepBoth(cpu, gpu, Gpu.Device, "gpt2");
         Assert.That(lossGpu, Is.EqualTo(lossCpu).Within(tolerance * Math.Abs(lossCpu)), "loss");
         Assert.Multiple(() =>
         {
@@ -65,6 +53,10 @@ public class ModelOnGpuTests : GpuTest
         cpu.MergeAdapter();
         gpu.MergeAdapter();
         using var _ = Autograd.NoGrad();
+        var (ids, labels) = DeviceParity.Batch("gpt2");
+        using var _i = ids;
+        using var _l = labels;
+        using var idsD = ids.To(Gpu.Device);
         using var a = cpu.Forward(ids).Logits;
         using var b = gpu.Forward(idsD).Logits;
         Assert.That(RelativeError(b.ToFloatArray(), a.ToDoubleArray()), Is.LessThanOrEqualTo(10 * tolerance), "merged into the quantized base");

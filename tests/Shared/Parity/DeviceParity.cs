@@ -77,6 +77,19 @@ internal static class DeviceParity
         return (output.Loss.Item(), grads);
     }
 
+    /// <summary><see cref="Step"/> on the CPU model with <paramref name="arch"/>'s batch and on the other model with the
+    /// same batch moved to <paramref name="device"/>.</summary>
+    public static ((double Loss, Dictionary<string, double[]> Grads) Cpu, (double Loss, Dictionary<string, double[]> Grads) Device) StepBoth(
+        Peft.PeftModel cpu, Peft.PeftModel onDevice, Device device, string arch)
+    {
+        var (ids, labels) = Batch(arch);
+        using var _i = ids;
+        using var _l = labels;
+        using var idsD = ids.To(device);
+        using var labelsD = labels.To(device);
+        return (Step(cpu, ids, labels), Step(onDevice, idsD, labelsD));
+    }
+
     /// <summary>‖a − b‖ / max(‖b‖, 10⁻³·√n): relative, except for a gradient that is zero in exact arithmetic (a
     /// key bias under softmax: adding q·b to every score of a row changes nothing), where both devices hold rounding
     /// noise of their own summation order and the error is measured against that floor.</summary>
