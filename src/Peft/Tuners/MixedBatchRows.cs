@@ -17,9 +17,9 @@ internal static class MixedBatchRows
 
     /// <summary>
     /// The batch with each sample's rows run through <paramref name="forwardRows"/>(its name, its rows, their indices in
-    /// the batch — null when the group is the whole batch): the samples that
-    /// name one adapter go together (PEFT's sub-batches; the segments of SGMV), so every adapter computes on its own
-    /// rows only, and the outputs come back in batch order through one gather (autograd sees IndexSelect and Cat).
+    /// the batch — null when the group is the whole batch): the samples that name one adapter go together (PEFT's
+    /// sub-batches; the segments of SGMV), so every adapter computes on its own rows only, and the outputs come back in
+    /// batch order through one gather (autograd sees IndexSelect and Cat).
     /// </summary>
     public static Tensor ByAdapter(Tensor x, string[] perSample, Func<string, Tensor, Tensor?, Tensor> forwardRows)
     {
