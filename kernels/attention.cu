@@ -49,6 +49,13 @@ __device__ __forceinline__ void attn_p_ds(const float* qrow, const float* grow, 
     ds = p * (dp - row_delta);
 }
 
+// One past the last key any of the query rows [row0, row0 + rows) may see: all Tk, or with the causal mask the last
+// row's i + offset (key tiles past it are never loaded: the upper half of the causal triangle).
+__device__ __forceinline__ int64_t attn_key_end(int32_t causal, int64_t row0, int64_t rows, int64_t offset, int64_t tk)
+{
+    return causal && row0 + rows + offset < tk ? row0 + rows + offset : tk;
+}
+
 // Rows [row0, row0 + rows) of a [T, D] matrix into shared memory (zeros past T), by the whole block.
 template <int Rows, int Stride>
 __device__ __forceinline__ void attn_load(float (&dst)[Rows][Stride], const float* src, int64_t row0, int64_t t, int64_t d)
@@ -79,8 +86,7 @@ extern "C" __global__ void attention_fwd_f32(const float* __restrict__ q, const 
         l[r] = 0.f;
         for (int e = 0; e < kDimsPerLane; e++) acc[r][e] = 0.f;
     }
-    // Keys past the last visible one of the block's last row are never loaded (the causal triangle's upper half).
-    const int64_t key_end = causal ? (row0 + Rows + offset < tk ? row0 + Rows + offset : tk) : tk;
+    const int64_t key_end = attn_key_end(causal, row0, Rows, offset, tk);
     for (int64_t j0 = 0; j0 < key_end; j0 += kKeyTile) {
         __syncthreads();  // the previous tile's readers are done (and the query rows are in place)
         attn_load(ks, k + bh * tk * d, j0, tk, d);
@@ -159,7 +165,7 @@ extern "C" __global__ void attention_bwd_dq_f32(const float* __restrict__ q, con
         row_delta[rr] = row < tq ? delta[bh * tq + row] : 0.f;
         for (int e = 0; e < kDimsPerLane; e++) acc[rr][e] = 0.f;
     }
-    const int64_t key_end = causal ? (row0 + Rows + offset < tk ? row0 + Rows + offset : tk) : tk;
+    const int64_t key_end = attn_key_end(causal, row0, Rows, offset, tk);
     for (int64_t j0 = 0; j0 < key_end; j0 += kKeyTile) {
         __syncthreads();
         attn_load(ks, k + bh * tk * d, j0, tk, d);

@@ -338,14 +338,9 @@ internal sealed unsafe class CudaOps : IDeviceKernels
     /// for the process: the device's memory outlives every model on it).</summary>
     private readonly Dictionary<int, Tensor> _codeTables = new();
 
-    private static Tensor Upload(float[] values, CudaDevice device)
-    {
-        using var host = Tensor.FromArray(values);
-        return host.To(device.Device);
-    }
-
-    /// <summary>Host indices as an I64 device tensor (the copy is queued on the device's stream before the kernel).</summary>
-    private static Tensor Upload(long[] values, CudaDevice device)
+    /// <summary>Host values (indices, a code table) as a device tensor (the copy is queued on the device's stream before
+    /// the kernel).</summary>
+    private static Tensor Upload<T>(T[] values, CudaDevice device) where T : unmanaged
     {
         using var host = Tensor.FromArray(values);
         return host.To(device.Device);
