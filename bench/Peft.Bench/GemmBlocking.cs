@@ -12,7 +12,11 @@ namespace Peft.Bench;
 /// </summary>
 internal static unsafe class GemmBlocking
 {
-    private static readonly (int KC, int MC)[] Candidates = [(256, 120), (384, 240), (512, 240), (512, 480)];
+    // PEFT_BENCH_BLOCKING="256/480,512/480" replaces the default candidates.
+    private static readonly (int KC, int MC)[] Candidates =
+        Environment.GetEnvironmentVariable("PEFT_BENCH_BLOCKING") is { Length: > 0 } list
+            ? list.Split(',').Select(c => c.Split('/')).Select(p => (int.Parse(p[0]), int.Parse(p[1]))).ToArray()
+            : [(256, 120), (384, 240), (512, 240), (512, 480)];
 
     public static void Run(TextWriter o)
     {

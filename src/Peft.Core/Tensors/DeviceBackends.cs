@@ -18,7 +18,6 @@ public static class DeviceBackends
 {
     private static readonly Dictionary<DeviceType, IDeviceBackend> Backends = new() { [DeviceType.Meta] = MetaDevice.Instance };
     private static readonly Dictionary<DeviceType, IDeviceKernels> Kernels = new() { [DeviceType.Meta] = MetaDevice.Instance };
-    private static readonly Dictionary<DeviceType, string> PackageTypes = new() { [DeviceType.Cuda] = "Peft.Cuda.CudaBackend, Peft.Cuda" };
 
     /// <summary>Registers the backend of <paramref name="type"/> (Peft.Cuda calls this).</summary>
     public static void Register(DeviceType type, IDeviceBackend backend)
@@ -69,8 +68,10 @@ public static class DeviceBackends
     {
         lock (Backends)
             if (Backends.TryGetValue(type, out var backend)) return backend;
-        if (PackageTypes.TryGetValue(type, out var typeName) && Type.GetType(typeName, throwOnError: false) is { } t)
-            RuntimeHelpers.RunClassConstructor(t.TypeHandle); // its static constructor registers the backend
+        // The name is a literal so that trimming and native AOT see it and keep the type (with its static constructor,
+        // which registers the backend) whenever the app references Peft.Cuda.
+        if (type == DeviceType.Cuda && Type.GetType("Peft.Cuda.CudaBackend, Peft.Cuda", throwOnError: false) is { } t)
+            RuntimeHelpers.RunClassConstructor(t.TypeHandle);
         lock (Backends)
             return Backends.TryGetValue(type, out var backend) ? backend
                 : throw new NotSupportedException($"no backend for {type} tensors is loaded: CUDA tensors need the Peft.Cuda package referenced by the application");

@@ -98,8 +98,14 @@ public abstract class TunerConfig : PeftConfig
     protected Dictionary<string, double> GetDoubleMap(string key) =>
         (Json[key] as JsonObject)?.ToDictionary(kv => kv.Key, kv => kv.Value!.GetValue<double>()) ?? new();
 
-    /// <summary>A dictionary as a JSON object.</summary>
-    protected static JsonObject ToObject<T>(Dictionary<string, T> map) =>
+    /// <summary>A dictionary of integers as a JSON object.</summary>
+    // One overload per element type, not a generic: JsonValue.Create<T> needs reflection metadata that trimming
+    // and native AOT remove (IL2026); the int and double overloads do not.
+    protected static JsonObject ToObject(Dictionary<string, int> map) =>
+        new(map.Select(kv => KeyValuePair.Create(kv.Key, (JsonNode?)JsonValue.Create(kv.Value))));
+
+    /// <summary>A dictionary of numbers as a JSON object.</summary>
+    protected static JsonObject ToObject(Dictionary<string, double> map) =>
         new(map.Select(kv => KeyValuePair.Create(kv.Key, (JsonNode?)JsonValue.Create(kv.Value))));
 
     /// <summary>Checks the target fields every method shares.</summary>
