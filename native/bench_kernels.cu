@@ -516,6 +516,41 @@ void adamw(long long n)
     CHECK(cudaFree(p0)); CHECK(cudaFree(dp)); CHECK(cudaFree(dg)); CHECK(cudaFree(dm)); CHECK(cudaFree(dv));
 }
 
+// kernels/lycoris.cu: LoHa's ΔW = s·(a1·b1) ⊙ (a2·b2) and its backward's G1 = s·g ⊙ (a2·b2), G2 = s·g ⊙ (a1·b1),
+// against a float64 reference. Memory-bound at LoHa's ranks: the bytes are ΔW written (forward), g read and G1, G2
+// written (backward).
+void loha_suite(long long m, long long n, long long r)
+{
+    std::vector<float> a1(m * r), b1(r * n), a2(m * r), b2(r * n), g(m * n);
+    for (auto* v : {&a1, &b1, &a2, &b2, &g})
+        for (float& x : *v) x = normal(1.f);
+    const float s = 0.625f;
+    std::vector<float> delta(m * n), g1(m * n), g2(m * n);
+    for (long long i = 0; i < m; i++)
+        for (long long j = 0; j < n; j++) {
+            double p1 = 0, p2 = 0;
+            for (long long k = 0; k < r; k++) {
+                p1 += (double)a1[i * r + k] * b1[k * n + j];
+                p2 += (double)a2[i * r + k] * b2[k * n + j];
+            }
+            const long long at = i * n + j;
+            delta[at] = (float)(s * p1 * p2);
+            g1[at] = (float)(s * g[at] * p2);
+            g2[at] = (float)(s * g[at] * p1);
+        }
+    float *d1 = device_copy(a1), *e1 = device_copy(b1), *d2 = device_copy(a2), *e2 = device_copy(b2), *dg = device_copy(g);
+    float *out, *o1, *o2;
+    CHECK(cudaMalloc(&out, m * n * 4));
+    CHECK(cudaMalloc(&o1, m * n * 4));
+    CHECK(cudaMalloc(&o2, m * n * 4));
+    const dim3 grid((unsigned)((n + 63) / 64), (unsigned)((m + 31) / 32));
+    run_close("loha_delta_f32", m * n, out, delta, 1e-6, m * n * 4.0, [&] { PEFT_LAUNCH(loha_delta_f32, grid, 256)(d1, e1, d2, e2, out, m, n, r, s); });
+    auto backward = [&] { PEFT_LAUNCH(loha_delta_bwd_f32, grid, 256)(dg, d1, e1, d2, e2, o1, o2, m, n, r, s); };
+    run_close("loha_delta_bwd_f32 (g1)", m * n, o1, g1, 1e-6, m * n * 12.0, backward);
+    run_close("loha_delta_bwd_f32 (g2)", m * n, o2, g2, 1e-6, m * n * 12.0, backward);
+    for (float* p : {d1, e1, d2, e2, dg, out, o1, o2}) CHECK(cudaFree(p));
+}
+
 // kernels/attention.cu: fused causal attention, forward (o and lse) and backward (dq, dk, dv) against a float64
 // reference of the same contract. Compute-bound at long sequences: the table's GB/s is the least traffic (q, k, v,
 // o once), and a line after it gives the FLOP rate (4·BH·T²·D forward on the causal half: 2·BH·T²·D).
@@ -626,6 +661,8 @@ int main(int argc, char** argv)
     adamw(1001);
     adamw(65537);
     attention_suite(2, 2, 37, 72);
+    loha_suite(37, 70, 5);
+    loha_suite(64, 300, 40);
 #else
     casts(1003);               // ragged: vector body and scalar tail
     casts(1ll << 27);          // 512 MiB of f32: ten times the L2
@@ -644,6 +681,8 @@ int main(int argc, char** argv)
     adamw(1ll << 26);          // 1 GiB of optimizer traffic per step
     attention_suite(1, 2, 100, 72);  // ragged tiles, D not a multiple of 32
     attention_suite(4, 12, 1024, 64);  // GPT-2 124M's attention at B = 4, T = 1024
+    loha_suite(37, 70, 5);     // ragged tiles, one partial R chunk
+    loha_suite(4096, 4096, 16);  // issue 8's 4096² weight at LoHa's r = 16
 #endif
     std::printf("\n%s\n", failures ? "FAILED" : "all kernels match their references");
     return failures ? 1 : 0;

@@ -87,6 +87,43 @@ internal static class CudaKernelBench
             Row(o, gpu, copyTbs, "dequant_int8_rowwise_bf16", "8192×16384", bytesIn + rows * (long)cols * 2, () => CudaKernels.DequantizeInt8(qd, sd, DType.BF16).Dispose());
             Row(o, gpu, copyTbs, "dequant_int8_rowwise_f32", "8192×16384", bytesIn + rows * (long)cols * 4, () => CudaKernels.DequantizeInt8(qd, sd, DType.F32).Dispose());
         }
+        LowRankHadamard(o, gpu, copyTbs);
+    }
+
+    /// <summary>LoHa's ΔW (4096², r = 16, F32), fused (kernels/lycoris.cu) against the composite it replaces, forward and the
+    /// backward's element-wise part; bytes are the least each must move (the fused kernel's).</summary>
+    private static void LowRankHadamard(TextWriter o, CudaDevice gpu, double copyTbs)
+    {
+        const int m = 4096, n = 4096, r = 16;
+        using var a1 = Random([m, r], DType.F32, gpu, 11);
+        using var b1 = Random([r, n], DType.F32, gpu, 12);
+        using var a2 = Random([m, r], DType.F32, gpu, 13);
+        using var b2 = Random([r, n], DType.F32, gpu, 14);
+        using var g = Random([m, n], DType.F32, gpu, 15);
+        using var noGrad = Autograd.NoGrad();
+        long delta = (long)m * n * 4;
+        Row(o, gpu, copyTbs, "loha_delta_f32 (ΔW, fused)", "4096×4096 r16", delta, () => Tensor.LowRankHadamard(a1, b1, a2, b2, 0.5).Dispose());
+        Row(o, gpu, copyTbs, "LoHa ΔW composite (2 GEMMs, 2 muls)", "4096×4096 r16", delta, () =>
+        {
+            using var p1 = a1.MatMul(b1);
+            using var p2 = a2.MatMul(b2);
+            using var prod = p1.Mul(p2);
+            prod.Mul(0.5).Dispose();
+        });
+        var ops = new CudaOps();
+        Row(o, gpu, copyTbs, "loha_delta_bwd_f32 (G1, G2)", "4096×4096 r16", 3 * delta, () =>
+        {
+            var (g1, g2) = ops.LowRankHadamardBackward(g, a1, b1, a2, b2, 0.5, true, true);
+            g1?.Dispose(); g2?.Dispose();
+        });
+        Row(o, gpu, copyTbs, "LoHa G1, G2 composite (saved P1, P2)", "4096×4096 r16", 3 * delta, () =>
+        {
+            using var p1 = a1.MatMul(b1);   // what the composite keeps from forward: only the multiplies are its backward
+            using var p2 = a2.MatMul(b2);
+            using var sg = g.Mul(0.5);
+            sg.Mul(p2).Dispose();
+            sg.Mul(p1).Dispose();
+        });
     }
 
     private static void Row(TextWriter o, CudaDevice gpu, double copyTbs, string name, string size, long bytes, Action body)

@@ -112,4 +112,13 @@ __global__ void attention_bwd_dkdv_f32(const float* __restrict__ q, const float*
                                        const uint8_t* __restrict__ mask, const float* __restrict__ g, const float* __restrict__ lse,
                                        const float* __restrict__ delta, float* __restrict__ dk, float* __restrict__ dv,
                                        int64_t heads, int64_t tq, int64_t tk, int64_t d, int32_t causal, int64_t offset, float scale);
+
+// kernels/lycoris.cu — LoHa's ΔW = s·(a1·b1) ⊙ (a2·b2) without the rank-R products stored, and its backward's
+// element-wise part g1 = s·g ⊙ (a2·b2), g2 = s·g ⊙ (a1·b1) (null = not wanted). F32, dense; a [M, R], b [R, N].
+// CPU reference: Peft.Core.Cpu.LowRankHadamard. Grid (⌈N/64⌉, ⌈M/32⌉), 256 threads.
+__global__ void loha_delta_f32(const float* __restrict__ a1, const float* __restrict__ b1, const float* __restrict__ a2,
+                               const float* __restrict__ b2, float* __restrict__ out, int64_t M, int64_t N, int64_t R, float scale);
+__global__ void loha_delta_bwd_f32(const float* __restrict__ g, const float* __restrict__ a1, const float* __restrict__ b1,
+                                   const float* __restrict__ a2, const float* __restrict__ b2, float* __restrict__ g1,
+                                   float* __restrict__ g2, int64_t M, int64_t N, int64_t R, float scale);
 }

@@ -142,6 +142,56 @@ public class TensorOpsTests : GpuTest
         });
     }
 
+    [TestCase(1, 1, 1)]
+    [TestCase(37, 70, 5)]      // ragged row and column tiles
+    [TestCase(33, 129, 16)]    // LoHa's usual rank, one R chunk
+    [TestCase(64, 300, 40)]    // several R chunks, the last one partial
+    public void LowRankHadamardMatchesTheCpuForwardAndBackward(int m, int n, int r)
+    {
+        // kernels/lycoris.cu (LoHa's ΔW, the rank-r products never stored) against Peft.Core.Cpu.LowRankHadamard, which
+        // rounds the same way; the factor gradients add cuBLAS GEMMs of the kernel's G1, G2.
+        var g = Fresh();
+        using var a1 = R([m, r], g);
+        using var b1 = R([r, n], g);
+        using var a2 = R([m, r], g);
+        using var b2 = R([r, n], g);
+        using var up = R([m, n], g);
+        Tensor Delta(Tensor[] t)
+        {
+            if (t[0].Device != Device.Cpu) PoisonBlocks(2, (long)m * n * 4);   // outputs start as NaN: every element written
+            return Tensor.LowRankHadamard(t[0], t[1], t[2], t[3], 0.625);
+        }
+        Tensor Grad(Tensor[] t, int i)
+        {
+            var leaves = t[..4].Select(x => x.Clone().RequiresGradient()).ToArray();
+            try
+            {
+                using var y = Delta(leaves);
+                using var w = y.Mul(t[4]);
+                using var loss = w.Sum();
+                loss.Backward();
+                return leaves[i].Grad!.Clone();
+            }
+            finally
+            {
+                foreach (var l in leaves) l.Dispose();
+            }
+        }
+        Assert.Multiple(() =>
+        {
+            Assert.That(Versus(Delta, a1, b1, a2, b2), Is.LessThanOrEqualTo(1e-6), "ΔW");
+            for (int i = 0; i < 4; i++)
+                Assert.That(Versus(t => Grad(t, i), a1, b1, a2, b2, up), Is.LessThanOrEqualTo(1e-5), $"gradient of factor {i}");
+        });
+    }
+
+    /// <summary>Poisons the next <paramref name="count"/> allocations of <paramref name="bytes"/> (all held, then returned).</summary>
+    private void PoisonBlocks(int count, long bytes)
+    {
+        var held = Enumerable.Range(0, count).Select(_ => CudaTensors.Empty([checked((int)((bytes + 3) / 4))], DType.F32, Gpu)).ToList();
+        foreach (var t in held) { CudaTensors.FillBytes(t, 0xFF); t.Dispose(); }
+    }
+
     [Test]
     public void RoundingAndByteCastsAreTheCpusBitForBit()
     {

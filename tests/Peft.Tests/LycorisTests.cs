@@ -35,6 +35,62 @@ public class LycorisTests
                 Assert.That(delta[i * 7 + j], Is.EqualTo(w1[i, j] * w2[i, j] * 1.5).Within(1e-5));
     }
 
+    [TestCase(false)]
+    [TestCase(true)]
+    public void LoHaFoldedIntoTheBaseProductEqualsPeftsBasePlusEachAdaptersTerm(bool conv1d)
+    {
+        // y = x·(W + ΔW₁ + ΔW₂)ᵀ + b against PEFT's base(x) + x·ΔW₁ᵀ + x·ΔW₂ᵀ, values and the factors' gradients.
+        using var scope = Tensor.NewScope();
+        Module baseLayer = conv1d ? new Conv1D(9, 7) : new Linear(7, 9);
+        baseLayer.RequiresGrad(false);   // frozen, as PeftModel leaves it
+        using var layer = new LoHaLayer(baseLayer);
+        layer.UpdateLayer("one", r: 3, alpha: 4.5, rankDropout: 0, moduleDropout: 0, initWeights: false);
+        layer.UpdateLayer("two", r: 2, alpha: 1, rankDropout: 0, moduleDropout: 0, initWeights: false);
+        layer.ActiveAdapters.Add("one");
+        layer.ActiveAdapters.Add("two");
+        var x = Tensor.Randn([4, 7], 5);
+        var up = Tensor.Randn([4, 9], 6);
+        var factors = layer.Parameters().Where(p => p.RequiresGrad).ToList();
+        Assert.That(factors, Has.Count.EqualTo(8));
+        (layer.Forward(x) * up).Sum().Backward();
+        var folded = factors.Select(f => f.Grad!.ToArray<float>()).ToList();
+        using (Autograd.NoGrad()) Assert.That(layer.Forward(x).ToArray<float>(), Is.EqualTo(Reference().ToArray<float>()).Within(1e-5));
+        foreach (var f in factors) f.ZeroGrad();
+        (Reference() * up).Sum().Backward();
+        for (int i = 0; i < factors.Count; i++)
+            Assert.That(factors[i].Grad!.ToArray<float>(), Is.EqualTo(folded[i]).Within(1e-4), $"factor {i}");
+
+        Tensor Reference()
+        {
+            var y = ((IUnaryModule)baseLayer).Forward(x);
+            foreach (var name in new[] { "one", "two" })
+            {
+                var delta = Tensor.LowRankHadamard(P(layer, $"hada_w1_a.{name}"), P(layer, $"hada_w1_b.{name}"), P(layer, $"hada_w2_a.{name}"),
+                    P(layer, $"hada_w2_b.{name}"), layer.Scaling(name));
+                y = y + x.Linear(delta);
+            }
+            return y;
+        }
+    }
+
+    [Test]
+    public void LoHaRankDropoutStillDropsWholeOutputRowsWhenFolded()
+    {
+        using var scope = Tensor.NewScope();
+        var linear = new Linear(6, 40);
+        using var layer = new LoHaLayer(linear);
+        layer.UpdateLayer("default", 2, 2, rankDropout: 0.5, moduleDropout: 0, initWeights: false);
+        layer.ActiveAdapters.Add("default");
+        var x = Tensor.Randn([3, 6], 2);
+        using var _ = Autograd.NoGrad();
+        using var baseOut = linear.Forward(x);
+        layer.Train();
+        using var change = layer.Forward(x) - baseOut;
+        var c = change.ToArray<float>();
+        int dropped = Enumerable.Range(0, 40).Count(j => Enumerable.Range(0, 3).All(i => Math.Abs(c[i * 40 + j]) < 1e-6));
+        Assert.That(dropped, Is.InRange(8, 32), "about half of the 40 output rows unchanged from the base for every token");
+    }
+
     [TestCase(256, -1, 16, 16)]
     [TestCase(128, -1, 8, 16)]
     [TestCase(127, -1, 1, 127)]

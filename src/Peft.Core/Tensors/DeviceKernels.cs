@@ -78,6 +78,14 @@ internal interface IDeviceKernels
     /// <summary>Its backward from the saved output and log-sum-exp and the incoming gradient g: dq, dk, dv.</summary>
     (Tensor Dq, Tensor Dk, Tensor Dv) AttentionBackward(Tensor q, Tensor k, Tensor v, Tensor o, Tensor g, Tensor lse, Tensor? keyMask, int heads, bool causal, long causalOffset, double scale);
 
+    /// <summary>LoHa's ΔW = s·(a1·b1) ⊙ (a2·b2) from dense F32 a1, a2 [M, R] and b1, b2 [R, N]
+    /// (<see cref="Cpu.LowRankHadamard"/>).</summary>
+    Tensor LowRankHadamard(Tensor a1, Tensor b1, Tensor a2, Tensor b2, double scale);
+
+    /// <summary>Its backward's element-wise part from dense F32 g [M, N]: G1 = s·g ⊙ (a2·b2) when
+    /// <paramref name="want1"/>, G2 = s·g ⊙ (a1·b1) when <paramref name="want2"/> (null otherwise).</summary>
+    (Tensor? G1, Tensor? G2) LowRankHadamardBackward(Tensor g, Tensor a1, Tensor b1, Tensor a2, Tensor b2, double scale, bool want1, bool want2);
+
     /// <summary>LLM.int8 row-wise dequantization: dense q [rows, cols] I8 and scb [rows] F32 → q·(scb/127) as F32
     /// (<see cref="Quantization.Int8RowWise"/>).</summary>
     Tensor DequantizeInt8(Tensor q, Tensor scb);

@@ -320,6 +320,38 @@ internal sealed unsafe class CudaOps : IDeviceKernels
     private static (uint Bh, long Tq, long Tk, long D) AttentionDims(Tensor q, Tensor k) =>
         ((uint)(q.Size(0) * q.Size(1)), q.Size(2), k.Size(2), q.Size(3));
 
+    // kernels/lycoris.cu: a block of 256 threads owns 32 rows × 64 columns of ΔW.
+    public Tensor LowRankHadamard(Tensor a1, Tensor b1, Tensor a2, Tensor b2, double scale)
+    {
+        var device = CudaTensors.DeviceOf(a1);
+        var (m, n, r) = LowRankHadamardDims(a1, b1);
+        var delta = CudaTensors.Empty([m, n], DType.F32, device);
+        if ((long)m * n > 0)
+            device.Kernels.Launch("loha_delta_f32", LowRankHadamardGrid(m, n), (256u, 1u, 1u), 0,
+                CudaTensors.Address(a1), CudaTensors.Address(b1), CudaTensors.Address(a2), CudaTensors.Address(b2), CudaTensors.Address(delta),
+                (long)m, (long)n, (long)r, (float)scale);
+        return delta;
+    }
+
+    public (Tensor? G1, Tensor? G2) LowRankHadamardBackward(Tensor g, Tensor a1, Tensor b1, Tensor a2, Tensor b2, double scale, bool want1, bool want2)
+    {
+        var device = CudaTensors.DeviceOf(g);
+        var (m, n, r) = LowRankHadamardDims(a1, b1);
+        var g1 = want1 ? CudaTensors.Empty([m, n], DType.F32, device) : null;
+        var g2 = want2 ? CudaTensors.Empty([m, n], DType.F32, device) : null;
+        if ((long)m * n > 0 && (want1 || want2))
+            device.Kernels.Launch("loha_delta_bwd_f32", LowRankHadamardGrid(m, n), (256u, 1u, 1u), 0,
+                CudaTensors.Address(g), CudaTensors.Address(a1), CudaTensors.Address(b1), CudaTensors.Address(a2), CudaTensors.Address(b2),
+                AddressOrNull(g1), AddressOrNull(g2), (long)m, (long)n, (long)r, (float)scale);
+        return (g1, g2);
+    }
+
+    private static (int M, int N, int R) LowRankHadamardDims(Tensor a1, Tensor b1) => (a1.Size(0), b1.Size(1), a1.Size(1));
+
+    private static (uint, uint, uint) LowRankHadamardGrid(int m, int n) =>
+        (m + 31) / 32 <= 65535 ? ((uint)((n + 63) / 64), (uint)((m + 31) / 32), 1u)
+            : throw new NotSupportedException($"LowRankHadamard on CUDA: {m} rows exceed the kernel's grid (65535 blocks of 32 rows)");
+
     public Tensor DequantizeInt8(Tensor q, Tensor scb) => CudaKernels.DequantizeInt8(q, scb, DType.F32);
 
     public Tensor DequantizeNf4(Tensor packed, Tensor absmax, int[] shape) => CudaKernels.DequantizeNf4(packed, absmax, shape, DType.F32);

@@ -385,6 +385,11 @@ public class DevicePathTests
         Assert.That(lossDev, Is.EqualTo(lossCpu).Within(1e-6 * Math.Abs(lossCpu)));
         Assert.That(gradsDev.Keys, Is.EquivalentTo(gradsCpu.Keys), "the same adapters skipped by module dropout");
         Assert.That(gradsCpu.Keys.Count(k => k.Contains(method == "loha" ? "hada_" : "lokr_")), Is.GreaterThan(0), "some adapter ran");
+        if (method == "loha")
+        {
+            Assert.That(_device.Calls.GetValueOrDefault("LowRankHadamard"), Is.GreaterThan(0), "ΔW built by the fused kernel");
+            Assert.That(_device.Calls.GetValueOrDefault("LowRankHadamardBackward"), Is.GreaterThan(0));
+        }
         Assert.Multiple(() =>
         {
             foreach (var (name, want) in gradsCpu)

@@ -342,6 +342,39 @@ internal sealed unsafe class EmulatedDevice : IDeviceBackend, IDeviceKernels
         return (Up(Tensor.FromArray(dq, q.Shape)), Up(Tensor.FromArray(dk, k.Shape)), Up(Tensor.FromArray(dv, v.Shape)));
     }
 
+    public unsafe Tensor LowRankHadamard(Tensor a1, Tensor b1, Tensor a2, Tensor b2, double scale)
+    {
+        Count("LowRankHadamard");
+        RequireDense("LowRankHadamard", a1, b1, a2, b2);
+        RequireF32(a1, b1, a2, b2);
+        using var h1 = Host(a1);
+        using var k1 = Host(b1);
+        using var h2 = Host(a2);
+        using var k2 = Host(b2);
+        int m = a1.Size(0), r = a1.Size(1), n = b1.Size(1);
+        var delta = Tensor.Zeros([m, n]);
+        Peft.Core.Cpu.LowRankHadamard.Forward(h1.Ptr<float>(), k1.Ptr<float>(), h2.Ptr<float>(), k2.Ptr<float>(), delta.Ptr<float>(), m, n, r, (float)scale);
+        return Up(delta);
+    }
+
+    public unsafe (Tensor? G1, Tensor? G2) LowRankHadamardBackward(Tensor g, Tensor a1, Tensor b1, Tensor a2, Tensor b2, double scale, bool want1, bool want2)
+    {
+        Count("LowRankHadamardBackward");
+        RequireDense("LowRankHadamardBackward", g, a1, b1, a2, b2);
+        RequireF32(g, a1, b1, a2, b2);
+        using var hg = Host(g);
+        using var h1 = Host(a1);
+        using var k1 = Host(b1);
+        using var h2 = Host(a2);
+        using var k2 = Host(b2);
+        int m = a1.Size(0), r = a1.Size(1), n = b1.Size(1);
+        var g1 = want1 ? Tensor.Zeros([m, n]) : null;   // Up disposes them
+        var g2 = want2 ? Tensor.Zeros([m, n]) : null;
+        Peft.Core.Cpu.LowRankHadamard.Backward(hg.Ptr<float>(), h1.Ptr<float>(), k1.Ptr<float>(), h2.Ptr<float>(), k2.Ptr<float>(),
+            g1 == null ? null : g1.Ptr<float>(), g2 == null ? null : g2.Ptr<float>(), m, n, r, (float)scale);
+        return (g1 == null ? null : Up(g1), g2 == null ? null : Up(g2));
+    }
+
     public Tensor DequantizeInt8(Tensor q, Tensor scb)
     {
         Count("DequantizeInt8");

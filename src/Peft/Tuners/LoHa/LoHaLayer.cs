@@ -37,13 +37,12 @@ public sealed class LoHaLayer : LycorisLayer
     }
 
     /// <inheritdoc/>
-    protected override Tensor ScaledDelta(string adapter)
-    {
-        using var w1 = P("hada_w1_a")[adapter].MatMul(P("hada_w1_b")[adapter]);
-        using var w2 = P("hada_w2_a")[adapter].MatMul(P("hada_w2_b")[adapter]);
-        using var prod = w1.Mul(w2);
-        return prod.Mul(Scaling(adapter));
-    }
+    /// <remarks>One fused op (<see cref="Tensor.LowRankHadamard"/>): neither product W1a·W1b nor W2a·W2b is stored.</remarks>
+    protected override Tensor ScaledDelta(string adapter) =>
+        Tensor.LowRankHadamard(P("hada_w1_a")[adapter], P("hada_w1_b")[adapter], P("hada_w2_a")[adapter], P("hada_w2_b")[adapter], Scaling(adapter));
+
+    /// <inheritdoc/>
+    protected override bool FoldsIntoBaseWeight => true;
 
     /// <inheritdoc/>
     protected override void RemoveFactors(string adapter) => RemoveFrom(adapter, Names);

@@ -45,14 +45,55 @@ public abstract class LycorisLayer : TunerLayer
     protected override Tensor AddAdapterOutput(string adapter, Tensor x, Tensor result)
     {
         var h = _hyper[adapter];
-        if (IsTraining && h.ModuleDropout > 0)
-        {
-            using var u = Tensor.Rand([1]);
-            if (u.Item() < h.ModuleDropout) return result.Contiguous(); // PEFT applies the adapter when rand > p
-        }
+        if (SkippedByModuleDropout(h.ModuleDropout)) return result.Contiguous();
         using var delta = IsTraining && h.RankDropout > 0 ? DeltaWithRankDropout(adapter, h.RankDropout, h.ScaleRankDropout) : null;
         using var change = delta != null ? x.Linear(delta) : DeltaTimes(adapter, x);
         return result.Add(change);
+    }
+
+    /// <summary>Training's module dropout: true when this pass skips the adapter (PEFT applies it when rand > p).</summary>
+    private bool SkippedByModuleDropout(double p)
+    {
+        if (!IsTraining || p <= 0) return false;
+        using var u = Tensor.Rand([1]);
+        return u.Item() < p;
+    }
+
+    /// <summary>
+    /// True for methods whose ΔW is built dense on every pass anyway (LoHa): the forward then folds the active adapters
+    /// into the weight, y = x·(W + Σ s·ΔW)ᵀ + b — one product instead of the base's plus one per adapter, and one
+    /// input-gradient product in backward — which equals PEFT's base(x) + Σ x·ΔWᵀ up to F32 rounding (as a merged
+    /// layer does). Only for an F32 Linear or Conv1D base outside autocast: rounding W + ΔW to 16 bits would lose ΔW.
+    /// </summary>
+    protected virtual bool FoldsIntoBaseWeight => false;
+
+    /// <inheritdoc/>
+    protected override Tensor AdaptedForward(Tensor x, IReadOnlyList<string> adapters)
+    {
+        if (!FoldsIntoBaseWeight || adapters.Count == 0 || Autocast.Current != null || BaseLayer is not (Linear or Conv1D)
+            || BaseWeight.DType != DType.F32 || x.DType != DType.F32)
+            return base.AdaptedForward(x, adapters);
+        // The same random draws in the same order as the unfolded path: per adapter, module dropout, then rank dropout.
+        Tensor? sum = null;
+        foreach (var name in adapters)
+        {
+            var h = _hyper[name];
+            if (SkippedByModuleDropout(h.ModuleDropout)) continue;
+            var delta = IsTraining && h.RankDropout > 0 ? DeltaWithRankDropout(name, h.RankDropout, h.ScaleRankDropout) : ScaledDelta(name);
+            if (sum == null) { sum = delta; continue; }
+            using (delta)
+            using (var previous = sum)
+                sum = previous.Add(delta);
+        }
+        if (sum == null) return BaseForward(x);
+        using (sum)
+        using (var layout = FanInFanOut ? sum.Transpose(0, 1) : null)   // Conv1D stores W as [in, out]
+        using (var weight = BaseWeight.Add(layout ?? sum))
+        {
+            if (BaseLayer is Linear linear) return x.Linear(weight, linear.Bias);
+            using var y = x.MatMul(weight);
+            return BaseBias is { } bias ? y.Add(bias) : y.Contiguous();
+        }
     }
 
     /// <summary>x·(s·ΔW)ᵀ; methods with a cheaper factored form override this.</summary>
