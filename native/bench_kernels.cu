@@ -551,6 +551,79 @@ void loha_suite(long long m, long long n, long long r)
     for (float* p : {d1, e1, d2, e2, dg, out, o1, o2}) CHECK(cudaFree(p));
 }
 
+// kernels/sgmv.cu: a mixed-adapter LoRA batch (rows interleaved over `adapters` adapters of rank r, every 5th row the
+// base) against a float64 reference. The bytes are the least the pair must move: x and y once each, every factor once.
+void sgmv_suite(long long rows, long long k, long long c, int adapters, int r)
+{
+    std::vector<int> adapter_of(rows);
+    for (long long i = 0; i < rows; i++) adapter_of[i] = i % 5 == 4 ? -1 : (int)(i * 3 % adapters);
+    std::vector<float> x(rows * k), y(rows * c);
+    for (float& v : x) v = normal(1.f);
+    for (float& v : y) v = normal(1.f);
+    std::vector<std::vector<float>> a(adapters, std::vector<float>(r * k)), b(adapters, std::vector<float>(c * r));
+    std::vector<float> scales(adapters);
+    for (int i = 0; i < adapters; i++) {
+        for (float& v : a[i]) v = normal(1.f);
+        for (float& v : b[i]) v = normal(1.f);
+        scales[i] = 0.5f + 0.25f * i;
+    }
+    std::vector<float> want(y);
+    std::vector<double> t(r);
+    for (long long i = 0; i < rows; i++) {
+        const int ad = adapter_of[i];
+        if (ad < 0) continue;
+        for (int j = 0; j < r; j++) {
+            double acc = 0;
+            for (long long p = 0; p < k; p++) acc += (double)x[i * k + p] * a[ad][j * k + p];
+            t[j] = acc;
+        }
+        for (long long col = 0; col < c; col++) {
+            double acc = 0;
+            for (int j = 0; j < r; j++) acc += t[j] * b[ad][col * r + j];
+            want[i * c + col] = (float)(y[i * c + col] + scales[ad] * acc);
+        }
+    }
+    // The host side of Peft.Cuda's launcher: rows sorted by adapter, tiles of <= 16 rows of one adapter.
+    std::vector<int64_t> positions;
+    std::vector<int32_t> tiles;
+    for (int ad = 0; ad < adapters; ad++) {
+        const long long start = (long long)positions.size();
+        for (long long i = 0; i < rows; i++)
+            if (adapter_of[i] == ad) positions.push_back(i);
+        for (long long first = start; first < (long long)positions.size(); first += 16)
+            tiles.insert(tiles.end(), {(int32_t)first, (int32_t)std::min<long long>(16, (long long)positions.size() - first), ad});
+    }
+    std::vector<int64_t> a_ptrs(adapters), b_ptrs(adapters);
+    std::vector<float*> owned;
+    for (int i = 0; i < adapters; i++) {
+        owned.push_back(device_copy(a[i]));
+        owned.push_back(device_copy(b[i]));
+        a_ptrs[i] = (int64_t)(uintptr_t)owned[owned.size() - 2];
+        b_ptrs[i] = (int64_t)(uintptr_t)owned.back();
+    }
+    std::vector<int32_t> ranks(adapters, r);
+    float *dx = device_copy(x), *dy0 = device_copy(y), *dy, *dt;
+    int64_t *drows = device_copy(positions), *da = device_copy(a_ptrs), *db = device_copy(b_ptrs);
+    int32_t *dtiles = device_copy(tiles), *dranks = device_copy(ranks);
+    float* dscales = device_copy(scales);
+    CHECK(cudaMalloc(&dy, rows * c * 4));
+    CHECK(cudaMalloc(&dt, positions.size() * r * 4 + 4));
+    const unsigned ntiles = (unsigned)(tiles.size() / 3);
+    const dim3 expand_grid(ntiles, (unsigned)((c + 255) / 256));
+    // The pair updates y in place: each launch of the check starts from a fresh copy of the base output.
+    auto both = [&] {
+        CHECK(cudaMemcpy(dy, dy0, rows * c * 4, cudaMemcpyDeviceToDevice));
+        PEFT_LAUNCH(sgmv_shrink_f32, ntiles, 256)(dx, dt, drows, dtiles, da, dranks, k, r);
+        PEFT_LAUNCH(sgmv_expand_f32, expand_grid, 256)(dt, dy, drows, dtiles, db, dranks, dscales, c, r);
+    };
+    char name[48];
+    std::snprintf(name, sizeof name, "sgmv shrink+expand (%d × r%d)", adapters, r);
+    run_close(name, rows * c, dy, want, 1e-5, 4.0 * (rows * k + 2 * rows * c + (double)adapters * r * (k + c)), both);
+    for (float* p : owned) CHECK(cudaFree(p));
+    CHECK(cudaFree(dx)); CHECK(cudaFree(dy0)); CHECK(cudaFree(dy)); CHECK(cudaFree(dt)); CHECK(cudaFree(drows));
+    CHECK(cudaFree(da)); CHECK(cudaFree(db)); CHECK(cudaFree(dtiles)); CHECK(cudaFree(dranks)); CHECK(cudaFree(dscales));
+}
+
 // kernels/attention.cu: fused causal attention, forward (o and lse) and backward (dq, dk, dv) against a float64
 // reference of the same contract. Compute-bound at long sequences: the table's GB/s is the least traffic (q, k, v,
 // o once), and a line after it gives the FLOP rate (4·BH·T²·D forward on the causal half: 2·BH·T²·D).
@@ -663,6 +736,7 @@ int main(int argc, char** argv)
     attention_suite(2, 2, 37, 72);
     loha_suite(37, 70, 5);
     loha_suite(64, 300, 40);
+    sgmv_suite(53, 70, 300, 3, 20);
 #else
     casts(1003);               // ragged: vector body and scalar tail
     casts(1ll << 27);          // 512 MiB of f32: ten times the L2
@@ -683,6 +757,8 @@ int main(int argc, char** argv)
     attention_suite(4, 12, 1024, 64);  // GPT-2 124M's attention at B = 4, T = 1024
     loha_suite(37, 70, 5);     // ragged tiles, one partial R chunk
     loha_suite(4096, 4096, 16);  // issue 8's 4096² weight at LoHa's r = 16
+    sgmv_suite(53, 70, 300, 3, 20);      // ragged tiles, K and C off the lane and block widths
+    sgmv_suite(4096, 4096, 4096, 8, 16); // 8 adapters over 4096 tokens of a 4096² layer
 #endif
     std::printf("\n%s\n", failures ? "FAILED" : "all kernels match their references");
     return failures ? 1 : 0;

@@ -121,4 +121,15 @@ __global__ void loha_delta_f32(const float* __restrict__ a1, const float* __rest
 __global__ void loha_delta_bwd_f32(const float* __restrict__ g, const float* __restrict__ a1, const float* __restrict__ b1,
                                    const float* __restrict__ a2, const float* __restrict__ b2, float* __restrict__ g1,
                                    float* __restrict__ g2, int64_t M, int64_t N, int64_t R, float scale);
+
+// kernels/sgmv.cu — a mixed-adapter LoRA batch (SGMV): t = x[rows]·A_aᵀ per tile of ≤ 16 positions of one adapter,
+// then y[rows] += s_a·t·B_aᵀ in place. tiles = (first position, count, adapter) triples; a_ptrs/b_ptrs hold each
+// adapter's dense F32 A [r, K] / B [C, r] addresses; r ≤ 64. CPU reference: Peft.Core.Cpu.SegmentedLora.
+// Shrink grid (tiles), 256 threads; expand grid (tiles, ⌈C/256⌉), 256 threads.
+__global__ void sgmv_shrink_f32(const float* __restrict__ x, float* __restrict__ t, const int64_t* __restrict__ rows,
+                                const int32_t* __restrict__ tiles, const int64_t* __restrict__ a_ptrs,
+                                const int32_t* __restrict__ ranks, int64_t K, int32_t r_stride);
+__global__ void sgmv_expand_f32(const float* __restrict__ t, float* __restrict__ y, const int64_t* __restrict__ rows,
+                                const int32_t* __restrict__ tiles, const int64_t* __restrict__ b_ptrs,
+                                const int32_t* __restrict__ ranks, const float* __restrict__ scales, int64_t C, int32_t r_stride);
 }

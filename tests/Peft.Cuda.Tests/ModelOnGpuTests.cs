@@ -91,4 +91,30 @@ public class ModelOnGpuTests : GpuTest
         Assert.That(b.Device, Is.EqualTo(Gpu.Device));
         Assert.That(RelativeError(b.ToFloatArray(), a.ToDoubleArray()), Is.LessThanOrEqualTo(1e-5));
     }
+
+    [Test]
+    public void AMixedAdapterBatchOnTheGpuMatchesTheCpu()
+    {
+        // Three LoRA adapters of different ranks and the base, one per sample: on the GPU every adapted layer runs the
+        // batch as one SGMV pair (kernels/sgmv.cu); the CPU runs each adapter on its own rows.
+        PeftModel Make()
+        {
+            var m = DeviceParity.Build("llama");
+            m.AddAdapter("two", new LoraConfig { R = 8, LoraAlpha = 4, TargetModules = ["q_proj", "v_proj", "down_proj"], TaskType = "CAUSAL_LM", InitLoraWeights = "false" });
+            m.AddAdapter("three", new LoraConfig { R = 12, LoraAlpha = 24, TargetModules = ["all-linear"], TaskType = "CAUSAL_LM", InitLoraWeights = "false", UseRslora = true });
+            m.Eval();
+            return m;
+        }
+        using var cpu = Make();
+        using var gpu = Make();
+        gpu.To(Gpu.Device);
+        using var ids = Tensor.FromArray(Enumerable.Range(0, 4 * 19).Select(i => (long)(i * 7 % 31 + 1)).ToArray(), [4, 19]);
+        string[] names = ["three", PeftModel.BaseAdapterName, "default", "two"];
+        using var _ = Autograd.NoGrad();
+        using var a = cpu.Forward(ids, adapterNames: names).Logits;
+        using var idsD = ids.To(Gpu.Device);
+        using var b = gpu.Forward(idsD, adapterNames: names).Logits;
+        Assert.That(b.Device, Is.EqualTo(Gpu.Device));
+        Assert.That(RelativeError(b.ToFloatArray(), a.ToDoubleArray()), Is.LessThanOrEqualTo(1e-5));
+    }
 }

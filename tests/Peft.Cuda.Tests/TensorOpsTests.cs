@@ -185,6 +185,32 @@ public class TensorOpsTests : GpuTest
         });
     }
 
+    [Test]
+    public void SegmentedLoraMatchesTheCpuWithRaggedTilesAndRanks()
+    {
+        // kernels/sgmv.cu: 4 adapters (ranks 1, 16, 20 — a partial 16-chunk — and 64, the limit) over 53 rows in an
+        // interleaved order (several 16-row tiles per adapter, the last partial), base rows between them; K = 70 and
+        // C = 300 are not multiples of the 32 lanes or the 256 columns per block.
+        var g = Fresh();
+        int rows = 53, k = 70, c = 300;
+        int[] ranks = [1, 16, 20, 64];
+        double[] scales = [0.5, 2.0, -1.25, 0.125];
+        using var x = R([rows, k], g);
+        using var baseOut = R([rows, c], g);
+        var a = ranks.Select(r => R([r, k], g)).ToArray();
+        var b = ranks.Select(r => R([c, r], g)).ToArray();
+        int[] rowAdapter = Enumerable.Range(0, rows).Select(i => i % 7 == 3 ? -1 : (i * 5) % 4).ToArray();
+        try
+        {
+            Assert.That(Versus(t => Tensor.SegmentedLora(t[0], t[1], rowAdapter, t[2..6], t[6..10], scales), [baseOut, x, .. a, .. b]),
+                Is.LessThanOrEqualTo(1e-5));
+        }
+        finally
+        {
+            foreach (var t in a.Concat(b)) t.Dispose();
+        }
+    }
+
     /// <summary>Poisons the next <paramref name="count"/> allocations of <paramref name="bytes"/> (all held, then returned).</summary>
     private void PoisonBlocks(int count, long bytes)
     {

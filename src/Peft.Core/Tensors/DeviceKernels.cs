@@ -86,6 +86,10 @@ internal interface IDeviceKernels
     /// <paramref name="want1"/>, G2 = s·g ⊙ (a1·b1) when <paramref name="want2"/> (null otherwise).</summary>
     (Tensor? G1, Tensor? G2) LowRankHadamardBackward(Tensor g, Tensor a1, Tensor b1, Tensor a2, Tensor b2, double scale, bool want1, bool want2);
 
+    /// <summary>A mixed-adapter LoRA batch (SGMV): a copy of dense F32 <paramref name="baseOutput"/> [rows, C] with
+    /// s_i·(x[r]·A_iᵀ)·B_iᵀ added to each row r whose <paramref name="rowAdapter"/> is i ≥ 0 (<see cref="Cpu.SegmentedLora"/>).</summary>
+    Tensor SegmentedLora(Tensor baseOutput, Tensor x, int[] rowAdapter, Tensor[] a, Tensor[] b, float[] scales);
+
     /// <summary>LLM.int8 row-wise dequantization: dense q [rows, cols] I8 and scb [rows] F32 → q·(scb/127) as F32
     /// (<see cref="Quantization.Int8RowWise"/>).</summary>
     Tensor DequantizeInt8(Tensor q, Tensor scb);

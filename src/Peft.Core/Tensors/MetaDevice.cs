@@ -66,6 +66,7 @@ internal sealed class MetaDevice : IDeviceBackend, IDeviceKernels
     public Tensor LowRankHadamard(Tensor a1, Tensor b1, Tensor a2, Tensor b2, double scale) => Like([a1.Size(0), b1.Size(1)], DType.F32);
     public (Tensor? G1, Tensor? G2) LowRankHadamardBackward(Tensor g, Tensor a1, Tensor b1, Tensor a2, Tensor b2, double scale, bool want1, bool want2) =>
         (want1 ? Like(g.Shape, DType.F32) : null, want2 ? Like(g.Shape, DType.F32) : null);
+    public Tensor SegmentedLora(Tensor baseOutput, Tensor x, int[] rowAdapter, Tensor[] a, Tensor[] b, float[] scales) => Like(baseOutput.Shape, DType.F32);
     public Tensor DequantizeInt8(Tensor q, Tensor scb) => Like(q.Shape, DType.F32);
     public Tensor DequantizeNf4(Tensor packed, Tensor absmax, int[] shape) => Like(shape, DType.F32);
     public Tensor DequantizeBlockwise8(Tensor codes, Tensor nestedAbsmax, float offset) => Like(codes.Shape, DType.F32);

@@ -320,6 +320,45 @@ internal sealed unsafe class CudaOps : IDeviceKernels
     private static (uint Bh, long Tq, long Tk, long D) AttentionDims(Tensor q, Tensor k) =>
         ((uint)(q.Size(0) * q.Size(1)), q.Size(2), k.Size(2), q.Size(3));
 
+    // kernels/sgmv.cu: the rows that have an adapter, sorted by adapter, in tiles of ≤ 16 rows of one adapter.
+    private const int SgmvTile = 16, SgmvMaxRank = 64;
+
+    public Tensor SegmentedLora(Tensor baseOutput, Tensor x, int[] rowAdapter, Tensor[] a, Tensor[] b, float[] scales)
+    {
+        var device = CudaTensors.DeviceOf(x);
+        var ranks = a.Select(f => f.Size(0)).ToArray();
+        if (ranks.Any(r => r > SgmvMaxRank))
+            throw new NotSupportedException($"SegmentedLora on CUDA takes ranks up to {SgmvMaxRank}, got {ranks.Max()}");
+        var y = baseOutput.Clone();
+        var positions = new List<long>();
+        var tiles = new List<int>();
+        for (int adapter = 0; adapter < a.Length; adapter++)
+        {
+            int start = positions.Count;
+            for (int row = 0; row < rowAdapter.Length; row++)
+                if (rowAdapter[row] == adapter) positions.Add(row);
+            for (int first = start; first < positions.Count; first += SgmvTile)
+                tiles.AddRange([first, Math.Min(SgmvTile, positions.Count - first), adapter]);
+        }
+        int tileCount = tiles.Count / 3, rStride = Math.Max(1, ranks.DefaultIfEmpty(1).Max());
+        long k = x.Size(1), c = baseOutput.Size(1);
+        if (tileCount == 0 || c == 0) return y;
+        using var rowsD = Upload(positions.ToArray(), device);
+        using var tilesD = Upload(tiles.ToArray(), device);
+        using var aPtrs = Upload(a.Select(f => (long)CudaTensors.Address(f)).ToArray(), device);
+        using var bPtrs = Upload(b.Select(f => (long)CudaTensors.Address(f)).ToArray(), device);
+        using var ranksD = Upload(ranks, device);
+        using var scalesD = Upload(scales, device);
+        using var t = CudaTensors.Empty([positions.Count, rStride], DType.F32, device);
+        device.Kernels.Launch("sgmv_shrink_f32", ((uint)tileCount, 1u, 1u), (256u, 1u, 1u), 0,
+            CudaTensors.Address(x), CudaTensors.Address(t), CudaTensors.Address(rowsD), CudaTensors.Address(tilesD), CudaTensors.Address(aPtrs),
+            CudaTensors.Address(ranksD), k, rStride);
+        device.Kernels.Launch("sgmv_expand_f32", ((uint)tileCount, (uint)((c + 255) / 256), 1u), (256u, 1u, 1u), 0,
+            CudaTensors.Address(t), CudaTensors.Address(y), CudaTensors.Address(rowsD), CudaTensors.Address(tilesD), CudaTensors.Address(bPtrs),
+            CudaTensors.Address(ranksD), CudaTensors.Address(scalesD), c, rStride);
+        return y;
+    }
+
     // kernels/lycoris.cu: a block of 256 threads owns 32 rows × 64 columns of ΔW.
     public Tensor LowRankHadamard(Tensor a1, Tensor b1, Tensor a2, Tensor b2, double scale)
     {

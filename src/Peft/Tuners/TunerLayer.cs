@@ -126,6 +126,7 @@ public abstract class TunerLayer : Module, IUnaryModule
         if (!IsAdditive)
             return MixedBatchRows.ByAdapter(x, names, (name, rows, _) => name == PeftModel.BaseAdapterName ? BaseForward(rows) : AdaptedForward(rows, [name]));
         using var full = BaseForward(x);
+        if (FusedMixedBatch(x, names, full) is { } fused) return fused;
         return MixedBatchRows.ByAdapter(x, names, (name, rows, index) =>
         {
             if (name == PeftModel.BaseAdapterName) return MixedBatchRows.Rows(full, index);
@@ -133,6 +134,11 @@ public abstract class TunerLayer : Module, IUnaryModule
             return AddAdapterOutput(name, rows, baseRows);
         });
     }
+
+    /// <summary>A mixed batch of an additive method in one fused op on top of the base output <paramref name="baseOutput"/>
+    /// (LoRA's SGMV on devices), or null to take the per-adapter path. <paramref name="perSample"/> already maps unknown
+    /// names to the base.</summary>
+    protected virtual Tensor? FusedMixedBatch(Tensor x, string[] perSample, Tensor baseOutput) => null;
 
     /// <summary>What merging <paramref name="adapter"/> adds to the base weight, in the base weight's layout.</summary>
     public abstract Tensor DeltaWeight(string adapter);

@@ -375,6 +375,31 @@ internal sealed unsafe class EmulatedDevice : IDeviceBackend, IDeviceKernels
         return (g1 == null ? null : Up(g1), g2 == null ? null : Up(g2));
     }
 
+    public unsafe Tensor SegmentedLora(Tensor baseOutput, Tensor x, int[] rowAdapter, Tensor[] a, Tensor[] b, float[] scales)
+    {
+        Count("SegmentedLora");
+        RequireDense("SegmentedLora", [baseOutput, x, .. a, .. b]);
+        RequireF32([baseOutput, x, .. a, .. b]);
+        using var hy = Host(baseOutput);
+        var y = hy.Clone();
+        using var hx = Host(x);
+        var ha = a.Select(Host).ToArray();
+        var hb = b.Select(Host).ToArray();
+        try
+        {
+            var ap = new float*[a.Length];
+            var bp = new float*[b.Length];
+            for (int i = 0; i < a.Length; i++) { ap[i] = ha[i].Ptr<float>(); bp[i] = hb[i].Ptr<float>(); }
+            Peft.Core.Cpu.SegmentedLora.Apply(y.Ptr<float>(), hx.Ptr<float>(), x.Size(0), x.Size(1), baseOutput.Size(1), rowAdapter, ap, bp,
+                a.Select(t => t.Size(0)).ToArray(), scales);
+            return Up(y);
+        }
+        finally
+        {
+            foreach (var t in ha.Concat(hb)) t.Dispose();
+        }
+    }
+
     public Tensor DequantizeInt8(Tensor q, Tensor scb)
     {
         Count("DequantizeInt8");
