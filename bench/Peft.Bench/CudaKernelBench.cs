@@ -88,6 +88,7 @@ internal static class CudaKernelBench
             Row(o, gpu, copyTbs, "dequant_int8_rowwise_f32", "8192×16384", bytesIn + rows * (long)cols * 4, () => CudaKernels.DequantizeInt8(qd, sd, DType.F32).Dispose());
         }
         LowRankHadamard(o, gpu, copyTbs);
+        MultiTensorAdamW(o, gpu, copyTbs);
     }
 
     /// <summary>LoHa's ΔW (4096², r = 16, F32), fused (kernels/lycoris.cu) against the composite it replaces, forward and the
@@ -124,6 +125,24 @@ internal static class CudaKernelBench
             sg.Mul(p2).Dispose();
             sg.Mul(p1).Dispose();
         });
+    }
+
+    /// <summary>An AdamW step over a LoRA model's factors (GPT-2 124M-shaped: 12 layers × 6 targets × A and B, r = 16):
+    /// one launch per tensor (a group per parameter) against one adamw_multi_f32 launch for the group. Bytes: p, g, m, v
+    /// read and p, m, v written (28 per element).</summary>
+    private static void MultiTensorAdamW(TextWriter o, CudaDevice gpu, double copyTbs)
+    {
+        var shapes = Enumerable.Range(0, 12).SelectMany(_ => new[] { 768, 768, 768, 768, 3072, 768 }.SelectMany((w, i) =>
+            new[] { new[] { 16, i == 5 ? 3072 : 768 }, new[] { w, 16 } })).ToList();
+        var parameters = shapes.Select((s, i) => Random(s, DType.F32, gpu, 100 + (ulong)i).RequiresGradient()).ToList();
+        foreach (var (p, i) in parameters.Select((p, i) => (p, i))) p.Grad = Random(p.Shape, DType.F32, gpu, 500 + (ulong)i).KeepAlive();
+        long elements = parameters.Sum(p => p.NumEl);
+        using var perTensor = new Peft.Nn.AdamW(parameters.Select(p => new Peft.Nn.ParamGroup([p], 1e-4, 0.01)));
+        using var multi = new Peft.Nn.AdamW([new Peft.Nn.ParamGroup(parameters, 1e-4, 0.01)]);
+        string size = $"{parameters.Count} tensors, {elements / 1e6:F1} M";
+        Row(o, gpu, copyTbs, "adamw_f32, one launch per tensor", size, elements * 28, perTensor.Step);
+        Row(o, gpu, copyTbs, "adamw_multi_f32, one launch", size, elements * 28, multi.Step);
+        foreach (var p in parameters) { p.Grad?.Dispose(); p.Dispose(); }
     }
 
     private static void Row(TextWriter o, CudaDevice gpu, double copyTbs, string name, string size, long bytes, Action body)

@@ -83,6 +83,9 @@ __global__ void dropout_mask_f32(float* __restrict__ out, int64_t n, int64_t fir
 __global__ void adamw_f32(float* __restrict__ p, const float* __restrict__ g, float* __restrict__ m, float* __restrict__ v, int64_t n,
                           float decay, int32_t decay_on, float beta1, float one_minus_beta1, float beta2, float one_minus_beta2,
                           float inv_sqrt_bc2, float eps, float step_size);
+__global__ void adamw_multi_f32(const int64_t* __restrict__ tensors, const int64_t* __restrict__ chunks,
+                                float decay, int32_t decay_on, float beta1, float one_minus_beta1, float beta2, float one_minus_beta2,
+                                float inv_sqrt_bc2, float eps, float step_size);
 
 // kernels/lora.cu — the thin products of a LoRA layer on tensor cores (rank R = 16, 32; bf16 in/out, float32 accumulation).
 //   shrink: out[M, R] = scale · x[M, K] · W(j, k)ᵀ, W stored [R, K] (rk) or [K, R] (kr);

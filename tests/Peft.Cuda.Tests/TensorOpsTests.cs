@@ -483,6 +483,47 @@ public class TensorOpsTests : GpuTest
     }
 
     [Test]
+    public void TheMultiTensorAdamWKernelEqualsTheCpuStepBitForBit()
+    {
+        // One parameter group of four tensors (adamw_multi_f32: chunks of 4096, the 20,495-element one split in six, a
+        // 1-element one) stepped in one launch per step, against the CPU's tensor ops.
+        var g = Fresh();
+        int[][] shapes = [[4099, 5], [1], [64, 64], [3, 333]];
+        var initial = shapes.Select(s => R(s, g, std: 0.5)).ToArray();
+        var cpu = initial.Select(t => t.Clone().RequiresGradient()).ToArray();
+        var gpu = initial.Select(t => t.To(Gpu.Device).RequiresGradient()).ToArray();
+        var optCpu = new Peft.Nn.AdamW(cpu, lr: 1e-2, weightDecay: 0.01);
+        var optGpu = new Peft.Nn.AdamW(gpu, lr: 1e-2, weightDecay: 0.01);
+        try
+        {
+            for (int step = 0; step < 3; step++)
+            {
+                for (int i = 0; i < shapes.Length; i++)
+                {
+                    using var grad = R(shapes[i], g);
+                    cpu[i].Grad?.Dispose();
+                    gpu[i].Grad?.Dispose();
+                    cpu[i].Grad = grad.Clone().KeepAlive();
+                    gpu[i].Grad = grad.To(Gpu.Device).KeepAlive();
+                }
+                optCpu.Step();
+                optGpu.Step();
+            }
+            Assert.Multiple(() =>
+            {
+                for (int i = 0; i < shapes.Length; i++)
+                    Assert.That(gpu[i].ToArray<float>(), Is.EqualTo(cpu[i].ToArray<float>()), $"parameter {i}");
+            });
+        }
+        finally
+        {
+            optCpu.Dispose();
+            optGpu.Dispose();
+            foreach (var t in initial.Concat(cpu).Concat(gpu)) t.Dispose();
+        }
+    }
+
+    [Test]
     public void SmallUploadsAreQueuedThroughTheRingWithoutLosingOne()
     {
         // 300 uploads (the ring has 64 slots) each consumed by a kernel queued right after it; nothing waits between.

@@ -64,6 +64,10 @@ internal interface IDeviceKernels
     /// v·β₂ + g²·(1−β₂), p + m / (√v·invSqrtBc2 + ε)·stepSize.</summary>
     void AdamW(Tensor p, Tensor g, Tensor m, Tensor v, float decay, bool decayOn, float beta1, float oneMinusBeta1, float beta2, float oneMinusBeta2, float invSqrtBc2, float eps, float stepSize);
 
+    /// <summary><see cref="AdamW"/> over many tensors in one pass (a parameter group's): item i steps p[i] with g[i],
+    /// m[i], v[i], all dense F32 on this device, with the same factors and the same rounding.</summary>
+    void AdamWMulti(Tensor[] p, Tensor[] g, Tensor[] m, Tensor[] v, float decay, bool decayOn, float beta1, float oneMinusBeta1, float beta2, float oneMinusBeta2, float invSqrtBc2, float eps, float stepSize);
+
     /// <summary>Fused cross-entropy of dense F32 logits [rows, C]: the per-row loss and log-sum-exp.</summary>
     (Tensor Loss, Tensor Lse) CrossEntropy(Tensor logits, long[] targets, long ignoreIndex, double smoothing);
 

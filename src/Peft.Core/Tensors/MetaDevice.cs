@@ -53,6 +53,7 @@ internal sealed class MetaDevice : IDeviceBackend, IDeviceKernels
     public Tensor IndexAdd(Tensor g, long[] index, long outer, int dimSize, long inner, int[] inShape) => Like(inShape, g.DType);
     public Tensor Where(Tensor condition, Tensor a, Tensor b) => Like(a.Shape, a.DType);
     public void AdamW(Tensor p, Tensor g, Tensor m, Tensor v, float decay, bool decayOn, float beta1, float oneMinusBeta1, float beta2, float oneMinusBeta2, float invSqrtBc2, float eps, float stepSize) { }
+    public void AdamWMulti(Tensor[] p, Tensor[] g, Tensor[] m, Tensor[] v, float decay, bool decayOn, float beta1, float oneMinusBeta1, float beta2, float oneMinusBeta2, float invSqrtBc2, float eps, float stepSize) { }
     public Tensor DropoutMask(int[] shape, double p, uint key0, uint key1, long first, Device device) => Like(shape, DType.F32);
 
     public (Tensor Loss, Tensor Lse) CrossEntropy(Tensor logits, long[] targets, long ignoreIndex, double smoothing) =>

@@ -269,6 +269,27 @@ internal sealed unsafe class CudaOps : IDeviceKernels
                 decay, decayOn ? 1 : 0, beta1, oneMinusBeta1, beta2, oneMinusBeta2, invSqrtBc2, eps, stepSize);
     }
 
+    // adamw_multi_f32: one block per chunk of ≤ 4096 elements of one tensor.
+    private const int AdamWChunk = 4096;
+
+    public void AdamWMulti(Tensor[] p, Tensor[] g, Tensor[] m, Tensor[] v, float decay, bool decayOn, float beta1, float oneMinusBeta1, float beta2, float oneMinusBeta2, float invSqrtBc2, float eps, float stepSize)
+    {
+        var device = CudaTensors.DeviceOf(p[0]);
+        var tensors = new long[4 * p.Length];
+        var chunks = new List<long>();
+        for (int t = 0; t < p.Length; t++)
+        {
+            (tensors[4 * t], tensors[4 * t + 1], tensors[4 * t + 2], tensors[4 * t + 3]) =
+                ((long)CudaTensors.Address(p[t]), (long)CudaTensors.Address(g[t]), (long)CudaTensors.Address(m[t]), (long)CudaTensors.Address(v[t]));
+            for (long first = 0; first < p[t].NumEl; first += AdamWChunk) chunks.AddRange([t, first, Math.Min(AdamWChunk, p[t].NumEl - first)]);
+        }
+        if (chunks.Count == 0) return;
+        using var tensorsD = Upload(tensors, device);
+        using var chunksD = Upload(chunks.ToArray(), device);
+        device.Kernels.Launch("adamw_multi_f32", ((uint)(chunks.Count / 3), 1u, 1u), (Block, 1u, 1u), 0, CudaTensors.Address(tensorsD), CudaTensors.Address(chunksD),
+            decay, decayOn ? 1 : 0, beta1, oneMinusBeta1, beta2, oneMinusBeta2, invSqrtBc2, eps, stepSize);
+    }
+
     public Tensor DropoutMask(int[] shape, double p, uint key0, uint key1, long first, Device device)
     {
         var gpu = CudaDevice.Get(device.Index);

@@ -60,16 +60,25 @@ public abstract class Optimizer : IDisposable
         using var _ = Autograd.NoGrad();
         using var scope = Tensor.NewScope();
         foreach (var g in Groups)
+        {
+            // (the tensor stepped, its gradient): the parameter itself, or its F32 master and an F32 gradient.
+            var items = new List<(Tensor Target, Tensor Grad)>();
             foreach (var p in g.Parameters)
             {
                 if (p.Grad == null) continue;
-                if (!IsLowPrecision(p)) { Update(g, p, p.Grad); continue; }
-                var master = MasterOf(p);
-                var grad = p.Grad.DType == DType.F32 ? p.Grad : p.Grad.To(DType.F32);
-                Update(g, master, grad);
-                p.CopyFrom(master);
+                if (!IsLowPrecision(p)) { items.Add((p, p.Grad)); continue; }
+                items.Add((MasterOf(p), p.Grad.DType == DType.F32 ? p.Grad : p.Grad.To(DType.F32)));
             }
+            if (!TryUpdateGroup(g, items))
+                foreach (var (target, grad) in items) Update(g, target, grad);
+            foreach (var p in g.Parameters)
+                if (p.Grad != null && IsLowPrecision(p)) p.CopyFrom(MasterOf(p));
+        }
     }
+
+    /// <summary>Steps every item of a group at once (a device's multi-tensor kernel) and returns true, or false to have
+    /// <see cref="Update"/> step them one by one. Called inside NoGrad and a scope.</summary>
+    protected virtual bool TryUpdateGroup(ParamGroup group, IReadOnlyList<(Tensor Target, Tensor Grad)> items) => false;
 
     private static bool IsLowPrecision(Tensor p) => p.DType is DType.BF16 or DType.F16;
 
@@ -202,6 +211,16 @@ public sealed class AdamW(IEnumerable<ParamGroup> groups, double beta1 = 0.9, do
     /// <summary>Convenience: one group over <paramref name="parameters"/>.</summary>
     public AdamW(IEnumerable<Tensor> parameters, double lr = 1e-3, double weightDecay = 0.01)
         : this([new ParamGroup(parameters, lr, weightDecay)]) { }
+
+    /// <inheritdoc/>
+    /// <remarks>On a device, the whole group in one launch (kernels/optim.cu's adamw_multi_f32), the same step bit for bit.</remarks>
+    protected override bool TryUpdateGroup(ParamGroup group, IReadOnlyList<(Tensor Target, Tensor Grad)> items)
+    {
+        if (items.Count < 2 || items[0].Target.Device.Type == DeviceType.Cpu) return false;
+        var fused = items.Select(i => { var s = StateOf(i.Target, 2); return (i.Target, i.Grad, s[0], s[1]); }).ToList();
+        double bc1 = 1 - Math.Pow(beta1, StepCount), bc2 = 1 - Math.Pow(beta2, StepCount);
+        return Tensor.TryFusedAdamWMulti(fused, group.Lr, beta1, beta2, eps, group.WeightDecay, bc1, bc2);
+    }
 
     /// <inheritdoc/>
     protected override void Update(ParamGroup group, Tensor p, Tensor grad)

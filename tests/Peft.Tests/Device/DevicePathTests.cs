@@ -449,4 +449,46 @@ public class DevicePathTests
         Assert.That(_device.Calls.GetValueOrDefault("AdamW"), Is.EqualTo(4), "one fused call per step");
         Assert.That(dev.ToArray<float>(), Is.EqualTo(cpu.ToArray<float>()));
     }
+
+    [Test]
+    public void TheMultiTensorAdamWStepsAGroupInOneCallBitForBit()
+    {
+        // A group of three parameters (one BF16, stepped through its F32 master) in one call per step; a one-parameter
+        // group keeps the per-tensor kernel. Both against the CPU's tensor ops.
+        var shapes = new[] { new[] { 1000, 3 }, new[] { 7 }, new[] { 50, 101 }, new[] { 9, 4 } };
+        var initial = shapes.Select((s, i) => R(s, 60 + (ulong)i, std: 0.5)).ToArray();
+        var cpu = initial.Select(t => t.Clone().RequiresGradient()).ToArray();
+        var dev = initial.Select(t => t.To(Dev).RequiresGradient()).ToArray();
+        cpu[1] = cpu[1].To(DType.BF16).RequiresGradient();
+        dev[1] = dev[1].To(DType.BF16).RequiresGradient();
+        Peft.Nn.AdamW Make(Tensor[] p) => new([new Peft.Nn.ParamGroup(p[..3], lr: 1e-2, weightDecay: 0.01), new Peft.Nn.ParamGroup([p[3]], lr: 3e-3)]);
+        var optCpu = Make(cpu);
+        var optDev = Make(dev);
+        try
+        {
+            for (int step = 0; step < 3; step++)
+            {
+                for (int i = 0; i < shapes.Length; i++)
+                {
+                    using var g = R(shapes[i], 70 + (ulong)(step * 10 + i));
+                    using var gc = g.To(cpu[i].DType);
+                    cpu[i].Grad?.Dispose();
+                    dev[i].Grad?.Dispose();
+                    cpu[i].Grad = gc.Clone().KeepAlive();
+                    dev[i].Grad = gc.To(Dev).KeepAlive();
+                }
+                optCpu.Step();
+                optDev.Step();
+            }
+            Assert.That(_device.Calls.GetValueOrDefault("AdamWMulti"), Is.EqualTo(3), "the three-parameter group: one call per step");
+            for (int i = 0; i < shapes.Length; i++)
+                Assert.That(dev[i].ToDoubleArray(), Is.EqualTo(cpu[i].ToDoubleArray()), $"parameter {i}");
+        }
+        finally
+        {
+            optCpu.Dispose();
+            optDev.Dispose();
+            foreach (var t in initial.Concat(cpu).Concat(dev)) t.Dispose();
+        }
+    }
 }

@@ -256,6 +256,12 @@ internal sealed unsafe class EmulatedDevice : IDeviceBackend, IDeviceKernels
         return Up(Tensor.Where(c, ha, hb));
     }
 
+    public void AdamWMulti(Tensor[] p, Tensor[] g, Tensor[] m, Tensor[] v, float decay, bool decayOn, float beta1, float oneMinusBeta1, float beta2, float oneMinusBeta2, float invSqrtBc2, float eps, float stepSize)
+    {
+        Count("AdamWMulti");
+        for (int i = 0; i < p.Length; i++) AdamW(p[i], g[i], m[i], v[i], decay, decayOn, beta1, oneMinusBeta1, beta2, oneMinusBeta2, invSqrtBc2, eps, stepSize);
+    }
+
     public void AdamW(Tensor p, Tensor g, Tensor m, Tensor v, float decay, bool decayOn, float beta1, float oneMinusBeta1, float beta2, float oneMinusBeta2, float invSqrtBc2, float eps, float stepSize)
     {
         Count("AdamW");
