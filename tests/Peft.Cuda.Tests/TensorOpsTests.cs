@@ -219,6 +219,31 @@ public class TensorOpsTests : GpuTest
     }
 
     [Test]
+    public void FusedAttentionUnderBf16AutocastIsTheRoundedF32AttentionOfRoundedInputs()
+    {
+        // Under autocast the GPU keeps kernels/attention.cu: q, k, v rounded to BF16, F32 inside, the output rounded once.
+        var g = Fresh();
+        using var q = R([2, 3, 37, 64], g);
+        using var k = R([2, 3, 37, 64], g);
+        using var v = R([2, 3, 37, 64], g);
+        using var qr = q.To(DType.BF16).To(DType.F32);
+        using var kr = k.To(DType.BF16).To(DType.F32);
+        using var vr = v.To(DType.BF16).To(DType.F32);
+        using var exact = Tensor.ScaledDotProductAttention(qr, kr, vr, isCausal: true);
+        using var want = exact.To(DType.BF16);
+        using var qd = q.To(Gpu.Device);
+        using var kd = k.To(Gpu.Device);
+        using var vd = v.To(Gpu.Device);
+        Tensor got;
+        using (Autocast.Enable(DType.BF16)) got = Tensor.ScaledDotProductAttention(qd, kd, vd, isCausal: true);
+        using (got)
+        {
+            Assert.That(got.DType, Is.EqualTo(DType.BF16));
+            Assert.That(Error(got, want), Is.LessThanOrEqualTo(4e-3));
+        }
+    }
+
+    [Test]
     public void RoundingAndByteCastsAreTheCpusBitForBit()
     {
         // Ties included: round goes half to even on both (MathF.Round's default, rintf).

@@ -335,15 +335,16 @@ public sealed partial class Tensor
     /// <summary>
     /// ScaledDotProductAttention on a device as one fused kernel (kernels/attention.cu on CUDA: the [Tq, Tk] scores
     /// and probabilities are never stored, backward recomputes them from each row's log-sum-exp) when the call fits it:
-    /// heads [B, H, T, D] with D ≤ 128 for q, k and v, no dropout, no autocast, and no mask or a U8 key-padding mask
-    /// [B or 1, 1, 1, Tk]. Null otherwise: additive float masks (T5's bias), dropout on the probabilities, mixed
-    /// precision and other shapes take the composite.
+    /// heads [B, H, T, D] with D ≤ 128 for q, k and v, no dropout, and no mask or a U8 key-padding mask
+    /// [B or 1, 1, 1, Tk]. Null otherwise: additive float masks (T5's bias), dropout on the probabilities and other
+    /// shapes take the composite. Under autocast it is what torch's fused 16-bit attention computes: q, k and v rounded
+    /// to the autocast dtype, scores, softmax and sums in F32, the output rounded to the autocast dtype (the composite
+    /// would also round the probabilities before their product with v).
     /// </summary>
     private static Tensor? FusedAttention(Tensor q, Tensor k, Tensor v, Tensor? mask, bool causal, double? scale, double dropoutP)
     {
-        // Under autocast the composite rounds the matmul operands to 16 bits, as torch's 16-bit kernels do; the fused
-        // kernel is F32 throughout, so it would train to different numbers: mixed precision keeps the composite.
-        if (Autocast.Current != null || dropoutP > 0 || q.Rank != 4 || k.Rank != 4 || v.Rank != 4) return null;
+        if (dropoutP > 0 || q.Rank != 4 || k.Rank != 4 || v.Rank != 4) return null;
+        var autocast = Autocast.Current;
         int b = q.Size(0), h = q.Size(1), tq = q.Size(2), d = q.Size(3), tk = k.Size(2);
         if (!k.Shape.AsSpan().SequenceEqual(v.Shape) || k.Size(0) != b || k.Size(1) != h || k.Size(3) != d) return null;
         if (d is 0 or > 128 || tq == 0 || tk == 0 || (long)b * h > 65535) return null;
@@ -352,12 +353,21 @@ public sealed partial class Tensor
         if (DeviceKernels("ScaledDotProductAttention", q, k, v) is not { } kernels) return null;
         double s = scale ?? 1.0 / Math.Sqrt(d);
         long offset = tk - tq;   // causal: query i sees keys up to i + Tk − Tq (a KV cache's past included)
-        using var qd = DenseF32(kernels, q);
-        using var kd = DenseF32(kernels, k);
-        using var vd = DenseF32(kernels, v);
+        using var qd = DenseF32(kernels, q, autocast);
+        using var kd = DenseF32(kernels, k, autocast);
+        using var vd = DenseF32(kernels, v, autocast);
         using var maskD = mask == null ? null : KeyMaskOn(mask, b, tk, q.Device);
         var (o, lse) = kernels.Attention(qd, kd, vd, maskD, h, causal, offset, s);
-        using (lse)
+        if (autocast is { } half)
+        {
+            using var wide = Record(o, lse);
+            return wide.To(half);   // a recorded cast: the gradient comes back through it
+        }
+        return Record(o, lse);
+
+        Tensor Record(Tensor o, Tensor lse)
+        {
+            using (lse)
             return Autograd.Record(o, "ScaledDotProductAttention", [q, k, v], saved =>
             {
                 var (qs, ks, vs, os, ls) = (saved.Save(qd), saved.Save(kd), saved.Save(vd), saved.Save(o), saved.Save(lse));
@@ -369,11 +379,15 @@ public sealed partial class Tensor
                     return [dq, dk, dv];
                 };
             });
+        }
 
-        static Tensor DenseF32(IDeviceKernels k, Tensor t)
+        // Dense F32 heads; under autocast an F32 input is first rounded to the autocast dtype (its 16-bit inputs already are).
+        static Tensor DenseF32(IDeviceKernels k, Tensor t, DType? autocast)
         {
-            using var wide = WidenOnDevice(k, "ScaledDotProductAttention", t);
-            return (wide ?? t).ContiguousData();
+            using var rounded = autocast is { } half && t.DType == DType.F32 ? t.ToDTypeNoGrad(half) : null;
+            var source = rounded ?? t;
+            using var wide = WidenOnDevice(k, "ScaledDotProductAttention", source);
+            return (wide ?? source).ContiguousData();
         }
     }
 

@@ -155,6 +155,43 @@ public class DevicePathTests
     }
 
     [Test]
+    public void FusedAttentionUnderAutocastIsTorchsFusedSixteenBitAttention()
+    {
+        // Under BF16 autocast the device keeps the fused kernel: q, k, v rounded to BF16, F32 inside, a BF16 output —
+        // exactly the CPU's F32 attention of the rounded inputs, rounded; within BF16 noise of the CPU's autocast
+        // composite (which also rounds the probabilities), gradients included.
+        using var q = R([2, 2, 9, 16], 71);
+        using var k = R([2, 2, 9, 16], 72);
+        using var v = R([2, 2, 9, 16], 73);
+        using var up = R([2, 2, 9, 16], 74);
+        Tensor Attend(Tensor[] t) { using var _ = Autocast.Enable(DType.BF16); return Tensor.ScaledDotProductAttention(t[0], t[1], t[2], isCausal: true); }
+        var moved = new[] { q, k, v }.Select(t => t.To(Dev)).ToArray();
+        try
+        {
+            using var got = Attend(moved);
+            Assert.That(got.DType, Is.EqualTo(DType.BF16));
+            Assert.That(_device.Calls.GetValueOrDefault("Attention"), Is.GreaterThan(0), "the fused kernel ran under autocast");
+            using var qr = q.To(DType.BF16).To(DType.F32);
+            using var kr = k.To(DType.BF16).To(DType.F32);
+            using var vr = v.To(DType.BF16).To(DType.F32);
+            using var exact = Tensor.ScaledDotProductAttention(qr, kr, vr, isCausal: true);
+            using var exactRounded = exact.To(DType.BF16);
+            Assert.That(DeviceParity.RelativeError(got.ToDoubleArray(), exactRounded.ToDoubleArray()), Is.LessThanOrEqualTo(4e-3), "one BF16 rounding of the F32 result");
+        }
+        finally
+        {
+            foreach (var t in moved) t.Dispose();
+        }
+        Assert.Multiple(() =>
+        {
+            Assert.That(Versus(Attend, q, k, v), Is.LessThanOrEqualTo(2e-2), "output against the CPU's autocast composite");
+            for (int i = 0; i < 3; i++)
+                Assert.That(Versus(t => GradOf(t, Attend, i), q, k, v, up), Is.LessThanOrEqualTo(3e-2), $"gradient of input {i}");
+        });
+        Assert.That(_device.Calls.GetValueOrDefault("AttentionBackward"), Is.GreaterThan(0));
+    }
+
+    [Test]
     public void AttentionWithADeviceMaskAndDropoutTakesTheCompositeOnTheDevice()
     {
         // Dropout on the probabilities keeps the composite; its U8 key-padding mask may already be on the device.
