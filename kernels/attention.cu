@@ -6,6 +6,9 @@
 // Backward from lse (no probabilities kept): delta_i = do_i·o_i; p_ij = exp(s_ij − lse_i); dp_ij = do_i·v_j;
 //   ds_ij = p_ij (dp_ij − delta_i); dq_i = scale Σ_j ds_ij k_j; dk_j = scale Σ_i ds_ij q_i; dv_j = Σ_i p_ij do_i.
 //   Two passes without atomics: one over query rows (dq), one over key rows (dk, dv).
+// Dropout on the probabilities (drop_p > 0): pair (i, j) is kept with factor keep_ij = peft::dropout_keep of element
+//   (bh·Tq + i)·Tk + j of the Philox stream from counter drop_first — the mask the composite's Dropout draws over
+//   [B, H, Tq, Tk] — so o_i = Σ_j p_ij·keep_ij·v_j / (l unchanged), ds = p·(keep·dp − delta), dv = Σ_i p·keep·do.
 // Layout: q/o/do [BH, Tq, D], k/v [BH, Tk, D], dense; mask U8 [B, Tk] (1 = attend) or null; lse/delta [BH, Tq].
 //   D ≤ 128 (kMaxD): the front-end uses the composite (matmul + softmax + matmul) otherwise.
 // Work split: a warp owns a few rows; lane t computes the score of key (or query) t of the current tile, the warp
@@ -36,9 +39,10 @@ __device__ __forceinline__ bool attn_visible(const uint8_t* mask, int64_t b, int
     return j < tk && (mask == nullptr || mask[b * tk + j] != 0) && (!causal || j <= row + offset);
 }
 
-// The backward's per-pair terms from shared-memory rows: p = exp(scale·q·k − lse), ds = p·(do·v − delta).
+// The backward's per-pair terms from shared-memory rows: p = exp(scale·q·k − lse), ds = p·(keep·do·v − delta), and
+// p comes back multiplied by keep (the dropped probability dv accumulates; keep = 1 without dropout).
 __device__ __forceinline__ void attn_p_ds(const float* qrow, const float* grow, const float* krow, const float* vrow, int64_t d,
-                                          float scale, float row_lse, float row_delta, float& p, float& ds)
+                                          float scale, float row_lse, float row_delta, float keep, float& p, float& ds)
 {
     float dot = 0.f, dp = 0.f;
     for (int c = 0; c < d; c++) {
@@ -46,7 +50,15 @@ __device__ __forceinline__ void attn_p_ds(const float* qrow, const float* grow, 
         dp += grow[c] * vrow[c];
     }
     p = expf(dot * scale - row_lse);
-    ds = p * (dp - row_delta);
+    ds = p * (keep * dp - row_delta);
+    p *= keep;
+}
+
+// The dropout factor of pair (row, j) of head bh: 1 without dropout.
+__device__ __forceinline__ float attn_keep(int64_t bh, int64_t row, int64_t j, int64_t tq, int64_t tk, double drop_p, float drop_scale,
+                                           uint32_t k0, uint32_t k1, int64_t drop_first)
+{
+    return drop_p > 0.0 ? peft::dropout_keep((bh * tq + row) * tk + j, drop_first, k0, k1, drop_p, drop_scale) : 1.f;
 }
 
 // One past the last key any of the query rows [row0, row0 + rows) may see: all Tk, or with the causal mask the last
@@ -71,7 +83,8 @@ __device__ __forceinline__ void attn_load(float (&dst)[Rows][Stride], const floa
 // grid (ceil(Tq / 16), BH), block 128: each warp owns 4 query rows.
 extern "C" __global__ void attention_fwd_f32(const float* __restrict__ q, const float* __restrict__ k, const float* __restrict__ v,
                                              const uint8_t* __restrict__ mask, float* __restrict__ o, float* __restrict__ lse,
-                                             int64_t heads, int64_t tq, int64_t tk, int64_t d, int32_t causal, int64_t offset, float scale)
+                                             int64_t heads, int64_t tq, int64_t tk, int64_t d, int32_t causal, int64_t offset, float scale,
+                                             double drop_p, float drop_scale, uint32_t k0, uint32_t k1, int64_t drop_first)
 {
     constexpr int RowsPerWarp = 4, Rows = kWarpsPerBlock * RowsPerWarp;
     __shared__ float qs[Rows][kMaxD];
@@ -105,10 +118,11 @@ extern "C" __global__ void attention_fwd_f32(const float* __restrict__ q, const 
             if (m_new == -INFINITY) continue;  // nothing visible to this row yet (the same on every lane)
             const float p = s == -INFINITY ? 0.f : expf(s - m_new);
             const float correction = m[rr] == -INFINITY ? 0.f : expf(m[rr] - m_new);
-            l[rr] = l[rr] * correction + attn_warp_sum(p);
+            l[rr] = l[rr] * correction + attn_warp_sum(p);   // the normaliser counts every pair, dropped or not
+            const float kept = p == 0.f ? 0.f : p * attn_keep(bh, row0 + r, j, tq, tk, drop_p, drop_scale, k0, k1, drop_first);
             for (int e = 0; e < kDimsPerLane; e++) acc[rr][e] *= correction;
             for (int jj = 0; jj < kKeyTile; jj++) {
-                const float pj = __shfl_sync(0xffffffffu, p, jj);
+                const float pj = __shfl_sync(0xffffffffu, kept, jj);
                 if (pj == 0.f) continue;
                 for (int e = 0; e < kDimsPerLane; e++) {
                     const int c = lane + 32 * e;
@@ -147,7 +161,8 @@ extern "C" __global__ void attention_bwd_delta_f32(const float* __restrict__ o, 
 extern "C" __global__ void attention_bwd_dq_f32(const float* __restrict__ q, const float* __restrict__ k, const float* __restrict__ v,
                                                 const uint8_t* __restrict__ mask, const float* __restrict__ g, const float* __restrict__ lse,
                                                 const float* __restrict__ delta, float* __restrict__ dq,
-                                                int64_t heads, int64_t tq, int64_t tk, int64_t d, int32_t causal, int64_t offset, float scale)
+                                                int64_t heads, int64_t tq, int64_t tk, int64_t d, int32_t causal, int64_t offset, float scale,
+                                                double drop_p, float drop_scale, uint32_t k0, uint32_t k1, int64_t drop_first)
 {
     constexpr int RowsPerWarp = 2, Rows = kWarpsPerBlock * RowsPerWarp;
     __shared__ float qs[Rows][kMaxD];
@@ -176,7 +191,8 @@ extern "C" __global__ void attention_bwd_dq_f32(const float* __restrict__ q, con
             const int r = warp * RowsPerWarp + rr;
             float p = 0.f, ds = 0.f;
             if (row_lse[rr] != -INFINITY && attn_visible(mask, b, tk, j, causal, row0 + r, offset))
-                attn_p_ds(qs[r], gs[r], ks[lane], vs[lane], d, scale, row_lse[rr], row_delta[rr], p, ds);
+                attn_p_ds(qs[r], gs[r], ks[lane], vs[lane], d, scale, row_lse[rr], row_delta[rr],
+                          attn_keep(bh, row0 + r, j, tq, tk, drop_p, drop_scale, k0, k1, drop_first), p, ds);
             for (int jj = 0; jj < kKeyTile; jj++) {
                 const float dsj = __shfl_sync(0xffffffffu, ds, jj);
                 if (dsj == 0.f) continue;
@@ -201,7 +217,8 @@ extern "C" __global__ void attention_bwd_dq_f32(const float* __restrict__ q, con
 extern "C" __global__ void attention_bwd_dkdv_f32(const float* __restrict__ q, const float* __restrict__ k, const float* __restrict__ v,
                                                   const uint8_t* __restrict__ mask, const float* __restrict__ g, const float* __restrict__ lse,
                                                   const float* __restrict__ delta, float* __restrict__ dk, float* __restrict__ dv,
-                                                  int64_t heads, int64_t tq, int64_t tk, int64_t d, int32_t causal, int64_t offset, float scale)
+                                                  int64_t heads, int64_t tq, int64_t tk, int64_t d, int32_t causal, int64_t offset, float scale,
+                                                  double drop_p, float drop_scale, uint32_t k0, uint32_t k1, int64_t drop_first)
 {
     constexpr int KeysPerWarp = 2, Keys = kWarpsPerBlock * KeysPerWarp;
     __shared__ float ks[Keys][kMaxD];
@@ -235,7 +252,8 @@ extern "C" __global__ void attention_bwd_dkdv_f32(const float* __restrict__ q, c
             const int64_t j = key0 + r;
             float p = 0.f, ds = 0.f;
             if (i < tq && tile_lse[lane] != -INFINITY && attn_visible(mask, b, tk, j, causal, i, offset))
-                attn_p_ds(qs[lane], gs[lane], ks[r], vs[r], d, scale, tile_lse[lane], tile_delta[lane], p, ds);
+                attn_p_ds(qs[lane], gs[lane], ks[r], vs[r], d, scale, tile_lse[lane], tile_delta[lane],
+                          attn_keep(bh, i, j, tq, tk, drop_p, drop_scale, k0, k1, drop_first), p, ds);
             for (int ii = 0; ii < kKeyTile; ii++) {
                 const float pi = __shfl_sync(0xffffffffu, p, ii), dsi = __shfl_sync(0xffffffffu, ds, ii);
                 if (pi == 0.f && dsi == 0.f) continue;

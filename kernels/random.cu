@@ -9,25 +9,7 @@
 #include "peft_kernels.h"
 #include "peft_device.cuh"
 
-namespace {
-
-__device__ __forceinline__ void philox_block(uint32_t c[4], uint32_t k0, uint32_t k1)
-{
-#pragma unroll
-    for (int round = 0; round < 10; round++) {
-        const uint64_t p0 = (uint64_t)0xD2511F53u * c[0], p1 = (uint64_t)0xCD9E8D57u * c[2];
-        const uint32_t n0 = (uint32_t)(p1 >> 32) ^ c[1] ^ k0;
-        const uint32_t n2 = (uint32_t)(p0 >> 32) ^ c[3] ^ k1;
-        c[1] = (uint32_t)p1;
-        c[3] = (uint32_t)p0;
-        c[0] = n0;
-        c[2] = n2;
-        k0 += 0x9E3779B9u;
-        k1 += 0xBB67AE85u;
-    }
-}
-
-}  // namespace
+using peft::philox_block;  // shared with the attention kernels' in-kernel dropout (peft_device.cuh)
 
 extern "C" __global__ void dropout_mask_f32(float* __restrict__ out, int64_t n, int64_t first, uint32_t k0, uint32_t k1, double p, float scale)
 {

@@ -669,14 +669,14 @@ void attention_suite(long long b, long long h, long long t, long long d)
     CHECK(cudaMalloc(&d_dq, n * 4)); CHECK(cudaMalloc(&d_dk, n * 4)); CHECK(cudaMalloc(&d_dv, n * 4));
     const float s = (float)scale;
     const dim3 fwd_grid((unsigned)((t + 15) / 16), (unsigned)bh), bwd_grid((unsigned)((t + 7) / 8), (unsigned)bh);
-    auto forward = [&] { PEFT_LAUNCH(attention_fwd_f32, fwd_grid, 128)(dq_in, dk_in, dv_in, nullptr, d_o, d_lse, h, t, t, d, 1, 0ll, s); };
+    auto forward = [&] { PEFT_LAUNCH(attention_fwd_f32, fwd_grid, 128)(dq_in, dk_in, dv_in, nullptr, d_o, d_lse, h, t, t, d, 1, 0ll, s, 0.0, 1.f, 0u, 0u, 0ll); };
     run_close("attention_fwd_f32 (o)", n, d_o, o, 1e-5, n * 16.0, forward);
     run_close("attention_fwd_f32 (lse)", bh * t, d_lse, lse, 1e-6, n * 16.0, forward);
     const double fwd_ms = median_ms(forward);
     auto delta = [&] { PEFT_LAUNCH(attention_bwd_delta_f32, grid_for(bh * t * 32), 128)(d_o, dg, d_delta, bh * t, d); };
     delta();
-    auto dq_pass = [&] { PEFT_LAUNCH(attention_bwd_dq_f32, bwd_grid, 128)(dq_in, dk_in, dv_in, nullptr, dg, d_lse, d_delta, d_dq, h, t, t, d, 1, 0ll, s); };
-    auto dkdv_pass = [&] { PEFT_LAUNCH(attention_bwd_dkdv_f32, bwd_grid, 128)(dq_in, dk_in, dv_in, nullptr, dg, d_lse, d_delta, d_dk, d_dv, h, t, t, d, 1, 0ll, s); };
+    auto dq_pass = [&] { PEFT_LAUNCH(attention_bwd_dq_f32, bwd_grid, 128)(dq_in, dk_in, dv_in, nullptr, dg, d_lse, d_delta, d_dq, h, t, t, d, 1, 0ll, s, 0.0, 1.f, 0u, 0u, 0ll); };
+    auto dkdv_pass = [&] { PEFT_LAUNCH(attention_bwd_dkdv_f32, bwd_grid, 128)(dq_in, dk_in, dv_in, nullptr, dg, d_lse, d_delta, d_dk, d_dv, h, t, t, d, 1, 0ll, s, 0.0, 1.f, 0u, 0u, 0ll); };
     run_close("attention_bwd_dq_f32", n, d_dq, dq, 1e-4, n * 20.0, dq_pass);
     run_close("attention_bwd_dkdv_f32 (dk)", n, d_dk, dk, 1e-4, n * 24.0, dkdv_pass);
     run_close("attention_bwd_dkdv_f32 (dv)", n, d_dv, dv, 1e-4, n * 24.0, dkdv_pass);

@@ -54,4 +54,32 @@ __device__ __forceinline__ float block_reduce(int op, float v, float* scratch)
     return v;
 }
 
+// Philox4x32-10 with Peft.Core's Generator conventions: counter (low word, high word, 0, 0), key (seed low, seed high).
+__device__ __forceinline__ void philox_block(uint32_t c[4], uint32_t k0, uint32_t k1)
+{
+#pragma unroll
+    for (int round = 0; round < 10; round++) {
+        const uint64_t p0 = (uint64_t)0xD2511F53u * c[0], p1 = (uint64_t)0xCD9E8D57u * c[2];
+        const uint32_t n0 = (uint32_t)(p1 >> 32) ^ c[1] ^ k0;
+        const uint32_t n2 = (uint32_t)(p0 >> 32) ^ c[3] ^ k1;
+        c[1] = (uint32_t)p1;
+        c[3] = (uint32_t)p0;
+        c[0] = n0;
+        c[2] = n2;
+        k0 += 0x9E3779B9u;
+        k1 += 0xBB67AE85u;
+    }
+}
+
+// Element `index` of the inverted-dropout mask drawn from counter `first` (Tensor.DropoutMaskAt, dropout_mask_f32):
+// word index % 4 of counter first + index / 4, kept (scale) where its 24-bit uniform is >= p.
+__device__ __forceinline__ float dropout_keep(int64_t index, int64_t first, uint32_t k0, uint32_t k1, double p, float scale)
+{
+    const uint64_t counter = (uint64_t)(first + index / 4);
+    uint32_t c[4] = {(uint32_t)counter, (uint32_t)(counter >> 32), 0u, 0u};
+    philox_block(c, k0, k1);
+    const float u = (float)(c[index % 4] >> 8) * (1.0f / 16777216.0f);
+    return (double)u >= p ? scale : 0.f;
+}
+
 }  // namespace peft

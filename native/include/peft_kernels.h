@@ -102,19 +102,23 @@ __global__ void lora_expand_rc_r32_bf16(const __nv_bfloat16* __restrict__ t, con
 
 // kernels/attention.cu — fused scaled-dot-product attention (flash-style; scores never stored), F32. CPU reference:
 // Peft.Core's FusedAttention (and the composite matmul + softmax + matmul it equals). q/o/do [BH, Tq, D], k/v
-// [BH, Tk, D], mask U8 [B, Tk] (1 = attend) or null, lse/delta [BH, Tq]; D ≤ 128.
+// [BH, Tk, D], mask U8 [B, Tk] (1 = attend) or null, lse/delta [BH, Tq]; D ≤ 128. drop_p > 0: dropout on the
+// probabilities with the composite's Philox mask from counter drop_first (drop_scale = 1/(1−p) as F32).
 __global__ void attention_fwd_f32(const float* __restrict__ q, const float* __restrict__ k, const float* __restrict__ v,
                                   const uint8_t* __restrict__ mask, float* __restrict__ o, float* __restrict__ lse,
-                                  int64_t heads, int64_t tq, int64_t tk, int64_t d, int32_t causal, int64_t offset, float scale);
+                                  int64_t heads, int64_t tq, int64_t tk, int64_t d, int32_t causal, int64_t offset, float scale,
+                                  double drop_p, float drop_scale, uint32_t k0, uint32_t k1, int64_t drop_first);
 __global__ void attention_bwd_delta_f32(const float* __restrict__ o, const float* __restrict__ g, float* __restrict__ delta, int64_t rows, int64_t d);
 __global__ void attention_bwd_dq_f32(const float* __restrict__ q, const float* __restrict__ k, const float* __restrict__ v,
                                      const uint8_t* __restrict__ mask, const float* __restrict__ g, const float* __restrict__ lse,
                                      const float* __restrict__ delta, float* __restrict__ dq,
-                                     int64_t heads, int64_t tq, int64_t tk, int64_t d, int32_t causal, int64_t offset, float scale);
+                                     int64_t heads, int64_t tq, int64_t tk, int64_t d, int32_t causal, int64_t offset, float scale,
+                                  double drop_p, float drop_scale, uint32_t k0, uint32_t k1, int64_t drop_first);
 __global__ void attention_bwd_dkdv_f32(const float* __restrict__ q, const float* __restrict__ k, const float* __restrict__ v,
                                        const uint8_t* __restrict__ mask, const float* __restrict__ g, const float* __restrict__ lse,
                                        const float* __restrict__ delta, float* __restrict__ dk, float* __restrict__ dv,
-                                       int64_t heads, int64_t tq, int64_t tk, int64_t d, int32_t causal, int64_t offset, float scale);
+                                       int64_t heads, int64_t tq, int64_t tk, int64_t d, int32_t causal, int64_t offset, float scale,
+                                  double drop_p, float drop_scale, uint32_t k0, uint32_t k1, int64_t drop_first);
 
 // kernels/lycoris.cu — LoHa's ΔW = s·(a1·b1) ⊙ (a2·b2) without the rank-R products stored, and its backward's
 // element-wise part g1 = s·g ⊙ (a2·b2), g2 = s·g ⊙ (a1·b1) (null = not wanted). F32, dense; a [M, R], b [R, N].

@@ -218,6 +218,46 @@ public class TensorOpsTests : GpuTest
         foreach (var t in held) { CudaTensors.FillBytes(t, 0xFF); t.Dispose(); }
     }
 
+    [TestCase(2, 3, 37, 37, 72, true)]    // ragged tiles, causal
+    [TestCase(1, 2, 70, 70, 128, false)]  // the largest head dim, several tiles each way
+    public void FusedAttentionWithDropoutDropsTheCpuCompositesElements(int b, int h, int tq, int tk, int d, bool causal)
+    {
+        // kernels/attention.cu draws the dropout mask in-kernel from the Philox counters the composite's Dropout
+        // reserves: with the same seed the GPU drops exactly the CPU's elements (forward and every gradient).
+        var g = Fresh();
+        using var q = R([b, h, tq, d], g);
+        using var k = R([b, h, tk, d], g);
+        using var v = R([b, h, tk, d], g);
+        using var up = R([b, h, tq, d], g);
+        Tensor Attend(Tensor[] t)
+        {
+            var gen = new Generator(77);
+            return Tensor.ScaledDotProductAttention(t[0], t[1], t[2], isCausal: causal, dropoutP: 0.2, generator: gen);
+        }
+        Tensor Grad(Tensor[] t, int i)
+        {
+            var leaves = t[..3].Select(x => x.Clone().RequiresGradient()).ToArray();
+            try
+            {
+                using var y = Attend(leaves);
+                using var w = y.Mul(t[3]);
+                using var loss = w.Sum();
+                loss.Backward();
+                return leaves[i].Grad!.Clone();
+            }
+            finally
+            {
+                foreach (var l in leaves) l.Dispose();
+            }
+        }
+        Assert.Multiple(() =>
+        {
+            Assert.That(Versus(Attend, q, k, v), Is.LessThanOrEqualTo(1e-5), "output");
+            for (int i = 0; i < 3; i++)
+                Assert.That(Versus(t => Grad(t, i), q, k, v, up), Is.LessThanOrEqualTo(1e-4), $"gradient of input {i}");
+        });
+    }
+
     [Test]
     public void FusedAttentionUnderBf16AutocastIsTheRoundedF32AttentionOfRoundedInputs()
     {

@@ -304,7 +304,7 @@ public sealed partial class Tensor
     /// </summary>
     public static Tensor ScaledDotProductAttention(Tensor q, Tensor k, Tensor v, Tensor? attentionMask = null, bool isCausal = false, double? scale = null, double dropoutP = 0, Generator? generator = null)
     {
-        if (q.Device.Type != DeviceType.Cpu && FusedAttention(q, k, v, attentionMask, isCausal, scale, dropoutP) is { } fused) return fused;
+        if (q.Device.Type != DeviceType.Cpu && FusedAttention(q, k, v, attentionMask, isCausal, scale, dropoutP, generator) is { } fused) return fused;
         int tq = q.Size(-2), tk = k.Size(-2);
         double s = scale ?? 1.0 / Math.Sqrt(q.Size(-1));
         using var kt = k.Transpose(-2, -1);
@@ -335,15 +335,16 @@ public sealed partial class Tensor
     /// <summary>
     /// ScaledDotProductAttention on a device as one fused kernel (kernels/attention.cu on CUDA: the [Tq, Tk] scores
     /// and probabilities are never stored, backward recomputes them from each row's log-sum-exp) when the call fits it:
-    /// heads [B, H, T, D] with D ≤ 128 for q, k and v, no dropout, and no mask or a U8 key-padding mask
-    /// [B or 1, 1, 1, Tk]. Null otherwise: additive float masks (T5's bias), dropout on the probabilities and other
-    /// shapes take the composite. Under autocast it is what torch's fused 16-bit attention computes: q, k and v rounded
+    /// heads [B, H, T, D] with D ≤ 128 for q, k and v, and no mask or a U8 key-padding mask [B or 1, 1, 1, Tk].
+    /// Dropout on the probabilities (p &lt; 1) runs inside the kernels and drops exactly the elements the composite's
+    /// Dropout would (the same Philox counters, reserved from the same generator). Null otherwise: additive float masks
+    /// (T5's bias) and other shapes take the composite. Under autocast it is what torch's fused 16-bit attention computes: q, k and v rounded
     /// to the autocast dtype, scores, softmax and sums in F32, the output rounded to the autocast dtype (the composite
     /// would also round the probabilities before their product with v).
     /// </summary>
-    private static Tensor? FusedAttention(Tensor q, Tensor k, Tensor v, Tensor? mask, bool causal, double? scale, double dropoutP)
+    private static Tensor? FusedAttention(Tensor q, Tensor k, Tensor v, Tensor? mask, bool causal, double? scale, double dropoutP, Random.Generator? generator)
     {
-        if (dropoutP > 0 || q.Rank != 4 || k.Rank != 4 || v.Rank != 4) return null;
+        if (dropoutP >= 1 || q.Rank != 4 || k.Rank != 4 || v.Rank != 4) return null;
         var autocast = Autocast.Current;
         int b = q.Size(0), h = q.Size(1), tq = q.Size(2), d = q.Size(3), tk = k.Size(2);
         if (!k.Shape.AsSpan().SequenceEqual(v.Shape) || k.Size(0) != b || k.Size(1) != h || k.Size(3) != d) return null;
@@ -357,7 +358,14 @@ public sealed partial class Tensor
         using var kd = DenseF32(kernels, k, autocast);
         using var vd = DenseF32(kernels, v, autocast);
         using var maskD = mask == null ? null : KeyMaskOn(mask, b, tk, q.Device);
-        var (o, lse) = kernels.Attention(qd, kd, vd, maskD, h, causal, offset, s);
+        AttentionDropout? dropout = null;
+        if (dropoutP > 0)
+        {
+            // The counters the composite's probs.Dropout(p) would reserve for its [B, H, Tq, Tk] mask.
+            var gen = generator ?? Random.Generator.Default;
+            dropout = new AttentionDropout(dropoutP, gen.Key0, gen.Key1, gen.Reserve(((long)b * h * tq * tk + 3) / 4));
+        }
+        var (o, lse) = kernels.Attention(qd, kd, vd, maskD, h, causal, offset, s, dropout);
         if (autocast is { } half)
         {
             using var wide = Record(o, lse);
@@ -375,7 +383,7 @@ public sealed partial class Tensor
                 return (g, _) =>
                 {
                     using var gc = g.ContiguousData();
-                    var (dq, dk, dv) = kernels.AttentionBackward(qs, ks, vs, os, gc, ls, ms, h, causal, offset, s);
+                    var (dq, dk, dv) = kernels.AttentionBackward(qs, ks, vs, os, gc, ls, ms, h, causal, offset, s, dropout);
                     return [dq, dk, dv];
                 };
             });

@@ -77,10 +77,11 @@ internal interface IDeviceKernels
     /// <summary>Fused attention over dense F32 q [BH, Tq, D], k and v [BH, Tk, D] (D ≤ 128): the output and each row's
     /// log-sum-exp (<see cref="Cpu.AttentionReference"/>); <paramref name="keyMask"/> is a dense U8 [B, Tk] (1 = attend)
     /// on this device or null; causal hides key j from query i when j &gt; i + <paramref name="causalOffset"/>.</summary>
-    (Tensor O, Tensor Lse) Attention(Tensor q, Tensor k, Tensor v, Tensor? keyMask, int heads, bool causal, long causalOffset, double scale);
+    /// <paramref name="dropout"/>, when set, drops probabilities in-kernel with the composite's mask (<see cref="AttentionDropout"/>).
+    (Tensor O, Tensor Lse) Attention(Tensor q, Tensor k, Tensor v, Tensor? keyMask, int heads, bool causal, long causalOffset, double scale, AttentionDropout? dropout);
 
     /// <summary>Its backward from the saved output and log-sum-exp and the incoming gradient g: dq, dk, dv.</summary>
-    (Tensor Dq, Tensor Dk, Tensor Dv) AttentionBackward(Tensor q, Tensor k, Tensor v, Tensor o, Tensor g, Tensor lse, Tensor? keyMask, int heads, bool causal, long causalOffset, double scale);
+    (Tensor Dq, Tensor Dk, Tensor Dv) AttentionBackward(Tensor q, Tensor k, Tensor v, Tensor o, Tensor g, Tensor lse, Tensor? keyMask, int heads, bool causal, long causalOffset, double scale, AttentionDropout? dropout);
 
     /// <summary>LoHa's ΔW = s·(a1·b1) ⊙ (a2·b2) from dense F32 a1, a2 [M, R] and b1, b2 [R, N]
     /// (<see cref="Cpu.LowRankHadamard"/>).</summary>

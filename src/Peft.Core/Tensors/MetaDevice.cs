@@ -60,9 +60,9 @@ internal sealed class MetaDevice : IDeviceBackend, IDeviceKernels
         (Like([targets.Length], logits.DType), Like([targets.Length], logits.DType));
 
     public Tensor CrossEntropyBackward(Tensor logits, long[] targets, Tensor lse, Tensor scale, long ignoreIndex, double smoothing) => Like(logits.Shape, logits.DType);
-    public (Tensor O, Tensor Lse) Attention(Tensor q, Tensor k, Tensor v, Tensor? keyMask, int heads, bool causal, long causalOffset, double scale) =>
+    public (Tensor O, Tensor Lse) Attention(Tensor q, Tensor k, Tensor v, Tensor? keyMask, int heads, bool causal, long causalOffset, double scale, AttentionDropout? dropout) =>
         (Like(q.Shape, DType.F32), Like(q.Shape[..^1], DType.F32));
-    public (Tensor Dq, Tensor Dk, Tensor Dv) AttentionBackward(Tensor q, Tensor k, Tensor v, Tensor o, Tensor g, Tensor lse, Tensor? keyMask, int heads, bool causal, long causalOffset, double scale) =>
+    public (Tensor Dq, Tensor Dk, Tensor Dv) AttentionBackward(Tensor q, Tensor k, Tensor v, Tensor o, Tensor g, Tensor lse, Tensor? keyMask, int heads, bool causal, long causalOffset, double scale, AttentionDropout? dropout) =>
         (Like(q.Shape, DType.F32), Like(k.Shape, DType.F32), Like(v.Shape, DType.F32));
     public Tensor LowRankHadamard(Tensor a1, Tensor b1, Tensor a2, Tensor b2, double scale) => Like([a1.Size(0), b1.Size(1)], DType.F32);
     public (Tensor? G1, Tensor? G2) LowRankHadamardBackward(Tensor g, Tensor a1, Tensor b1, Tensor a2, Tensor b2, double scale, bool want1, bool want2) =>

@@ -304,19 +304,19 @@ internal sealed unsafe class CudaOps : IDeviceKernels
     // (dk, dv) per block, after one warp per row for delta = do·o.
     private const uint AttentionBlock = 128;
 
-    public (Tensor O, Tensor Lse) Attention(Tensor q, Tensor k, Tensor v, Tensor? keyMask, int heads, bool causal, long causalOffset, double scale)
+    public (Tensor O, Tensor Lse) Attention(Tensor q, Tensor k, Tensor v, Tensor? keyMask, int heads, bool causal, long causalOffset, double scale, AttentionDropout? dropout)
     {
         var device = CudaTensors.DeviceOf(q);
         var (bh, tq, tk, d) = AttentionDims(q, k);
         var o = CudaTensors.Empty(q.Shape, DType.F32, device);
         var lse = CudaTensors.Empty(q.Shape[..^1], DType.F32, device);
         device.Kernels.Launch("attention_fwd_f32", ((uint)((tq + 15) / 16), bh, 1), (AttentionBlock, 1, 1), 0,
-            CudaTensors.Address(q), CudaTensors.Address(k), CudaTensors.Address(v), AddressOrNull(keyMask), CudaTensors.Address(o), CudaTensors.Address(lse),
-            (long)heads, tq, tk, d, causal ? 1 : 0, causalOffset, (float)scale);
+            [CudaTensors.Address(q), CudaTensors.Address(k), CudaTensors.Address(v), AddressOrNull(keyMask), CudaTensors.Address(o), CudaTensors.Address(lse),
+             (long)heads, tq, tk, d, causal ? 1 : 0, causalOffset, (float)scale, .. DropoutArgs(dropout)]);
         return (o, lse);
     }
 
-    public (Tensor Dq, Tensor Dk, Tensor Dv) AttentionBackward(Tensor q, Tensor k, Tensor v, Tensor o, Tensor g, Tensor lse, Tensor? keyMask, int heads, bool causal, long causalOffset, double scale)
+    public (Tensor Dq, Tensor Dk, Tensor Dv) AttentionBackward(Tensor q, Tensor k, Tensor v, Tensor o, Tensor g, Tensor lse, Tensor? keyMask, int heads, bool causal, long causalOffset, double scale, AttentionDropout? dropout)
     {
         var device = CudaTensors.DeviceOf(q);
         var (bh, tq, tk, d) = AttentionDims(q, k);
@@ -327,7 +327,7 @@ internal sealed unsafe class CudaOps : IDeviceKernels
         var dq = CudaTensors.Empty(q.Shape, DType.F32, device);
         var dk = CudaTensors.Empty(k.Shape, DType.F32, device);
         var dv = CudaTensors.Empty(v.Shape, DType.F32, device);
-        KernelArg[] common = [(long)heads, tq, tk, d, causal ? 1 : 0, causalOffset, (float)scale];
+        KernelArg[] common = [(long)heads, tq, tk, d, causal ? 1 : 0, causalOffset, (float)scale, .. DropoutArgs(dropout)];
         device.Kernels.Launch("attention_bwd_dq_f32", ((uint)((tq + 7) / 8), bh, 1), (AttentionBlock, 1, 1), 0,
             [CudaTensors.Address(q), CudaTensors.Address(k), CudaTensors.Address(v), AddressOrNull(keyMask), CudaTensors.Address(g), CudaTensors.Address(lse),
              CudaTensors.Address(delta), CudaTensors.Address(dq), .. common]);
@@ -336,6 +336,11 @@ internal sealed unsafe class CudaOps : IDeviceKernels
              CudaTensors.Address(delta), CudaTensors.Address(dk), CudaTensors.Address(dv), .. common]);
         return (dq, dk, dv);
     }
+
+    /// <summary>The kernels' trailing dropout arguments: p, 1/(1−p) as F32, the Philox key and first counter (p = 0: none).</summary>
+    private static KernelArg[] DropoutArgs(AttentionDropout? dropout) => dropout is { } d
+        ? [d.P, (float)(1.0 / (1.0 - d.P)), d.Key0, d.Key1, d.First]
+        : [0.0, 1f, 0u, 0u, 0L];
 
     /// <summary>(B·H, Tq, Tk, D) of dense [B, H, T, D] heads; the front-end keeps B·H within the grid's y limit.</summary>
     private static (uint Bh, long Tq, long Tk, long D) AttentionDims(Tensor q, Tensor k) =>

@@ -192,21 +192,34 @@ public class DevicePathTests
     }
 
     [Test]
-    public void AttentionWithADeviceMaskAndDropoutTakesTheCompositeOnTheDevice()
+    public void FusedAttentionWithDropoutDropsTheCompositesElements()
     {
-        // Dropout on the probabilities keeps the composite; its U8 key-padding mask may already be on the device.
-        using var q = R([2, 2, 5, 8], 71);
-        using var k = R([2, 2, 5, 8], 72);
-        using var v = R([2, 2, 5, 8], 73);
-        using var mask = Tensor.FromArray(Enumerable.Range(0, 10).Select(i => (byte)(i % 5 == 0 ? 0 : 1)).ToArray(), [2, 1, 1, 5]);
-        Assert.That(Versus(t =>
+        // Dropout on the probabilities runs inside the fused kernels with the Philox counters the composite's Dropout
+        // reserves, so the device drops exactly the CPU's elements (and leaves the generator where the CPU leaves it);
+        // the U8 key-padding mask may already be on the device.
+        using var q = R([2, 2, 37, 8], 71);
+        using var k = R([2, 2, 37, 8], 72);
+        using var v = R([2, 2, 37, 8], 73);
+        using var up = R([2, 2, 37, 8], 74);
+        using var mask = Tensor.FromArray(Enumerable.Range(0, 74).Select(i => (byte)(i % 37 == 0 ? 0 : 1)).ToArray(), [2, 1, 1, 37]);
+        var offsets = new List<long>();
+        Tensor Attend(Tensor[] t)
         {
             Generator.Default.ManualSeed(5);
             using var m = mask.To(t[0].Device);
-            return Tensor.ScaledDotProductAttention(t[0], t[1], t[2], m, isCausal: true, dropoutP: 0.3);
-        }, q, k, v), Is.LessThanOrEqualTo(1e-6));
-        Assert.That(_device.Calls.GetValueOrDefault("Attention"), Is.EqualTo(0), "dropout is not fused");
-        Assert.That(_device.Calls.GetValueOrDefault("DropoutMask"), Is.GreaterThan(0));
+            var y = Tensor.ScaledDotProductAttention(t[0], t[1], t[2], m, isCausal: true, dropoutP: 0.3);
+            offsets.Add(Generator.Default.Offset);
+            return y;
+        }
+        Assert.Multiple(() =>
+        {
+            Assert.That(Versus(Attend, q, k, v), Is.LessThanOrEqualTo(1e-6), "output");
+            for (int i = 0; i < 3; i++)
+                Assert.That(Versus(t => GradOf(t, Attend, i), q, k, v, up), Is.LessThanOrEqualTo(1e-5), $"gradient of input {i}");
+        });
+        Assert.That(offsets.Distinct().Count(), Is.EqualTo(1), "the fused call reserves the composite's counters");
+        Assert.That(_device.Calls.GetValueOrDefault("Attention"), Is.GreaterThan(0), "dropout is fused");
+        Assert.That(_device.Calls.GetValueOrDefault("DropoutMask"), Is.EqualTo(0), "no [B, H, T, T] mask was drawn");
     }
 
     [Test]

@@ -318,7 +318,7 @@ internal sealed unsafe class EmulatedDevice : IDeviceBackend, IDeviceKernels
         return Up(dx);
     }
 
-    public (Tensor O, Tensor Lse) Attention(Tensor q, Tensor k, Tensor v, Tensor? keyMask, int heads, bool causal, long causalOffset, double scale)
+    public (Tensor O, Tensor Lse) Attention(Tensor q, Tensor k, Tensor v, Tensor? keyMask, int heads, bool causal, long causalOffset, double scale, AttentionDropout? dropout)
     {
         Count("Attention");
         RequireDense("Attention", q, k, v);
@@ -328,11 +328,11 @@ internal sealed unsafe class EmulatedDevice : IDeviceBackend, IDeviceKernels
         using var hv = Host(v);
         using var hm = HostOrNull(keyMask);
         var (o, lse) = AttentionReference.Forward(hq.Span<float>(), hk.Span<float>(), hv.Span<float>(), hm == null ? default : hm.Span<byte>(),
-            q.Size(0) * q.Size(1), heads, q.Size(2), k.Size(2), q.Size(3), causal, causalOffset, scale);
+            q.Size(0) * q.Size(1), heads, q.Size(2), k.Size(2), q.Size(3), causal, causalOffset, scale, dropout);
         return (Up(Tensor.FromArray(o, q.Shape)), Up(Tensor.FromArray(lse, q.Shape[..^1])));
     }
 
-    public (Tensor Dq, Tensor Dk, Tensor Dv) AttentionBackward(Tensor q, Tensor k, Tensor v, Tensor o, Tensor g, Tensor lse, Tensor? keyMask, int heads, bool causal, long causalOffset, double scale)
+    public (Tensor Dq, Tensor Dk, Tensor Dv) AttentionBackward(Tensor q, Tensor k, Tensor v, Tensor o, Tensor g, Tensor lse, Tensor? keyMask, int heads, bool causal, long causalOffset, double scale, AttentionDropout? dropout)
     {
         Count("AttentionBackward");
         RequireDense("AttentionBackward", q, k, v, o, g, lse);
@@ -344,7 +344,7 @@ internal sealed unsafe class EmulatedDevice : IDeviceBackend, IDeviceKernels
         using var hl = Host(lse);
         using var hm = HostOrNull(keyMask);
         var (dq, dk, dv) = AttentionReference.Backward(hq.Span<float>(), hk.Span<float>(), hv.Span<float>(), ho.Span<float>(), hg.Span<float>(), hl.Span<float>(),
-            hm == null ? default : hm.Span<byte>(), q.Size(0) * q.Size(1), heads, q.Size(2), k.Size(2), q.Size(3), causal, causalOffset, scale);
+            hm == null ? default : hm.Span<byte>(), q.Size(0) * q.Size(1), heads, q.Size(2), k.Size(2), q.Size(3), causal, causalOffset, scale, dropout);
         return (Up(Tensor.FromArray(dq, q.Shape)), Up(Tensor.FromArray(dk, k.Shape)), Up(Tensor.FromArray(dv, v.Shape)));
     }
 
