@@ -11,6 +11,10 @@ cmake -S . -B build -DPEFT_CUDA_HOST_COMPILER=clang-14 -DPEFT_REQUIRE_NVCC=ON > 
 cmake --build build > /dev/null
 dotnet publish tests/Peft.Cuda.Tests -c Release -p:GpuRunner=true --no-self-contained -o "$out/app/tests" > /dev/null
 dotnet publish bench/Peft.Bench -c Release --no-self-contained -o "$out/app/bench" > /dev/null
+# The footprint suite's trainer as one native-AOT file with Peft.Cuda (no runtime needed): start-up to the first step on the GPU.
+dotnet publish bench/Footprint/Peft.Footprint -c Release -r linux-x64 -p:PublishAot=true -p:IlcInstructionSet=x86-64-v4 -p:WithCuda=true \
+  -p:DebugType=none -p:GenerateDocumentationFile=false -o "$out/app/footprint" > /dev/null
+rm -f "$out"/app/footprint/*.dbg
 root=$(dirname "$(readlink -f "$(command -v dotnet)")")
 runtime=$(ls -d "$root"/shared/Microsoft.NETCore.App/* | sort -V | tail -n 1)
 tar -C "$root" -cJf "$out/dotnet-runtime.tar.xz" dotnet host "shared/Microsoft.NETCore.App/$(basename "$runtime")"

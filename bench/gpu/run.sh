@@ -20,6 +20,12 @@ sed -n '/Test run summary/,$p' "$out/gpu-tests.log"
 
 if [ "${TESTS_ONLY:-0}" = 1 ]; then exit 0; fi  # TESTS_ONLY=1: the GPU tests alone
 
+echo "== footprint: the native-AOT trainer (bench/Footprint), process start to the first step, on the GPU and its CPU"
+for run in 1 2 3; do
+  echo "cuda: $(.device-carry/app/footprint/Peft.Footprint 3 --device cuda 2>&1 | tr '\n' ' ')"
+  echo "cpu:  $(.device-carry/app/footprint/Peft.Footprint 3 2>&1 | tr '\n' ' ')"
+done 2>&1 | tee "$out/footprint.log"
+
 echo "== native/bench_kernels (nvcc alone, no .NET)"
 cmake -S . -B /tmp/native -DPEFT_BUILD_KERNEL_BENCH=ON > /dev/null && cmake --build /tmp/native 2>&1 | grep -E "error|warning" | head -n 20
 /tmp/native/kernels/bench_kernels 2>&1 | tee "$out/bench-native.log"

@@ -117,6 +117,31 @@ public class AutocastTests
     }
 
     [Test]
+    public void AttentionUnderAutocastRoundsItsInputsAndOutputOnlyAndPassesGradientsStraightThrough()
+    {
+        // torch's fused 16-bit attention (HF models' default sdpa path): q, k, v rounded, F32 inside (the probabilities
+        // are not rounded), the output rounded; the input roundings pass gradients through unrounded.
+        using var scope = Tensor.NewScope();
+        var q = Tensor.Randn([2, 2, 7, 8], 1).RequiresGradient();
+        var k = Tensor.Randn([2, 2, 7, 8], 2).RequiresGradient();
+        var v = Tensor.Randn([2, 2, 7, 8], 3).RequiresGradient();
+        var up = Tensor.Randn([2, 2, 7, 8], 4);
+        Tensor y;
+        using (Autocast.Enable(DType.BF16)) y = Tensor.ScaledDotProductAttention(q, k, v, isCausal: true);
+        Assert.That(y.DType, Is.EqualTo(DType.BF16));
+        (y.To(DType.F32) * up).Sum().Backward();
+        var rounded = new[] { q, k, v }.Select(t => t.Detach().To(DType.BF16).To(DType.F32).RequiresGradient()).ToArray();
+        var exact = Tensor.ScaledDotProductAttention(rounded[0], rounded[1], rounded[2], isCausal: true);
+        Assert.That(y.ToFloatArray(), Is.EqualTo(exact.To(DType.BF16).ToFloatArray()), "the F32 attention of the rounded inputs, rounded once");
+        // The incoming gradient reaches the BF16 output through its cast back to F32, which rounds it (as torch's
+        // 16-bit dO); from there on everything is F32.
+        (exact * up.To(DType.BF16).To(DType.F32)).Sum().Backward();
+        Assert.That(q.Grad!.ToFloatArray(), Is.EqualTo(rounded[0].Grad!.ToFloatArray()));
+        Assert.That(v.Grad!.ToFloatArray(), Is.EqualTo(rounded[2].Grad!.ToFloatArray()));
+        Assert.That(q.Grad!.ToFloatArray().Any(g => !IsBf16(g)), "gradients are not rounded to BF16");
+    }
+
+    [Test]
     public void F64StaysExactAndNestedScopesRestore()
     {
         using var a = Tensor.Randn([3, 4], 8, DType.F64);

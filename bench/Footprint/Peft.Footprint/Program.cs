@@ -2,6 +2,8 @@
 // GPT-2-shaped, 6 layers × 512, vocab 50257, random weights; LoRA r = 8 (alpha 32) on c_attn; AdamW; batch 8 × 128
 // tokens. Prints "first-step <ms>" (from process start, read from /proc so the runtime's own start-up counts) after
 // the first optimizer step, then "done <steps> <loss> peak-rss-mb <MB>". Usage: Peft.Footprint [steps=3] [--device cuda]
+// [--tiny] (--tiny: 2 layers × 64, vocab 1000, batch 2 × 16 — a smoke test of the published build, e.g. on the host
+// emulation of CUDA, where the full model would take hours).
 using System.Diagnostics;
 using Peft.Core;
 
@@ -14,8 +16,11 @@ if (args.Contains("--device") && args.Contains("cuda"))
     device = Device.Cuda(0);
 }
 #endif
-const int batch = 8, seq = 128, vocab = 50257;
-var config = Peft.Transformers.HfConfig.FromJson("""{"model_type": "gpt2", "n_layer": 6, "n_embd": 512, "n_head": 8, "vocab_size": 50257, "n_positions": 1024}""");
+bool tiny = args.Contains("--tiny");
+int batch = tiny ? 2 : 8, seq = tiny ? 16 : 128, vocab = tiny ? 1000 : 50257;
+var config = Peft.Transformers.HfConfig.FromJson(tiny
+    ? """{"model_type": "gpt2", "n_layer": 2, "n_embd": 64, "n_head": 4, "vocab_size": 1000, "n_positions": 64}"""
+    : """{"model_type": "gpt2", "n_layer": 6, "n_embd": 512, "n_head": 8, "vocab_size": 50257, "n_positions": 1024}""");
 var peft = Peft.PeftModel.Create(Peft.Transformers.AutoModel.Create(config), new Peft.LoraConfig { R = 8, LoraAlpha = 32, TargetModules = ["c_attn"], TaskType = "CAUSAL_LM" });
 using var model = peft.Model;
 if (device != Device.Cpu) model.To(device);

@@ -304,6 +304,19 @@ public sealed partial class Tensor
     /// </summary>
     public static Tensor ScaledDotProductAttention(Tensor q, Tensor k, Tensor v, Tensor? attentionMask = null, bool isCausal = false, double? scale = null, double dropoutP = 0, Generator? generator = null)
     {
+        if (Autocast.Current is { } half)
+        {
+            // Under autocast: what torch's fused 16-bit attention computes (and HF models' default "sdpa" path runs):
+            // q, k, v rounded to the autocast dtype, scores, softmax, dropout and sums in F32, the output rounded once.
+            // The same on every device, fused kernel or composite; gradients pass the roundings straight through.
+            using var qr = RoundedForAutocast(q, half);
+            using var kr = RoundedForAutocast(k, half);
+            using var vr = RoundedForAutocast(v, half);
+            using var mr = attentionMask is { DType: DType.BF16 or DType.F16 } m ? m.To(DType.F32) : null;
+            Tensor wide;
+            using (Autocast.Disable()) wide = ScaledDotProductAttention(qr, kr, vr, mr ?? attentionMask, isCausal, scale, dropoutP, generator);
+            using (wide) return wide.To(half);
+        }
         if (q.Device.Type != DeviceType.Cpu && FusedAttention(q, k, v, attentionMask, isCausal, scale, dropoutP, generator) is { } fused) return fused;
         int tq = q.Size(-2), tk = k.Size(-2);
         double s = scale ?? 1.0 / Math.Sqrt(q.Size(-1));
@@ -338,14 +351,11 @@ public sealed partial class Tensor
     /// heads [B, H, T, D] with D ≤ 128 for q, k and v, and no mask or a U8 key-padding mask [B or 1, 1, 1, Tk].
     /// Dropout on the probabilities (p &lt; 1) runs inside the kernels and drops exactly the elements the composite's
     /// Dropout would (the same Philox counters, reserved from the same generator). Null otherwise: additive float masks
-    /// (T5's bias) and other shapes take the composite. Under autocast it is what torch's fused 16-bit attention computes: q, k and v rounded
-    /// to the autocast dtype, scores, softmax and sums in F32, the output rounded to the autocast dtype (the composite
-    /// would also round the probabilities before their product with v).
+    /// (T5's bias) and other shapes take the composite. (Autocast is handled by the caller: this sees F32 heads.)
     /// </summary>
     private static Tensor? FusedAttention(Tensor q, Tensor k, Tensor v, Tensor? mask, bool causal, double? scale, double dropoutP, Random.Generator? generator)
     {
         if (dropoutP >= 1 || q.Rank != 4 || k.Rank != 4 || v.Rank != 4) return null;
-        var autocast = Autocast.Current;
         int b = q.Size(0), h = q.Size(1), tq = q.Size(2), d = q.Size(3), tk = k.Size(2);
         if (!k.Shape.AsSpan().SequenceEqual(v.Shape) || k.Size(0) != b || k.Size(1) != h || k.Size(3) != d) return null;
         if (d is 0 or > 128 || tq == 0 || tk == 0 || (long)b * h > 65535) return null;
@@ -354,9 +364,9 @@ public sealed partial class Tensor
         if (DeviceKernels("ScaledDotProductAttention", q, k, v) is not { } kernels) return null;
         double s = scale ?? 1.0 / Math.Sqrt(d);
         long offset = tk - tq;   // causal: query i sees keys up to i + Tk − Tq (a KV cache's past included)
-        using var qd = DenseF32(kernels, q, autocast);
-        using var kd = DenseF32(kernels, k, autocast);
-        using var vd = DenseF32(kernels, v, autocast);
+        using var qd = DenseF32(kernels, q);
+        using var kd = DenseF32(kernels, k);
+        using var vd = DenseF32(kernels, v);
         using var maskD = mask == null ? null : KeyMaskOn(mask, b, tk, q.Device);
         AttentionDropout? dropout = null;
         if (dropoutP > 0)
@@ -366,16 +376,7 @@ public sealed partial class Tensor
             dropout = new AttentionDropout(dropoutP, gen.Key0, gen.Key1, gen.Reserve(((long)b * h * tq * tk + 3) / 4));
         }
         var (o, lse) = kernels.Attention(qd, kd, vd, maskD, h, causal, offset, s, dropout);
-        if (autocast is { } half)
-        {
-            using var wide = Record(o, lse);
-            return wide.To(half);   // a recorded cast: the gradient comes back through it
-        }
-        return Record(o, lse);
-
-        Tensor Record(Tensor o, Tensor lse)
-        {
-            using (lse)
+        using (lse)
             return Autograd.Record(o, "ScaledDotProductAttention", [q, k, v], saved =>
             {
                 var (qs, ks, vs, os, ls) = (saved.Save(qd), saved.Save(kd), saved.Save(vd), saved.Save(o), saved.Save(lse));
@@ -387,16 +388,28 @@ public sealed partial class Tensor
                     return [dq, dk, dv];
                 };
             });
-        }
 
-        // Dense F32 heads; under autocast an F32 input is first rounded to the autocast dtype (its 16-bit inputs already are).
-        static Tensor DenseF32(IDeviceKernels k, Tensor t, DType? autocast)
+        static Tensor DenseF32(IDeviceKernels k, Tensor t)
         {
-            using var rounded = autocast is { } half && t.DType == DType.F32 ? t.ToDTypeNoGrad(half) : null;
-            var source = rounded ?? t;
-            using var wide = WidenOnDevice(k, "ScaledDotProductAttention", source);
-            return (wide ?? source).ContiguousData();
+            using var wide = WidenOnDevice(k, "ScaledDotProductAttention", t);
+            return (wide ?? t).ContiguousData();
         }
+    }
+
+    /// <summary>
+    /// <paramref name="t"/>'s values rounded to <paramref name="half"/> (exact when it already is), as an F32 tensor
+    /// whose gradient is the incoming one unchanged (a straight-through rounding: autocast's casts do not round gradients).
+    /// </summary>
+    private static Tensor RoundedForAutocast(Tensor t, DType half)
+    {
+        Tensor value;
+        if (t.DType == half) value = t.ToDTypeNoGrad(DType.F32);
+        else
+        {
+            using var rounded = t.ToDTypeNoGrad(half);
+            value = rounded.ToDTypeNoGrad(DType.F32);
+        }
+        return Autograd.Record(value, "AutocastRound", [t], (g, need) => [need[0] ? g.Contiguous() : null]);
     }
 
     /// <summary>A key-padding mask [B or 1, 1, 1, Tk] as the dense U8 [B, Tk] the fused kernels read, on <paramref name="device"/>

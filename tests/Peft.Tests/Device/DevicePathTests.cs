@@ -158,8 +158,7 @@ public class DevicePathTests
     public void FusedAttentionUnderAutocastIsTorchsFusedSixteenBitAttention()
     {
         // Under BF16 autocast the device keeps the fused kernel: q, k, v rounded to BF16, F32 inside, a BF16 output —
-        // exactly the CPU's F32 attention of the rounded inputs, rounded; within BF16 noise of the CPU's autocast
-        // composite (which also rounds the probabilities), gradients included.
+        // what the CPU computes under autocast too (its composite in F32 on the rounded inputs), gradients included.
         using var q = R([2, 2, 9, 16], 71);
         using var k = R([2, 2, 9, 16], 72);
         using var v = R([2, 2, 9, 16], 73);
@@ -184,9 +183,9 @@ public class DevicePathTests
         }
         Assert.Multiple(() =>
         {
-            Assert.That(Versus(Attend, q, k, v), Is.LessThanOrEqualTo(2e-2), "output against the CPU's autocast composite");
+            Assert.That(Versus(Attend, q, k, v), Is.LessThanOrEqualTo(4e-3), "output against the CPU's autocast attention (a BF16 ulp where F32 sums round apart)");
             for (int i = 0; i < 3; i++)
-                Assert.That(Versus(t => GradOf(t, Attend, i), q, k, v, up), Is.LessThanOrEqualTo(3e-2), $"gradient of input {i}");
+                Assert.That(Versus(t => GradOf(t, Attend, i), q, k, v, up), Is.LessThanOrEqualTo(4e-3), $"gradient of input {i}");
         });
         Assert.That(_device.Calls.GetValueOrDefault("AttentionBackward"), Is.GreaterThan(0));
     }
