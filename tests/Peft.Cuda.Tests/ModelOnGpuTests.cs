@@ -108,7 +108,7 @@ public class ModelOnGpuTests : GpuTest
         using var cpu = Make();
         using var gpu = Make();
         gpu.To(Gpu.Device);
-        using var ids = Tensor.FromArray(Enumerable.Range(0, 4 * 19).Select(i => (long)(i * 7 % 31 + 1)).ToArray(), [4, 19]);
+        using var ids = Tensor.FromArray(Enumerable.Range(0, 4 * 7).Select(i => (long)(i * 7 % 31 + 1)).ToArray(), [4, 7]);
         string[] names = ["three", PeftModel.BaseAdapterName, "default", "two"];
         using var _ = Autograd.NoGrad();
         using var a = cpu.Forward(ids, adapterNames: names).Logits;
