@@ -164,6 +164,15 @@ internal static unsafe partial class Gemm
         {
             int rows = Math.Min(MR, mc - ir);
             float* panel = dst + (long)ir * kc;
+            if (a.Trans && a.IsF32 && rows == MR)
+            {
+                // op(A) = Aᵀ (a weight gradient's dYᵀ): the panel's MR values for one k are contiguous in A's row k,
+                // so read and write both run in order (per row i it was a read strided by A's width for every k).
+                float* src = (float*)a.Ptr + (long)pc * a.Ld + ic + ir;
+                for (int p = 0; p < kc; p++, src += a.Ld)
+                    for (int i = 0; i < MR; i++) panel[p * MR + i] = alpha * src[i];
+                continue;
+            }
             for (int i = 0; i < MR; i++)
             {
                 if (i >= rows) { for (int p = 0; p < kc; p++) panel[p * MR + i] = 0; continue; }
