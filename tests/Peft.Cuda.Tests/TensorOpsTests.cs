@@ -43,6 +43,25 @@ public class TensorOpsTests : GpuTest
 
     private static Tensor R(int[] shape, Generator g, double std = 1) => Tensor.Randn(shape, g, std: std);
 
+    /// <summary>The gradient of Σ f(leaves) ⊙ t[^1] for input <paramref name="i"/>: every t but the last becomes a fresh
+    /// leaf; the last weights the output (so transposed gradients cannot hide in a plain sum).</summary>
+    private static Tensor GradOf(Func<Tensor[], Tensor> f, Tensor[] t, int i)
+    {
+        var leaves = t[..^1].Select(x => x.Clone().RequiresGradient()).ToArray();
+        try
+        {
+            using var y = f(leaves);
+            using var w = y.Mul(t[^1]);
+            using var loss = w.Sum();
+            loss.Backward();
+            return leaves[i].Grad!.Clone();
+        }
+        finally
+        {
+            foreach (var l in leaves) l.Dispose();
+        }
+    }
+
     [Test]
     public void BinaryOpsBroadcastLikeTheCpu([Values("Add", "Sub", "Mul", "Div", "Pow", "Maximum", "Minimum", "Greater", "Less", "Equal")] string name)
     {
@@ -118,22 +137,7 @@ public class TensorOpsTests : GpuTest
         using var up = R([b, h, tq, d], g);
         using var mask = padded ? Tensor.FromArray(Enumerable.Range(0, b * tk).Select(i => (byte)(i % tk < 3 ? 0 : 1)).ToArray(), [b, 1, 1, tk]) : null;
         Tensor Attend(Tensor[] t) => Tensor.ScaledDotProductAttention(t[0], t[1], t[2], mask, isCausal: causal);
-        Tensor Grad(Tensor[] t, int i)
-        {
-            var leaves = t[..3].Select(x => x.Clone().RequiresGradient()).ToArray();
-            try
-            {
-                using var y = Attend(leaves);
-                using var w = y.Mul(t[3]);
-                using var loss = w.Sum();
-                loss.Backward();
-                return leaves[i].Grad!.Clone();
-            }
-            finally
-            {
-                foreach (var l in leaves) l.Dispose();
-            }
-        }
+        Tensor Grad(Tensor[] t, int i) => GradOf(Attend, t, i);
         Assert.Multiple(() =>
         {
             Assert.That(Versus(Attend, q, k, v), Is.LessThanOrEqualTo(1e-5), "output");
@@ -161,22 +165,7 @@ public class TensorOpsTests : GpuTest
             if (t[0].Device != Device.Cpu) PoisonBlocks(2, (long)m * n * 4);   // outputs start as NaN: every element written
             return Tensor.LowRankHadamard(t[0], t[1], t[2], t[3], 0.625);
         }
-        Tensor Grad(Tensor[] t, int i)
-        {
-            var leaves = t[..4].Select(x => x.Clone().RequiresGradient()).ToArray();
-            try
-            {
-                using var y = Delta(leaves);
-                using var w = y.Mul(t[4]);
-                using var loss = w.Sum();
-                loss.Backward();
-                return leaves[i].Grad!.Clone();
-            }
-            finally
-            {
-                foreach (var l in leaves) l.Dispose();
-            }
-        }
+        Tensor Grad(Tensor[] t, int i) => GradOf(Delta, t, i);
         Assert.Multiple(() =>
         {
             Assert.That(Versus(Delta, a1, b1, a2, b2), Is.LessThanOrEqualTo(1e-6), "ΔW");
@@ -234,22 +223,7 @@ public class TensorOpsTests : GpuTest
             var gen = new Generator(77);
             return Tensor.ScaledDotProductAttention(t[0], t[1], t[2], isCausal: causal, dropoutP: 0.2, generator: gen);
         }
-        Tensor Grad(Tensor[] t, int i)
-        {
-            var leaves = t[..3].Select(x => x.Clone().RequiresGradient()).ToArray();
-            try
-            {
-                using var y = Attend(leaves);
-                using var w = y.Mul(t[3]);
-                using var loss = w.Sum();
-                loss.Backward();
-                return leaves[i].Grad!.Clone();
-            }
-            finally
-            {
-                foreach (var l in leaves) l.Dispose();
-            }
-        }
+        Tensor Grad(Tensor[] t, int i) => GradOf(Attend, t, i);
         Assert.Multiple(() =>
         {
             Assert.That(Versus(Attend, q, k, v), Is.LessThanOrEqualTo(1e-5), "output");
