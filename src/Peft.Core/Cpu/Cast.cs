@@ -32,7 +32,7 @@ internal static unsafe class Cast
 
     public static void FloatToBf16(float* src, ushort* dst, long n)
     {
-        Parallel.For(0, (n + 65535) / 65536, b =>
+        CpuParallel.For((n + 65535) / 65536, b =>
         {
             long i = b * 65536, end = Math.Min(n, (b + 1) * 65536);
             if (Vector256.IsHardwareAccelerated)
@@ -62,7 +62,7 @@ internal static unsafe class Cast
     public static void RoundInPlace(float* p, long n, DType low)
     {
         const int chunk = 65536;
-        Parallel.For(0, (n + chunk - 1) / chunk, b =>
+        CpuParallel.For((n + chunk - 1) / chunk, b =>
         {
             long start = b * chunk;
             int count = (int)Math.Min(chunk, n - start);

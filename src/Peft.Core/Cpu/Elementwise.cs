@@ -42,7 +42,7 @@ internal static unsafe class Elementwise<T> where T : unmanaged, IFloatingPointI
             }
         }
         if (tasks <= 1) RunRows(0, rows);
-        else Parallel.For(0, tasks, t => RunRows(t * rowsPerTask, Math.Min(rows, (t + 1) * rowsPerTask)));
+        else CpuParallel.For(tasks, t => RunRows(t * rowsPerTask, Math.Min(rows, (t + 1) * rowsPerTask)));
     }
 
     private static void Row(BinaryOp op, T* a, long sa, T* b, long sb, T* o, int n)

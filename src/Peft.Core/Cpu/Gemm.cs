@@ -92,18 +92,17 @@ internal static unsafe partial class Gemm
                         RowBlocks(0, m, a, alpha, pc, kc, jc, nc, bPack, (float*)aPacks[0], c, ldc, store);
                         continue;
                     }
-                    var options = new ParallelOptions { MaxDegreeOfParallelism = threads };
                     // Pack B in parallel too: done by one thread it was the serial fraction that kept two threads
                     // at 1.3× one. Each thread packs a contiguous run of NR-wide panels.
                     int panels = (nc + nr - 1) / nr, perPack = (panels + threads - 1) / threads;
-                    Parallel.For(0, threads, options, t =>
+                    CpuParallel.For(threads, t =>
                     {
                         int p0 = t * perPack * nr, p1 = Math.Min(nc, (t + 1) * perPack * nr);
                         if (p0 < p1) PackB(b, pc, kc, jc, p0, p1, bPack);
                     });
                     // Split rows in MR multiples so every thread gets whole micro-panels.
                     int per = ((m + threads - 1) / threads + MR - 1) / MR * MR;
-                    Parallel.For(0, threads, options, t =>
+                    CpuParallel.For(threads, t =>
                     {
                         int r0 = t * per, r1 = Math.Min(m, r0 + per);
                         if (r0 < r1) RowBlocks(r0, r1, a, alpha, pc, kc, jc, nc, bPack, (float*)aPacks[t], c, ldc, store);

@@ -92,7 +92,7 @@ internal static unsafe partial class Gemm
         {
             double* bb = transB ? btp : b;
             long ldbb = transB ? n : ldb;
-            Parallel.For(0, m, i =>
+            CpuParallel.For(m, i =>
             {
                 var row = new Span<double>(c + i * ldc, n);
                 if (beta == 0) row.Clear(); else if (beta != 1) System.Numerics.Tensors.TensorPrimitives.Multiply(row, beta, row);

@@ -57,7 +57,7 @@ internal static unsafe partial class Gemm
             for (int t = 0; t < tasks; t++) body(t * rowsPerTask, Math.Min(m, (t + 1) * rowsPerTask));
             return;
         }
-        Parallel.For(0, tasks, new ParallelOptions { MaxDegreeOfParallelism = threads }, t => body(t * rowsPerTask, Math.Min(m, (t + 1) * rowsPerTask)));
+        CpuParallel.For(tasks, t => body(t * rowsPerTask, Math.Min(m, (t + 1) * rowsPerTask)));
     }
 
     /// <summary>

@@ -25,7 +25,7 @@ internal static unsafe class Indexing
     public static void Select(byte* src, byte* dst, long outer, int dimSize, long inner, long[] idx, int elem)
     {
         long rowBytes = inner * elem;
-        Parallel.For(0, outer, o =>
+        CpuParallel.For(outer, o =>
         {
             for (int j = 0; j < idx.Length; j++)
                 Buffer.MemoryCopy(src + (o * dimSize + idx[j]) * rowBytes, dst + (o * idx.Length + j) * rowBytes, rowBytes, rowBytes);
@@ -35,7 +35,7 @@ internal static unsafe class Indexing
     /// <summary>acc[o, idx[j], i] += src[o, j, i] (serial over j: indices may repeat, e.g. a token id twice).</summary>
     public static void AddAt<T>(T* src, T* acc, long outer, int dimSize, long inner, long[] idx) where T : unmanaged, System.Numerics.IFloatingPointIeee754<T>
     {
-        Parallel.For(0, outer, o =>
+        CpuParallel.For(outer, o =>
         {
             for (int j = 0; j < idx.Length; j++)
             {

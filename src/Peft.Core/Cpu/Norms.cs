@@ -13,7 +13,7 @@ internal static unsafe class Norms<T> where T : unmanaged, IFloatingPointIeee754
     public static void Forward(T* x, T* y, T* mean, T* rstd, T* weight, T* bias, long rows, int d, double eps, bool rms)
     {
         T e = T.CreateTruncating(eps), invD = T.One / T.CreateTruncating(d);
-        Parallel.For(0, rows, r =>
+        CpuParallel.For(rows, r =>
         {
             var xi = new ReadOnlySpan<T>(x + r * d, d);
             var yi = new Span<T>(y + r * d, d);
@@ -34,7 +34,7 @@ internal static unsafe class Norms<T> where T : unmanaged, IFloatingPointIeee754
     public static void Backward(T* x, T* g, T* mean, T* rstd, T* weight, T* dx, T* xhat, long rows, int d, bool rms)
     {
         T invD = T.One / T.CreateTruncating(d);
-        Parallel.For(0, rows, r =>
+        CpuParallel.For(rows, r =>
         {
             var xi = new ReadOnlySpan<T>(x + r * d, d);
             var gi = new ReadOnlySpan<T>(g + r * d, d);
@@ -60,7 +60,7 @@ internal static unsafe class CrossEntropyKernel<T> where T : unmanaged, IFloatin
     public static void Forward(T* logits, long[] targets, T* loss, T* lse, long n, int c, long ignoreIndex, double smoothing)
     {
         T eps = T.CreateTruncating(smoothing), onMinus = T.One - eps, perClass = eps / T.CreateTruncating(c);
-        Parallel.For(0, n, r =>
+        CpuParallel.For(n, r =>
         {
             if (targets[r] == ignoreIndex) { loss[r] = T.Zero; lse[r] = T.Zero; return; }
             var x = new ReadOnlySpan<T>(logits + r * c, c);
@@ -77,7 +77,7 @@ internal static unsafe class CrossEntropyKernel<T> where T : unmanaged, IFloatin
     public static void Backward(T* logits, long[] targets, T* lse, T* scale, T* dlogits, long n, int c, long ignoreIndex, double smoothing)
     {
         T eps = T.CreateTruncating(smoothing), onMinus = T.One - eps, perClass = eps / T.CreateTruncating(c);
-        Parallel.For(0, n, r =>
+        CpuParallel.For(n, r =>
         {
             var d = new Span<T>(dlogits + r * c, c);
             if (targets[r] == ignoreIndex) { d.Clear(); return; }

@@ -56,7 +56,7 @@ internal static unsafe class Reduce<T> where T : unmanaged, IFloatingPointIeee75
         long perTask = Math.Max(1, 65536 / Math.Max(len, 1));
         long tasks = (outer + perTask - 1) / perTask;
         if (tasks <= 1) RowsRange(0, outer);
-        else Parallel.For(0, tasks, t => RowsRange(t * perTask, Math.Min(outer, (t + 1) * perTask)));
+        else CpuParallel.For(tasks, t => RowsRange(t * perTask, Math.Min(outer, (t + 1) * perTask)));
         return result;
     }
 }
@@ -123,6 +123,6 @@ internal static unsafe class RowSoftmax<T> where T : unmanaged, IFloatingPointIe
         long perTask = Math.Max(1, 32768 / Math.Max(n, 1));
         long tasks = (rows + perTask - 1) / perTask;
         if (tasks <= 1) range(0, rows);
-        else System.Threading.Tasks.Parallel.For(0, tasks, t => range(t * perTask, Math.Min(rows, (t + 1) * perTask)));
+        else CpuParallel.For(tasks, t => range(t * perTask, Math.Min(rows, (t + 1) * perTask)));
     }
 }

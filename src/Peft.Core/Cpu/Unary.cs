@@ -23,7 +23,7 @@ internal static unsafe class Unary<T> where T : unmanaged, IFloatingPointIeee754
     {
         long chunks = (n + Chunk - 1) / Chunk;
         if (chunks <= 1) { Run(op, x, y, (int)n, p0, p1); return; }
-        Parallel.For(0, chunks, c =>
+        CpuParallel.For(chunks, c =>
         {
             long s = c * Chunk;
             Run(op, x + s, y + s, (int)Math.Min(Chunk, n - s), p0, p1);

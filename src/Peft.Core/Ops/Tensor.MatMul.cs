@@ -133,7 +133,7 @@ public sealed partial class Tensor
                     new Gemm.Operand(pb + ob * eb, ldb, tb, Gemm.ElementOf(bd.DType)), 0, (float*)cp, n, threads);
         }
         // Many small matrices (attention heads): one thread per matrix. Few large ones: threads inside each GEMM.
-        if (batches > 1 && (long)m * n * k < 4_000_000) Parallel.For(0, batches, bi => One(bi, 1));
+        if (batches > 1 && (long)m * n * k < 4_000_000) CpuParallel.For(batches, bi => One(bi, 1));
         else for (long bi = 0; bi < batches; bi++) One(bi, 0);
         return c;
     }

@@ -138,7 +138,7 @@ public sealed partial class Tensor
         long first = gen.Reserve((n + 3) / 4);
         double* p = t.Ptr<double>();
         double span = high - low;
-        Parallel.For(0, (n + 4095) / 4096, chunk =>
+        Cpu.CpuParallel.For((n + 4095) / 4096, chunk =>
         {
             long end = Math.Min(n, (chunk + 1) * 4096);
             for (long i = chunk * 4096; i < end; i += 4)
@@ -162,7 +162,7 @@ public sealed partial class Tensor
         long n = t.NumEl;
         long first = gen.Reserve((n + 1) / 2);
         double* p = t.Ptr<double>();
-        Parallel.For(0, (n + 4095) / 4096, chunk =>
+        Cpu.CpuParallel.For((n + 4095) / 4096, chunk =>
         {
             long end = Math.Min(n, (chunk + 1) * 4096);
             for (long i = chunk * 4096; i < end; i += 2)
@@ -198,7 +198,7 @@ public sealed partial class Tensor
         long n = t.NumEl;
         double scale = 1.0 / (1.0 - p);
         byte* basePtr = t.Ptr<byte>();
-        Parallel.For(0, (n + 16383) / 16384, chunk =>
+        Cpu.CpuParallel.For((n + 16383) / 16384, chunk =>
         {
             long end = Math.Min(n, (chunk + 1) * 16384);
             for (long i = chunk * 16384; i < end; i += 4)
