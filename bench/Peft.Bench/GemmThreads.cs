@@ -12,6 +12,7 @@ internal static unsafe class GemmThreads
         double peak1 = FmaPeak.Gflops(1);
         o.WriteLine($"1-thread FMA peak {peak1:F1} GFLOP/s");
         RegionRoundTrip(o);
+        if (Environment.GetEnvironmentVariable("PEFT_BENCH_GRID_AB") == "1") { GridAgainstRowSplit(o); return; }
         foreach (var (m, n, k) in Shapes())
         {
             using var scope = Tensor.NewScope();
@@ -28,6 +29,36 @@ internal static unsafe class GemmThreads
                 double gf = 2.0 * m * n * k / (times[3] / 1e3) / 1e9;
                 o.WriteLine($"{m}×{n}×{k} threads={threads}: {times[3]:F2} ms, {gf:F1} GFLOP/s = {100 * gf / (peak1 * threads):F0}% of {threads}× the 1-thread peak");
             }
+        }
+    }
+
+    /// <summary>The tile grid against a row-only split of C at all threads, interleaved call by call in one process
+    /// (so host noise hits both alike): min and median of 15 calls each.</summary>
+    private static void GridAgainstRowSplit(TextWriter o)
+    {
+        int threads = Environment.ProcessorCount;
+        o.WriteLine($"| M×N×K, {threads} threads | grid (rows × cols per tile) | tile grid ms, min / median | rows only ms, min / median | rows only / grid (min) |");
+        o.WriteLine("| --- | --- | ---: | ---: | ---: |");
+        foreach (var (m, n, k) in Shapes())
+        {
+            using var scope = Tensor.NewScope();
+            var a = Tensor.Randn([m, k], 1);
+            var b = Tensor.Randn([n, k], 2);   // used transposed, as a Linear's weight (x·Wᵀ)
+            var c = Tensor.Zeros([m, n]);
+            double Once(bool rowsOnly)
+            {
+                Peft.Core.Cpu.Gemm.RowSplitOnly = rowsOnly;
+                var sw = Stopwatch.StartNew();
+                Peft.Core.Cpu.Gemm.Sgemm(m, n, k, 1, new(a.Ptr<float>(), k, false, Peft.Core.Cpu.Gemm.Element.F32), new(b.Ptr<float>(), k, true, Peft.Core.Cpu.Gemm.Element.F32), 0, c.Ptr<float>(), n, threads);
+                return sw.Elapsed.TotalMilliseconds;
+            }
+            Once(false); Once(true);
+            var grid = new List<double>(); var rows = new List<double>();
+            for (int r = 0; r < 15; r++) { grid.Add(Once(false)); rows.Add(Once(true)); }
+            Peft.Core.Cpu.Gemm.RowSplitOnly = false;
+            grid.Sort(); rows.Sort();
+            var (rp, cp) = Peft.Core.Cpu.Gemm.Grid(m, n, threads);
+            o.WriteLine($"| {m}×{n}×{k} | {rp} × {cp} | {grid[0]:F2} / {grid[7]:F2} | {rows[0]:F2} / {rows[7]:F2} | {rows[0] / grid[0]:F2}× |");
         }
     }
 

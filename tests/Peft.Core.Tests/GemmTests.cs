@@ -97,7 +97,7 @@ public class GemmTests
     [Test]
     public void ThreadCountDoesNotChangeTheResult()
     {
-        // Threads split rows of C, so each element is summed in the same order whatever the thread count.
+        // Threads split C into tiles, so each element is summed in the same order whatever the thread count.
         using var scope = Tensor.NewScope();
         var a = Tensor.Randn([300, 200], 8);
         var b = Tensor.Randn([200, 150], 9);
@@ -112,6 +112,50 @@ public class GemmTests
                 Cpu.Gemm.Sgemm(300, 150, 200, 1, new Cpu.Gemm.Operand(a.Ptr<float>(), 200, false, Cpu.Gemm.Element.F32), new Cpu.Gemm.Operand(b.Ptr<float>(), 150, false, Cpu.Gemm.Element.F32), 0, pc, 150, threads);
             return c;
         }
+    }
+
+    [TestCase(false, false)]
+    [TestCase(true, true)]
+    public unsafe void TileGridsOfAnyThreadCountGiveTheSameBits(bool transA, bool transB)
+    {
+        // Ragged in both dimensions, K over several KC slices, β ≠ 0 (C accumulates): each element is still summed in
+        // the one-thread order, whichever grid of row × column tiles the thread count gives.
+        const int m = 301, n = 517, k = 1100;
+        using var scope = Tensor.NewScope();
+        var a = Tensor.Randn(transA ? [k, m] : [m, k], new Generator(31));
+        var b = Tensor.Randn(transB ? [n, k] : [k, n], new Generator(32));
+        var c0 = Tensor.Randn([m, n], new Generator(33));
+        float[] Run(int threads)
+        {
+            var c = c0.ToFloatArray();
+            fixed (float* pc = c)
+                Cpu.Gemm.Sgemm(m, n, k, 0.75f, new Cpu.Gemm.Operand(a.Ptr<float>(), transA ? m : k, transA, Cpu.Gemm.Element.F32),
+                    new Cpu.Gemm.Operand(b.Ptr<float>(), transB ? k : n, transB, Cpu.Gemm.Element.F32), 0.5f, pc, n, threads);
+            return c;
+        }
+        var one = Run(1);
+        var expected = TestUtil.NaiveMatMul(a.ToDoubleArray(), b.ToDoubleArray(), m, n, k, transA, transB);
+        var start = c0.ToDoubleArray();
+        var reference = expected.Select((v, i) => 0.75 * v + 0.5 * start[i]).ToArray();
+        Assert.That(TestUtil.RelErr(one.Select(v => (double)v).ToArray(), reference), Is.LessThan(1e-5));
+        foreach (int threads in new[] { 2, 3, 7, 16 })
+            Assert.That(Run(threads), Is.EqualTo(one), $"{threads} threads");
+    }
+
+    [TestCase(256, 2304, 16)]
+    [TestCase(4096, 768, 16)]
+    [TestCase(256, 50257, 2)]
+    [TestCase(7, 5, 16)]
+    [TestCase(1000, 1000, 7)]
+    public void TheTileGridCoversCWithAtMostOneTilePerThread(int m, int n, int threads)
+    {
+        var (rows, cols) = Cpu.Gemm.Grid(m, n, threads);
+        Assert.That(rows % Cpu.Gemm.MR, Is.Zero);
+        Assert.That(cols % Cpu.Gemm.NR, Is.Zero);
+        int tiles = (m + rows - 1) / rows * ((n + cols - 1) / cols);
+        Assert.That(tiles, Is.InRange(1, threads));
+        // Enough tiles to use the threads when C has room for them.
+        if ((long)(m / Cpu.Gemm.MR) * (n / Cpu.Gemm.NR) >= 4L * threads) Assert.That(tiles, Is.GreaterThanOrEqualTo(threads / 2 + 1));
     }
 
     [Test]

@@ -90,10 +90,13 @@ internal static class CpuParallel
         while (true)
         {
             long spinStart = Stopwatch.GetTimestamp();
+            var spinner = new SpinWait();
             Region? next;
             while ((next = Volatile.Read(ref current)) == seen)
             {
-                if (Stopwatch.GetTimestamp() - spinStart < SpinTicks) { Thread.SpinWait(32); continue; }
+                // SpinWait yields the core after its first few busy spins, so where threads outnumber free cores
+                // (PEFT_NUM_THREADS too high, other processes) a polling worker does not hold back a working one.
+                if (Stopwatch.GetTimestamp() - spinStart < SpinTicks) { spinner.SpinOnce(sleep1Threshold: -1); continue; }
                 lock (Gate)
                 {
                     // sleeping++ is a full fence, and the publisher's exchange of `current` is one: either this
@@ -104,6 +107,7 @@ internal static class CpuParallel
                     Interlocked.Decrement(ref sleeping);
                 }
                 spinStart = Stopwatch.GetTimestamp();
+                spinner.Reset();
             }
             seen = next;
             next!.Work();

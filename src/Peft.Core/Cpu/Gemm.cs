@@ -9,7 +9,7 @@ namespace Peft.Core.Cpu;
 /// B is packed into KC×NR micro-panels (L1-resident while a micro-kernel runs), A into MC×KC blocks of MR-row
 /// micro-panels (L2-resident), and an MR×NR register-tiled FMA micro-kernel does all the arithmetic. Packing also
 /// applies α and converts BF16/F16 inputs to F32, so the micro-kernel only ever sees aligned F32 panels.
-/// Threads split the rows of C (each packs its own A blocks, all share the packed B panel).
+/// Threads take one tile of C each (see <see cref="Grid"/>) and pack their own A blocks and B panels.
 /// </summary>
 internal static unsafe partial class Gemm
 {
@@ -22,6 +22,9 @@ internal static unsafe partial class Gemm
     // of `bench gemm-blocking`; +14 % on average, BENCHMARKS.md); AVX2 keeps 256 / 120 (80–92 % of peak on an EPYC).
     // Not constants, so that bench can compare candidates in one process.
     private static int KC = Wide ? 512 : 256, MC = Wide ? 480 : 120;
+
+    /// <summary>Bench only: split C by rows alone (the partition before tile grids), to compare both in one process.</summary>
+    internal static bool RowSplitOnly;
 
     /// <summary>Sets the cache blocking (bench only; not thread-safe against running GEMMs).</summary>
     internal static void SetBlocking(int kc, int mc)
@@ -62,59 +65,82 @@ internal static unsafe partial class Gemm
         // β = 0: the first K-block stores into C instead of accumulating, so C is never cleared separately.
         bool storeFirst = beta == 0;
         if (!storeFirst) ScaleC(m, n, beta, c, ldc);
-        if (threads <= 0) threads = Environment.ProcessorCount;
+        if (threads <= 0) threads = CpuParallel.Threads;
         // Fewer threads for small problems: a thread needs a few MFLOP to pay for its start.
         threads = (int)Math.Clamp((long)m * n * k / 2_000_000, 1, threads);
-        threads = Math.Min(threads, (m + MR - 1) / MR);
+        threads = (int)Math.Min(threads, (long)((m + MR - 1) / MR) * ((n + NR - 1) / NR));
         if (alpha == 1 && storeFirst && TryThin(m, n, k, a, b, c, ldc, threads)) return;
 
-        int nr = NR;
+        // C is cut into a grid of tiles, one per thread, each with its own A and B packing buffers, so a thread
+        // never waits for another: one parallel region per GEMM instead of two barriers per K slice, and a thread
+        // reads only the B columns of its tile (with rows split alone, every thread streamed the whole B panel for
+        // its few rows — at 16 threads and a step's 256 rows, 16 rows each).
+        var (rowsPer, colsPer) = RowSplitOnly ? (((m + threads - 1) / threads + MR - 1) / MR * MR, (n + NR - 1) / NR * NR) : Grid(m, n, threads);
+        int tileRows = (m + rowsPer - 1) / rowsPer, tileCols = (n + colsPer - 1) / colsPer, tiles = tileRows * tileCols;
+        int ncTile = Math.Min(NC, colsPer);
         // Packing buffers come from the caching allocator: straight from malloc, the multi-MB B panel would be
         // mapped and page-faulted afresh on every call.
-        long bBytes = (long)Math.Min(KC, k) * (Math.Min(NC, n) + nr) * sizeof(float);
-        long aBytes = (long)(Math.Min(MC, m) + MR) * Math.Min(KC, k) * sizeof(float);
-        float* bPack = (float*)CpuAllocator.Allocate(bBytes, out long bReserved);
-        var aPacks = new nint[threads];
-        var aReserved = new long[threads];
-        for (int t = 0; t < threads; t++) aPacks[t] = (nint)CpuAllocator.Allocate(aBytes, out aReserved[t]);
-        try
+        long bBytes = (long)Math.Min(KC, k) * (ncTile + NR) * sizeof(float);
+        long aBytes = (long)(Math.Min(MC, rowsPer) + MR) * Math.Min(KC, k) * sizeof(float);
+        var bPacks = new nint[tiles];
+        var aPacks = new nint[tiles];
+        var reserved = new long[2 * tiles];
+        for (int t = 0; t < tiles; t++)
         {
-            for (int jc = 0; jc < n; jc += NC)
+            bPacks[t] = (nint)CpuAllocator.Allocate(bBytes, out reserved[2 * t]);
+            aPacks[t] = (nint)CpuAllocator.Allocate(aBytes, out reserved[2 * t + 1]);
+        }
+        void Tile(int t)
+        {
+            int r0 = t / tileCols * rowsPer, r1 = Math.Min(m, r0 + rowsPer);
+            int c0 = t % tileCols * colsPer, c1 = Math.Min(n, c0 + colsPer);
+            float* bPack = (float*)bPacks[t], aPack = (float*)aPacks[t];
+            for (int jc = c0; jc < c1; jc += ncTile)
             {
-                int nc = Math.Min(NC, n - jc);
+                int nc = Math.Min(ncTile, c1 - jc);
                 for (int pc = 0; pc < k; pc += KC)
                 {
                     int kc = Math.Min(KC, k - pc);
-                    bool store = storeFirst && pc == 0;
-                    if (threads == 1)
-                    {
-                        PackB(b, pc, kc, jc, 0, nc, bPack);
-                        RowBlocks(0, m, a, alpha, pc, kc, jc, nc, bPack, (float*)aPacks[0], c, ldc, store);
-                        continue;
-                    }
-                    // Pack B in parallel too: done by one thread it was the serial fraction that kept two threads
-                    // at 1.3× one. Each thread packs a contiguous run of NR-wide panels.
-                    int panels = (nc + nr - 1) / nr, perPack = (panels + threads - 1) / threads;
-                    CpuParallel.For(threads, t =>
-                    {
-                        int p0 = t * perPack * nr, p1 = Math.Min(nc, (t + 1) * perPack * nr);
-                        if (p0 < p1) PackB(b, pc, kc, jc, p0, p1, bPack);
-                    });
-                    // Split rows in MR multiples so every thread gets whole micro-panels.
-                    int per = ((m + threads - 1) / threads + MR - 1) / MR * MR;
-                    CpuParallel.For(threads, t =>
-                    {
-                        int r0 = t * per, r1 = Math.Min(m, r0 + per);
-                        if (r0 < r1) RowBlocks(r0, r1, a, alpha, pc, kc, jc, nc, bPack, (float*)aPacks[t], c, ldc, store);
-                    });
+                    PackB(b, pc, kc, jc, 0, nc, bPack);
+                    RowBlocks(r0, r1, a, alpha, pc, kc, jc, nc, bPack, aPack, c, ldc, storeFirst && pc == 0);
                 }
             }
         }
+        try
+        {
+            if (tiles == 1) Tile(0);
+            else CpuParallel.For(tiles, Tile);
+        }
         finally
         {
-            CpuAllocator.Release((byte*)bPack, bReserved);
-            for (int t = 0; t < threads; t++) CpuAllocator.Release((byte*)aPacks[t], aReserved[t]);
+            for (int t = 0; t < tiles; t++)
+            {
+                CpuAllocator.Release((byte*)bPacks[t], reserved[2 * t]);
+                CpuAllocator.Release((byte*)aPacks[t], reserved[2 * t + 1]);
+            }
         }
+    }
+
+    /// <summary>
+    /// The tile of C each thread computes: rows a multiple of MR, columns a multiple of NR, over a grid of at most
+    /// <paramref name="threads"/> tiles. Chosen to make the slowest thread's time smallest, modelled per unit of k in
+    /// units of 1/12 cycle: its tile's area (2 flops per element at ≈ 24 flops per cycle) plus its packing — A's rows
+    /// at ≈ 2 cycles per element (the MR-row interleave), B's columns at ≈ 0.7 (row copies or 8×8 transposes). With A
+    /// packing priced at B's, 2 threads split 256³ by columns, each packing all of A, and ran ≈ 10 % slower.
+    /// </summary>
+    internal static (int RowsPer, int ColsPer) Grid(int m, int n, int threads)
+    {
+        static int RoundUp(int v, int to) => (v + to - 1) / to * to;
+        (int RowsPer, int ColsPer) best = (RoundUp(m, MR), RoundUp(n, NR));
+        long bestCost = long.MaxValue;
+        for (int tm = 1; tm <= threads; tm++)
+        {
+            int tn = threads / tm;
+            int rows = RoundUp((m + tm - 1) / tm, MR), cols = RoundUp((n + tn - 1) / tn, NR);
+            long cost = (long)rows * cols + 24L * rows + 8L * cols;
+            if (cost < bestCost) (best, bestCost) = ((rows, cols), cost);
+        }
+        return best;
     }
 
     private static void RowBlocks(int r0, int r1, Operand a, float alpha, int pc, int kc, int jc, int nc, float* bPack, float* aPack, float* c, long ldc, bool store)

@@ -62,7 +62,7 @@ internal static unsafe class LowRankHadamard
     {
         long work = (long)m * n * Math.Max(r, 1);
         if (work < 1 << 18 || m == 1) { for (int i = 0; i < m; i++) row(i); return; }
-        int chunk = Math.Max(1, m / (Environment.ProcessorCount * 4));
+        int chunk = Math.Max(1, m / (CpuParallel.Threads * 4));
         CpuParallel.For((m + chunk - 1) / chunk, c =>
         {
             for (int i = c * chunk, end = Math.Min(m, i + chunk); i < end; i++) row(i);
