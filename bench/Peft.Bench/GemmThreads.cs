@@ -32,33 +32,35 @@ internal static unsafe class GemmThreads
         }
     }
 
-    /// <summary>The tile grid against a row-only split of C at all threads, interleaved call by call in one process
-    /// (so host noise hits both alike): min and median of 15 calls each.</summary>
+    /// <summary>Three partitions of C at all threads, interleaved call by call in one process (so host noise hits
+    /// them alike): the tile grid with two tiles per thread (the default), with one, and rows alone with one per
+    /// thread (the partition before tile grids). Min and median of 15 calls each.</summary>
     private static void GridAgainstRowSplit(TextWriter o)
     {
         int threads = Environment.ProcessorCount;
-        o.WriteLine($"| M×N×K, {threads} threads | grid (rows × cols per tile) | tile grid ms, min / median | rows only ms, min / median | rows only / grid (min) |");
-        o.WriteLine("| --- | --- | ---: | ---: | ---: |");
+        (string Name, bool RowsOnly, int PerThread)[] variants = [("grid, 2 tiles/thread", false, 2), ("grid, 1 tile/thread", false, 1), ("rows only", true, 1)];
+        o.WriteLine($"| M×N×K, {threads} threads | " + string.Join(" | ", variants.Select(v => $"{v.Name} ms, min / median")) + " |");
+        o.WriteLine("| --- |" + string.Concat(variants.Select(_ => " ---: |")));
         foreach (var (m, n, k) in Shapes())
         {
             using var scope = Tensor.NewScope();
             var a = Tensor.Randn([m, k], 1);
             var b = Tensor.Randn([n, k], 2);   // used transposed, as a Linear's weight (x·Wᵀ)
             var c = Tensor.Zeros([m, n]);
-            double Once(bool rowsOnly)
+            double Once(int v)
             {
-                Peft.Core.Cpu.Gemm.RowSplitOnly = rowsOnly;
+                (Peft.Core.Cpu.Gemm.RowSplitOnly, Peft.Core.Cpu.Gemm.TilesPerThread) = (variants[v].RowsOnly, variants[v].PerThread);
                 var sw = Stopwatch.StartNew();
                 Peft.Core.Cpu.Gemm.Sgemm(m, n, k, 1, new(a.Ptr<float>(), k, false, Peft.Core.Cpu.Gemm.Element.F32), new(b.Ptr<float>(), k, true, Peft.Core.Cpu.Gemm.Element.F32), 0, c.Ptr<float>(), n, threads);
                 return sw.Elapsed.TotalMilliseconds;
             }
-            Once(false); Once(true);
-            var grid = new List<double>(); var rows = new List<double>();
-            for (int r = 0; r < 15; r++) { grid.Add(Once(false)); rows.Add(Once(true)); }
-            Peft.Core.Cpu.Gemm.RowSplitOnly = false;
-            grid.Sort(); rows.Sort();
-            var (rp, cp) = Peft.Core.Cpu.Gemm.Grid(m, n, threads);
-            o.WriteLine($"| {m}×{n}×{k} | {rp} × {cp} | {grid[0]:F2} / {grid[7]:F2} | {rows[0]:F2} / {rows[7]:F2} | {rows[0] / grid[0]:F2}× |");
+            var times = variants.Select(_ => new List<double>()).ToArray();
+            for (int v = 0; v < variants.Length; v++) Once(v);
+            for (int r = 0; r < 15; r++)
+                for (int v = 0; v < variants.Length; v++) times[v].Add(Once(v));
+            (Peft.Core.Cpu.Gemm.RowSplitOnly, Peft.Core.Cpu.Gemm.TilesPerThread) = (false, 2);
+            foreach (var t in times) t.Sort();
+            o.WriteLine($"| {m}×{n}×{k} | " + string.Join(" | ", times.Select(t => $"{t[0]:F2} / {t[7]:F2}")) + " |");
         }
     }
 

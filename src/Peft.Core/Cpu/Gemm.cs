@@ -26,6 +26,9 @@ internal static unsafe partial class Gemm
     /// <summary>Bench only: split C by rows alone (the partition before tile grids), to compare both in one process.</summary>
     internal static bool RowSplitOnly;
 
+    /// <summary>Tiles per thread in a multi-threaded GEMM (2; bench may set 1 to compare).</summary>
+    internal static int TilesPerThread = 2;
+
     /// <summary>Sets the cache blocking (bench only; not thread-safe against running GEMMs).</summary>
     internal static void SetBlocking(int kc, int mc)
     {
@@ -71,59 +74,51 @@ internal static unsafe partial class Gemm
         threads = (int)Math.Min(threads, (long)((m + MR - 1) / MR) * ((n + NR - 1) / NR));
         if (alpha == 1 && storeFirst && TryThin(m, n, k, a, b, c, ldc, threads)) return;
 
-        // C is cut into a grid of tiles, one per thread, each with its own A and B packing buffers, so a thread
-        // never waits for another: one parallel region per GEMM instead of two barriers per K slice, and a thread
-        // reads only the B columns of its tile (with rows split alone, every thread streamed the whole B panel for
-        // its few rows — at 16 threads and a step's 256 rows, 16 rows each).
-        var (rowsPer, colsPer) = RowSplitOnly ? (((m + threads - 1) / threads + MR - 1) / MR * MR, (n + NR - 1) / NR * NR) : Grid(m, n, threads);
-        int tileRows = (m + rowsPer - 1) / rowsPer, tileCols = (n + colsPer - 1) / colsPer, tiles = tileRows * tileCols;
+        // C is cut into a grid of tiles, each packing its own A and B panels, so no thread waits for another inside a
+        // GEMM: one parallel region instead of two barriers per K slice, and a thread reads only the B columns of
+        // its tile (with rows split alone, every thread streamed the whole B panel for its few rows — at 16 threads
+        // and a step's 256 rows, 16 rows each). Two tiles per thread, claimed as threads come free: with one each,
+        // the calling thread spent 14 % of a GPT-2 step waiting for a worker that had joined its GEMM late.
+        int parts = threads == 1 ? 1 : TilesPerThread * threads;
+        var (rowsPer, colsPer) = RowSplitOnly ? (((m + parts - 1) / parts + MR - 1) / MR * MR, (n + NR - 1) / NR * NR) : Grid(m, n, parts);
+        int tileCols = (n + colsPer - 1) / colsPer, tiles = (m + rowsPer - 1) / rowsPer * tileCols;
         int ncTile = Math.Min(NC, colsPer);
         // Packing buffers come from the caching allocator: straight from malloc, the multi-MB B panel would be
         // mapped and page-faulted afresh on every call.
         long bBytes = (long)Math.Min(KC, k) * (ncTile + NR) * sizeof(float);
         long aBytes = (long)(Math.Min(MC, rowsPer) + MR) * Math.Min(KC, k) * sizeof(float);
-        var bPacks = new nint[tiles];
-        var aPacks = new nint[tiles];
-        var reserved = new long[2 * tiles];
-        for (int t = 0; t < tiles; t++)
-        {
-            bPacks[t] = (nint)CpuAllocator.Allocate(bBytes, out reserved[2 * t]);
-            aPacks[t] = (nint)CpuAllocator.Allocate(aBytes, out reserved[2 * t + 1]);
-        }
         void Tile(int t)
         {
             int r0 = t / tileCols * rowsPer, r1 = Math.Min(m, r0 + rowsPer);
             int c0 = t % tileCols * colsPer, c1 = Math.Min(n, c0 + colsPer);
-            float* bPack = (float*)bPacks[t], aPack = (float*)aPacks[t];
-            for (int jc = c0; jc < c1; jc += ncTile)
+            float* bPack = (float*)CpuAllocator.Allocate(bBytes, out long bReserved);
+            float* aPack = (float*)CpuAllocator.Allocate(aBytes, out long aReserved);
+            try
             {
-                int nc = Math.Min(ncTile, c1 - jc);
-                for (int pc = 0; pc < k; pc += KC)
+                for (int jc = c0; jc < c1; jc += ncTile)
                 {
-                    int kc = Math.Min(KC, k - pc);
-                    PackB(b, pc, kc, jc, 0, nc, bPack);
-                    RowBlocks(r0, r1, a, alpha, pc, kc, jc, nc, bPack, aPack, c, ldc, storeFirst && pc == 0);
+                    int nc = Math.Min(ncTile, c1 - jc);
+                    for (int pc = 0; pc < k; pc += KC)
+                    {
+                        int kc = Math.Min(KC, k - pc);
+                        PackB(b, pc, kc, jc, 0, nc, bPack);
+                        RowBlocks(r0, r1, a, alpha, pc, kc, jc, nc, bPack, aPack, c, ldc, storeFirst && pc == 0);
+                    }
                 }
             }
-        }
-        try
-        {
-            if (tiles == 1) Tile(0);
-            else CpuParallel.For(tiles, Tile);
-        }
-        finally
-        {
-            for (int t = 0; t < tiles; t++)
+            finally
             {
-                CpuAllocator.Release((byte*)bPacks[t], reserved[2 * t]);
-                CpuAllocator.Release((byte*)aPacks[t], reserved[2 * t + 1]);
+                CpuAllocator.Release((byte*)bPack, bReserved);
+                CpuAllocator.Release((byte*)aPack, aReserved);
             }
         }
+        if (tiles == 1) Tile(0);
+        else CpuParallel.For(tiles, Tile);
     }
 
     /// <summary>
-    /// The tile of C each thread computes: rows a multiple of MR, columns a multiple of NR, over a grid of at most
-    /// <paramref name="threads"/> tiles. Chosen to make the slowest thread's time smallest, modelled per unit of k in
+    /// The tiles C is cut into: rows a multiple of MR, columns a multiple of NR, at most <paramref name="threads"/> of
+    /// them. Chosen to make the largest tile's time smallest, modelled per unit of k in
     /// units of 1/12 cycle: its tile's area (2 flops per element at ≈ 24 flops per cycle) plus its packing — A's rows
     /// at ≈ 2 cycles per element (the MR-row interleave), B's columns at ≈ 0.7 (row copies or 8×8 transposes). With A
     /// packing priced at B's, 2 threads split 256³ by columns, each packing all of A, and ran ≈ 10 % slower.
