@@ -26,6 +26,10 @@ for run in 1 2 3; do
   echo "cpu:  $(.device-carry/app/footprint/Peft.Footprint 3 2>&1 | tr '\n' ' ')"
 done 2>&1 | tee "$out/footprint.log"
 
+echo "== CPU GEMM on all of this machine's cores: tile grid (2 and 1 tiles per thread) vs rows only, region cost (issue 10)"
+PEFT_BENCH_GRID_AB=1 PEFT_BENCH_SHAPES=256x768x768,256x2304x768,256x3072x768,256x768x3072,512x512x512,1024x1024x1024,2048x2048x2048,256x50257x768 \
+  timeout 240 dotnet .device-carry/app/bench/Peft.Bench.dll gemm-threads 2>&1 | tee "$out/cpu-gemm-partitions.log"
+
 echo "== native/bench_kernels (nvcc alone, no .NET)"
 cmake -S . -B /tmp/native -DPEFT_BUILD_KERNEL_BENCH=ON > /dev/null && cmake --build /tmp/native 2>&1 | grep -E "error|warning" | head -n 20
 /tmp/native/kernels/bench_kernels 2>&1 | tee "$out/bench-native.log"
