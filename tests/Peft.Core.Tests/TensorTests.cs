@@ -5,6 +5,32 @@ namespace Peft.Core.Tests;
 [TestFixture]
 public class TensorTests
 {
+    [TestCase(DType.F32)]
+    [TestCase(DType.BF16)]
+    public void LargeStridedCopiesSplitOverThreadsKeepEveryElementInPlace(DType dtype)
+    {
+        // Above 256 KiB the gather (Contiguous) and the scatter (CopyFrom into a view) run in row chunks on the CPU team;
+        // a chunk that started its index counter at the wrong row would put whole rows in the wrong place.
+        using var scope = Tensor.NewScope();
+        int b = 3, t = 263, h = 12, d = 67;   // ragged, so chunks do not fall on round boundaries, several chunks in either dtype
+        var x = Tensor.Randn([b, t, h, d], new Generator(41)).To(dtype);
+        var permuted = x.Permute(0, 2, 3, 1).Contiguous();   // [b, h, d, t]: the innermost dimension is strided in x
+        var values = permuted.To(DType.F32).ToFloatArray();
+        var source = x.To(DType.F32).ToFloatArray();
+        int bad = 0;
+        for (int i0 = 0; i0 < b; i0++) for (int i1 = 0; i1 < h; i1++) for (int i2 = 0; i2 < d; i2++) for (int i3 = 0; i3 < t; i3++)
+            if (values[((i0 * h + i1) * d + i2) * t + i3] != source[((i0 * t + i3) * h + i1) * d + i2]) bad++;
+        Assert.That(bad, Is.Zero, "gathered elements out of place");
+
+        var target = Tensor.Zeros([b, h, t, d], dtype);
+        target.Transpose(1, 2).CopyFrom(x);   // a [b, t, h, d] view of target: scatter with a non-trivial outer stride
+        var scattered = target.To(DType.F32).ToFloatArray();
+        bad = 0;
+        for (int i0 = 0; i0 < b; i0++) for (int i1 = 0; i1 < h; i1++) for (int i2 = 0; i2 < t; i2++) for (int i3 = 0; i3 < d; i3++)
+            if (scattered[((i0 * h + i1) * t + i2) * d + i3] != source[((i0 * t + i2) * h + i1) * d + i3]) bad++;
+        Assert.That(bad, Is.Zero, "scattered elements out of place");
+    }
+
     [Test]
     public void ViewsShareStorageAndContiguousCopies()
     {
