@@ -11,8 +11,8 @@ namespace Peft.Core.Cpu;
 /// the later workers joined a region after the early ones had done its work (a profile of the GPT-2 step put a fifth
 /// of the CPU time in those waits). Here a region is one object published to workers that are already polling for it.
 /// <para>Iterations are claimed dynamically in chunks, so a late worker costs nothing but its own share; the calling
-/// thread always takes part. A region started from inside another one (nested), or while another thread's region
-/// is running, falls back to <see cref="Parallel.For(int, int, Action{int})"/> semantics (nested: inline), so
+/// thread always takes part. A region started from inside another one runs inline on its thread; one started while
+/// another thread's region holds the team goes through <see cref="Parallel.For(int, int, Action{int})"/>, so
 /// concurrent callers stay correct. The first exception thrown by an iteration is rethrown on the caller once all
 /// claimed iterations have finished.</para>
 /// </summary>
