@@ -31,8 +31,7 @@ internal static unsafe class Elementwise<T> where T : unmanaged, IFloatingPointI
         void RunRows(long r0, long r1)
         {
             Span<int> idx = stackalloc int[rank];
-            long rem = r0;
-            for (int k = rank - 2; k >= 0; k--) { idx[k] = (int)(rem % shape[k]); rem /= shape[k]; }
+            StridedCopy.Seek(idx, shape, rank - 1, r0);
             for (long r = r0; r < r1; r++)
             {
                 long oa = 0, ob = 0;

@@ -9,7 +9,7 @@ namespace Peft.Core.Cpu;
 /// B is packed into KC×NR micro-panels (L1-resident while a micro-kernel runs), A into MC×KC blocks of MR-row
 /// micro-panels (L2-resident), and an MR×NR register-tiled FMA micro-kernel does all the arithmetic. Packing also
 /// applies α and converts BF16/F16 inputs to F32, so the micro-kernel only ever sees aligned F32 panels.
-/// Threads take one tile of C each (see <see cref="Grid"/>) and pack their own A blocks and B panels.
+/// C is cut into tiles, two per thread (see <see cref="Grid"/>), each packing its own A blocks and B panels.
 /// </summary>
 internal static unsafe partial class Gemm
 {
@@ -80,7 +80,7 @@ internal static unsafe partial class Gemm
         // and a step's 256 rows, 16 rows each). Two tiles per thread, claimed as threads come free: with one each,
         // the calling thread spent 14 % of a GPT-2 step waiting for a worker that had joined its GEMM late.
         int parts = threads == 1 ? 1 : TilesPerThread * threads;
-        var (rowsPer, colsPer) = RowSplitOnly ? (((m + parts - 1) / parts + MR - 1) / MR * MR, (n + NR - 1) / NR * NR) : Grid(m, n, parts);
+        var (rowsPer, colsPer) = RowSplitOnly ? (RoundUp((m + parts - 1) / parts, MR), RoundUp(n, NR)) : Grid(m, n, parts);
         int tileCols = (n + colsPer - 1) / colsPer, tiles = (m + rowsPer - 1) / rowsPer * tileCols;
         int ncTile = Math.Min(NC, colsPer);
         // Packing buffers come from the caching allocator: straight from malloc, the multi-MB B panel would be
@@ -125,7 +125,6 @@ internal static unsafe partial class Gemm
     /// </summary>
     internal static (int RowsPer, int ColsPer) Grid(int m, int n, int threads)
     {
-        static int RoundUp(int v, int to) => (v + to - 1) / to * to;
         (int RowsPer, int ColsPer) best = (RoundUp(m, MR), RoundUp(n, NR));
         long bestCost = long.MaxValue;
         for (int tm = 1; tm <= threads; tm++)
@@ -137,6 +136,8 @@ internal static unsafe partial class Gemm
         }
         return best;
     }
+
+    private static int RoundUp(int v, int to) => (v + to - 1) / to * to;
 
     private static void RowBlocks(int r0, int r1, Operand a, float alpha, int pc, int kc, int jc, int nc, float* bPack, float* aPack, float* c, long ldc, bool store)
     {

@@ -45,8 +45,7 @@ internal static unsafe class StridedCopy
         long innerStride = strides[rank - 1] * elem;
         long rowBytes = (long)inner * elem;
         Span<int> idx = stackalloc int[rank];
-        long rem = r0;
-        for (int k = rank - 2; k >= 0; k--) { idx[k] = (int)(rem % shape[k]); rem /= shape[k]; }
+        Seek(idx, shape, rank - 1, r0);
         byte* d = dense + r0 * rowBytes;
         for (long r = r0; r < r1; r++)
         {
@@ -87,6 +86,13 @@ internal static unsafe class StridedCopy
             case 2: *(ushort*)d = *(ushort*)s; break;
             default: *d = *s; break;
         }
+    }
+
+    /// <summary>Sets the first <paramref name="dims"/> indices to those of row <paramref name="row"/> (row-major over
+    /// those dims): where a chunk of rows starts its odometer.</summary>
+    public static void Seek(Span<int> idx, ReadOnlySpan<int> shape, int dims, long row)
+    {
+        for (int k = dims - 1; k >= 0; k--) { idx[k] = (int)(row % shape[k]); row /= shape[k]; }
     }
 
     /// <summary>Odometer increment of the first <paramref name="dims"/> indices.</summary>
