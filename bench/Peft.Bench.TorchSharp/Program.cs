@@ -1,6 +1,6 @@
 // Issue 10, CPU half: Peft.Native against TorchSharp (libtorch CPU) in one process, measurements alternating so both
 // see the same machine state. Usage:
-//   dotnet run -c Release --project bench/Peft.Bench.TorchSharp [-- rounds]       (default 5 rounds)
+//   bash bench/cpu/torchsharp.sh [rounds]   (default 5 rounds; supplies glibc ≥ 2.38 where the host lacks it)
 // The peak-RSS rows come from two child processes of this program (one per library), each running three training steps.
 using System.Diagnostics;
 using Peft.Bench.TorchSharpPeer;
@@ -118,9 +118,13 @@ static Peft.Transformers.PreTrainedModel OurModel(int layers, int width, int hea
     return peft.Model;
 }
 
-// Median milliseconds of each body over `n` rounds; one untimed warm-up of each first; the bodies alternate.
+// Median milliseconds of each body over `n` rounds; one untimed warm-up of each first; the bodies alternate, each
+// after an idle gap: libtorch's OpenMP workers spin-wait after a parallel region (and ours poll for 200 µs), and
+// without the gap those spinning threads took the cores the other library was being timed on (our 1024³ GEMM timed
+// at 110 GFLOP/s right after torch's, 170 alone, on the 2-core VM).
 static (double Ours, double Theirs) Alternate(int n, Action ours, Action theirs)
 {
+    const int gapMs = 50;
     ours();
     theirs();
     var a = new List<double>();
@@ -128,8 +132,8 @@ static (double Ours, double Theirs) Alternate(int n, Action ours, Action theirs)
     var sw = new Stopwatch();
     for (int i = 0; i < n; i++)
     {
-        sw.Restart(); ours(); a.Add(sw.Elapsed.TotalMilliseconds);
-        sw.Restart(); theirs(); b.Add(sw.Elapsed.TotalMilliseconds);
+        Thread.Sleep(gapMs); sw.Restart(); ours(); a.Add(sw.Elapsed.TotalMilliseconds);
+        Thread.Sleep(gapMs); sw.Restart(); theirs(); b.Add(sw.Elapsed.TotalMilliseconds);
     }
     a.Sort();
     b.Sort();
@@ -139,7 +143,9 @@ static (double Ours, double Theirs) Alternate(int n, Action ours, Action theirs)
 static long RunChild(string which)
 {
     var psi = new ProcessStartInfo(Environment.ProcessPath!, $"--rss {which}") { RedirectStandardOutput = true };
-    if (!Environment.ProcessPath!.EndsWith("Peft.Bench.TorchSharp")) psi.Arguments = $"\"{typeof(TorchGpt2).Assembly.Location}\" --rss {which}";
+    // Run through the dotnet muxer, the child needs the app's path; an apphost (also a renamed one, as
+    // bench/cpu/torchsharp.sh makes) is the app itself.
+    if (Path.GetFileNameWithoutExtension(Environment.ProcessPath!) == "dotnet") psi.Arguments = $"\"{typeof(TorchGpt2).Assembly.Location}\" --rss {which}";
     using var p = Process.Start(psi)!;
     var output = p.StandardOutput.ReadToEnd().Trim();
     p.WaitForExit();
