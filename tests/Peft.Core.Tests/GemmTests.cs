@@ -142,6 +142,34 @@ public class GemmTests
             Assert.That(Run(threads), Is.EqualTo(one), $"{threads} threads");
     }
 
+    [TestCase(61, 45, 27)]
+    [TestCase(36, 70, 8)]
+    [TestCase(12, 40, 300)]
+    public unsafe void StridedOperandsScaledByAlphaMatchTheReference(int m, int n, int k)
+    {
+        // Operands inside wider buffers (leading dimension past their width) and α ≠ 1: packing reads rows and
+        // columns by the leading dimension, eight k at a time plus a tail, and folds α in; it must neither read a
+        // neighbouring column into a panel nor drop one.
+        const int pad = 5;
+        const float alpha = 1.5f;
+        foreach (bool ta in new[] { false, true })
+            foreach (bool tb in new[] { false, true })
+            {
+                using var scope = Tensor.NewScope();
+                int aRows = ta ? k : m, aCols = ta ? m : k, bRows = tb ? n : k, bCols = tb ? k : n;
+                var a = Tensor.Randn([aRows, aCols + pad], new Generator((ulong)(m + k)));
+                var b = Tensor.Randn([bRows, bCols + pad], new Generator((ulong)(n + 3 * k)));
+                var c = new float[m * n];
+                fixed (float* pc = c)
+                    Cpu.Gemm.Sgemm(m, n, k, alpha, new Cpu.Gemm.Operand(a.Ptr<float>(), aCols + pad, ta, Cpu.Gemm.Element.F32),
+                        new Cpu.Gemm.Operand(b.Ptr<float>(), bCols + pad, tb, Cpu.Gemm.Element.F32), 0, pc, n, 1);
+                var aDense = a.Narrow(1, 0, aCols).Contiguous().ToDoubleArray();
+                var bDense = b.Narrow(1, 0, bCols).Contiguous().ToDoubleArray();
+                var expected = TestUtil.NaiveMatMul(aDense, bDense, m, n, k, ta, tb).Select(v => alpha * v).ToArray();
+                Assert.That(TestUtil.RelErr(c.Select(v => (double)v).ToArray(), expected), Is.LessThan(1e-5), $"ta={ta} tb={tb}");
+            }
+    }
+
     [TestCase(256, 2304, 16)]
     [TestCase(4096, 768, 16)]
     [TestCase(256, 50257, 2)]
