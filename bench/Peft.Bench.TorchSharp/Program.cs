@@ -119,9 +119,9 @@ static Peft.Transformers.PreTrainedModel OurModel(int layers, int width, int hea
 }
 
 // Median milliseconds of each body over `n` rounds; one untimed warm-up of each first; the bodies alternate, each
-// after an idle gap: libtorch's OpenMP workers spin-wait after a parallel region (and ours poll for 200 µs), and
-// without the gap those spinning threads took the cores the other library was being timed on (our 1024³ GEMM timed
-// at 110 GFLOP/s right after torch's, 170 alone, on the 2-core VM).
+// after an idle gap: libtorch's OpenMP workers spin-wait after a parallel region (and ours poll for 200 µs), so
+// without it one library's idle spinners could share the cores the other is being timed on. Both pay the same
+// wake-up after the gap.
 static (double Ours, double Theirs) Alternate(int n, Action ours, Action theirs)
 {
     const int gapMs = 50;
