@@ -31,6 +31,28 @@ public class TensorTests
         Assert.That(bad, Is.Zero, "scattered elements out of place");
     }
 
+    [TestCase(DType.F32)]
+    [TestCase(DType.BF16)]
+    [TestCase(DType.F64)]
+    [TestCase(DType.I64)]
+    public void ExpandedViewsMaterialiseEveryRowFromItsOwnSource(DType dtype)
+    {
+        // A stride-0 innermost dimension is filled, not copied element by element: each output row must take the
+        // value of its own source element (column c of a [3, 5, 1] tensor expanded to [3, 5, 70], and a scalar to
+        // [400, 700] — the latter above the parallel threshold, so rows are filled by several threads).
+        using var scope = Tensor.NewScope();
+        var column = Tensor.Randn([3, 5, 1], new Generator(43)).To(DType.F32);
+        if (dtype == DType.I64) column = (column * 100.0).To(DType.I64).To(DType.F32);
+        var expanded = column.To(dtype).Expand(3, 5, 70).Contiguous().To(DType.F32).ToFloatArray();
+        var source = column.To(dtype).To(DType.F32).ToFloatArray();
+        int bad = 0;
+        for (int r = 0; r < 15; r++) for (int j = 0; j < 70; j++) if (expanded[r * 70 + j] != source[r]) bad++;
+        Assert.That(bad, Is.Zero, "expanded column");
+        float value = dtype == DType.I64 ? 3 : 1.75f;   // exact in every dtype here
+        var scalar = Tensor.Full([1, 1], value, dtype).Expand(400, 700).Contiguous().To(DType.F32).ToFloatArray();
+        Assert.That(scalar.All(v => v == value), Is.True, "expanded scalar");
+    }
+
     [Test]
     public void ViewsShareStorageAndContiguousCopies()
     {

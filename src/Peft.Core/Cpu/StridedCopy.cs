@@ -57,10 +57,25 @@ internal static unsafe class StridedCopy
                 if (gather) Buffer.MemoryCopy(s, d, rowBytes, rowBytes);
                 else Buffer.MemoryCopy(d, s, rowBytes, rowBytes);
             }
+            else if (gather && innerStride == 0) FillRow(s, d, elem, inner);
             else if (gather) CopyStridedRow(s, innerStride, d, elem, inner);
             else for (int i = 0; i < inner; i++) CopyElem(d + (long)i * elem, s + i * innerStride, elem);
             d += rowBytes;
             Advance(idx, shape, rank - 1);
+        }
+    }
+
+    /// <summary>A row broadcast along its innermost dimension (stride 0: an expanded scalar or column, as the
+    /// gradient of a sum or a bias arrives): one value, a vectorised fill instead of an element-by-element copy.</summary>
+    private static void FillRow(byte* s, byte* d, int elem, int count)
+    {
+        switch (elem)
+        {
+            case 4: new Span<uint>(d, count).Fill(*(uint*)s); break;
+            case 8: new Span<ulong>(d, count).Fill(*(ulong*)s); break;
+            case 2: new Span<ushort>(d, count).Fill(*(ushort*)s); break;
+            case 1: new Span<byte>(d, count).Fill(*s); break;
+            default: for (int i = 0; i < count; i++) Buffer.MemoryCopy(s, d + (long)i * elem, elem, elem); break;
         }
     }
 
