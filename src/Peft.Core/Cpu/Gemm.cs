@@ -14,6 +14,7 @@ namespace Peft.Core.Cpu;
 internal static unsafe partial class Gemm
 {
     private static readonly bool Wide = Avx512F.IsSupported;
+    // Six rows: the micro-kernels (Kernel6x32 / Kernel6x16) and the A packers (PackRows6 / PackColumns6) are written for it.
     internal static readonly int MR = 6;
     internal static readonly int NR = Wide ? 32 : 16;
     private const int NC = 3072;
