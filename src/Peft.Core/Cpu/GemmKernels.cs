@@ -13,6 +13,7 @@ internal static unsafe partial class Gemm
     {
         Vector512<float> c00 = default, c01 = default, c10 = default, c11 = default, c20 = default, c21 = default;
         Vector512<float> c30 = default, c31 = default, c40 = default, c41 = default, c50 = default, c51 = default;
+        PrefetchTile(c, ldc, 2);
         for (int p = 0; p < kc; p++)
         {
             var b0 = Vector512.LoadAligned(b);
@@ -36,6 +37,19 @@ internal static unsafe partial class Gemm
         Acc512(c + 3 * ldc, c30, c31, store); Acc512(c + 4 * ldc, c40, c41, store); Acc512(c + 5 * ldc, c50, c51, store);
     }
 
+    /// <summary>
+    /// Asks for the C tile's rows (<paramref name="lines"/> cache lines each) before the k loop, so that their misses
+    /// overlap the FMAs instead of stalling the stores at the end: C's rows lie a whole row of C apart, in L3 or
+    /// memory once C outgrows L2 (a tied LM head's C is 256 × 50257 floats, 51 MB).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void PrefetchTile(float* c, long ldc, int lines)
+    {
+        if (!Sse.IsSupported) return;
+        for (int i = 0; i < 6; i++)
+            for (int l = 0; l < lines; l++) Sse.Prefetch0(c + i * ldc + 16 * l);
+    }
+
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void Acc512(float* row, Vector512<float> lo, Vector512<float> hi, bool store)
     {
@@ -49,6 +63,7 @@ internal static unsafe partial class Gemm
     {
         Vector256<float> c00 = default, c01 = default, c10 = default, c11 = default, c20 = default, c21 = default;
         Vector256<float> c30 = default, c31 = default, c40 = default, c41 = default, c50 = default, c51 = default;
+        PrefetchTile(c, ldc, 1);
         for (int p = 0; p < kc; p++)
         {
             var b0 = Vector256.Load(b);
