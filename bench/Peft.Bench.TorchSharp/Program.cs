@@ -109,6 +109,40 @@ Console.WriteLine();
 var ourRss = RunChild("ours");
 var theirRss = RunChild("torch");
 Console.WriteLine($"| peak RSS of a process that builds the model and runs 3 steps, MB | {ourRss} | {theirRss} | {(double)theirRss / ourRss:F2}× less |");
+
+// 4. GPT-2 124M (12 × 768, 12 heads) at B = 4, T = 64: the point other C# trainers of that model report. LoRA r = 8
+//    on c_attn, and full fine-tuning (every weight trained, AdamW over all 124M); training steps only.
+{
+    const int layers = 12, width = 768, heads = 12, vocab = 50257, batch = 4, seq = 64;
+    var rng = new System.Random(1);
+    var idsArray = Enumerable.Range(0, batch * seq).Select(_ => (long)rng.Next(vocab)).ToArray();
+    using var ids = Ours.FromArray(idsArray, [batch, seq]);
+    using var tids = torch.tensor(idsArray, [batch, seq]);
+    Console.WriteLine();
+    Console.WriteLine($"| GPT-2 124M, B = {batch}, T = {seq}, F32, training step (fwd + bwd + AdamW) | ours ms | TorchSharp ms | ours / TorchSharp (speed) |");
+    Console.WriteLine("| --- | ---: | ---: | ---: |");
+    foreach (bool lora in new[] { true, false })
+    {
+        using var ourModel = lora ? OurModel(layers, width, heads) : OurFullModel(layers, width, heads);
+        var ourOpt = new Peft.Nn.AdamW(ourModel.Parameters().Where(p => p.RequiresGrad).ToList(), lr: 1e-4);
+        using var theirModel = new TorchGpt2(layers, width, heads, vocab, 1024, rank: lora ? 8 : 0, alpha: 32);
+        using var theirOpt = torch.optim.AdamW(theirModel.Trainable, lr: 1e-4);
+        var (ours, theirs) = Alternate(rounds, () =>
+        {
+            using var scope = Ours.NewScope();
+            ourOpt.ZeroGrad();
+            ourModel.Forward(ids, labels: ids).Loss!.Backward();
+            ourOpt.Step();
+        }, () =>
+        {
+            using var scope = torch.NewDisposeScope();
+            theirOpt.zero_grad();
+            theirModel.Loss(tids).backward();
+            theirOpt.step();
+        });
+        Console.WriteLine($"| {(lora ? "LoRA r = 8 on c_attn" : "full fine-tuning")} | {ours:F0} ({batch * seq / (ours / 1e3):F0} tok/s) | {theirs:F0} ({batch * seq / (theirs / 1e3):F0} tok/s) | {theirs / ours:F2}× |");
+    }
+}
 return 0;
 
 static Peft.Transformers.PreTrainedModel OurModel(int layers, int width, int heads)
@@ -117,6 +151,9 @@ static Peft.Transformers.PreTrainedModel OurModel(int layers, int width, int hea
     var peft = Peft.PeftModel.Create(Peft.Transformers.AutoModel.Create(config), new Peft.LoraConfig { R = 8, LoraAlpha = 32, TargetModules = ["c_attn"], TaskType = "CAUSAL_LM" });
     return peft.Model;
 }
+
+static Peft.Transformers.PreTrainedModel OurFullModel(int layers, int width, int heads) =>
+    Peft.Transformers.AutoModel.Create(Peft.Transformers.HfConfig.FromJson($$"""{"model_type": "gpt2", "n_layer": {{layers}}, "n_embd": {{width}}, "n_head": {{heads}}, "vocab_size": 50257, "n_positions": 1024}"""));
 
 // Median milliseconds of each body over `n` rounds; one untimed warm-up of each first; the bodies alternate, each
 // after an idle gap: libtorch's OpenMP workers spin-wait after a parallel region (and ours poll for 200 µs), so
