@@ -76,19 +76,7 @@ Console.WriteLine();
     var idsArray = Enumerable.Range(0, batch * seq).Select(_ => (long)rng.Next(vocab)).ToArray();
     using var ids = Ours.FromArray(idsArray, [batch, seq]);
     using var tids = torch.tensor(idsArray, [batch, seq]);
-    var (ourStep, theirStep) = Alternate(rounds, () =>
-    {
-        using var scope = Ours.NewScope();
-        ourOpt.ZeroGrad();
-        ourModel.Forward(ids, labels: ids).Loss!.Backward();
-        ourOpt.Step();
-    }, () =>
-    {
-        using var scope = torch.NewDisposeScope();
-        theirOpt.zero_grad();
-        theirModel.Loss(tids).backward();
-        theirOpt.step();
-    });
+    var (ourStep, theirStep) = AlternateTrainingSteps(rounds, ourModel, ourOpt, ids, theirModel, theirOpt, tids);
     var (ourFwd, theirFwd) = Alternate(rounds, () =>
     {
         using var scope = Ours.NewScope();
@@ -127,30 +115,30 @@ Console.WriteLine($"| peak RSS of a process that builds the model and runs 3 ste
         var ourOpt = new Peft.Nn.AdamW(ourModel.Parameters().Where(p => p.RequiresGrad).ToList(), lr: 1e-4);
         using var theirModel = new TorchGpt2(layers, width, heads, vocab, 1024, rank: lora ? 8 : 0, alpha: 32);
         using var theirOpt = torch.optim.AdamW(theirModel.Trainable, lr: 1e-4);
-        var (ours, theirs) = Alternate(rounds, () =>
-        {
-            using var scope = Ours.NewScope();
-            ourOpt.ZeroGrad();
-            ourModel.Forward(ids, labels: ids).Loss!.Backward();
-            ourOpt.Step();
-        }, () =>
-        {
-            using var scope = torch.NewDisposeScope();
-            theirOpt.zero_grad();
-            theirModel.Loss(tids).backward();
-            theirOpt.step();
-        });
+        var (ours, theirs) = AlternateTrainingSteps(rounds, ourModel, ourOpt, ids, theirModel, theirOpt, tids);
         Console.WriteLine($"| {(lora ? "LoRA r = 8 on c_attn" : "full fine-tuning")} | {ours:F0} ({batch * seq / (ours / 1e3):F0} tok/s) | {theirs:F0} ({batch * seq / (theirs / 1e3):F0} tok/s) | {theirs / ours:F2}× |");
     }
 }
 return 0;
 
-static Peft.Transformers.PreTrainedModel OurModel(int layers, int width, int heads)
-{
-    var config = Peft.Transformers.HfConfig.FromJson($$"""{"model_type": "gpt2", "n_layer": {{layers}}, "n_embd": {{width}}, "n_head": {{heads}}, "vocab_size": 50257, "n_positions": 1024}""");
-    var peft = Peft.PeftModel.Create(Peft.Transformers.AutoModel.Create(config), new Peft.LoraConfig { R = 8, LoraAlpha = 32, TargetModules = ["c_attn"], TaskType = "CAUSAL_LM" });
-    return peft.Model;
-}
+static Peft.Transformers.PreTrainedModel OurModel(int layers, int width, int heads) =>
+    Peft.PeftModel.Create(OurFullModel(layers, width, heads), new Peft.LoraConfig { R = 8, LoraAlpha = 32, TargetModules = ["c_attn"], TaskType = "CAUSAL_LM" }).Model;
+
+// One training step of each library (zero grads, forward with the causal-LM loss, backward, AdamW), alternating.
+static (double Ours, double Theirs) AlternateTrainingSteps(int rounds, Peft.Transformers.PreTrainedModel ourModel, Peft.Nn.AdamW ourOpt, Ours ids,
+    TorchGpt2 theirModel, torch.optim.Optimizer theirOpt, torch.Tensor tids) => Alternate(rounds, () =>
+    {
+        using var scope = Ours.NewScope();
+        ourOpt.ZeroGrad();
+        ourModel.Forward(ids, labels: ids).Loss!.Backward();
+        ourOpt.Step();
+    }, () =>
+    {
+        using var scope = torch.NewDisposeScope();
+        theirOpt.zero_grad();
+        theirModel.Loss(tids).backward();
+        theirOpt.step();
+    });
 
 static Peft.Transformers.PreTrainedModel OurFullModel(int layers, int width, int heads) =>
     Peft.Transformers.AutoModel.Create(Peft.Transformers.HfConfig.FromJson($$"""{"model_type": "gpt2", "n_layer": {{layers}}, "n_embd": {{width}}, "n_head": {{heads}}, "vocab_size": 50257, "n_positions": 1024}"""));
